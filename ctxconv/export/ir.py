@@ -1,0 +1,122 @@
+"""Int8 block graph: the one description both writers (ONNX, TFLite) serialise.
+
+A block graph is a tiny dataflow graph in TFLite conventions: activations are NHWC,
+int8 with per-tensor asymmetric quantization; conv weights are OHWI int8 with
+per-output-channel symmetric scales (zero point 0); fully connected weights are (out, in)
+int8; biases are int32 with scale = input_scale * weight_scale and zero point 0.
+
+Because ONNX and TFLite files are written from the same ``BlockGraph``, they carry the
+same quantization parameters by construction. This module imports only numpy, so the
+firmware simulator can read it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+class ModelFileError(ValueError):
+    """A model or manifest file that is malformed, truncated or does not match its record."""
+
+
+#: Ops a block graph may contain, with the options each one reads.
+SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
+    # options: filter (h, w), stride (h, w), padding "VALID"|"SAME"
+    "MAX_POOL_2D": ("filter", "stride", "padding"),
+    "AVERAGE_POOL_2D": ("filter", "stride", "padding"),
+    # inputs: x, weight (OHWI), bias (int32); options: stride, padding, relu (fused)
+    "CONV_2D": ("stride", "padding", "relu"),
+    # inputs: x (1, N), weight (K, N), bias (int32); options: relu (fused)
+    "FULLY_CONNECTED": ("relu",),
+    # inputs: a, b (broadcast over leading axes); options: relu (fused)
+    "ADD": ("relu",),
+    # options: shape (target shape)
+    "RESHAPE": ("shape",),
+}
+
+
+@dataclass
+class Quant:
+    """Affine quantization: real = scale * (q - zero_point).
+
+    ``axis`` is None for per-tensor parameters, else the channel axis of a
+    per-channel tensor (``scale`` then has one entry per channel).
+    """
+
+    scale: np.ndarray  # float32, (1,) or (channels,)
+    zero_point: np.ndarray  # int64, same shape as scale
+    axis: int | None = None
+
+    @staticmethod
+    def per_tensor(scale: float, zero_point: int) -> Quant:
+        return Quant(np.array([scale], np.float32), np.array([zero_point], np.int64), None)
+
+    @property
+    def is_per_channel(self) -> bool:
+        return self.axis is not None
+
+
+@dataclass
+class Tensor:
+    """A named tensor: an activation (``data`` None) or a constant (``data`` set)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # "int8" | "int32" | "float32"
+    quant: Quant | None = None
+    data: np.ndarray | None = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Op:
+    """One operator: ``kind`` is a key of ``SUPPORTED_OPS``."""
+
+    kind: str
+    inputs: list[str]
+    outputs: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BlockGraph:
+    """One block's int8 graph with named inputs and outputs (batch 1, NHWC)."""
+
+    name: str
+    tensors: dict[str, Tensor]
+    ops: list[Op]
+    inputs: list[str]
+    outputs: list[str]
+
+    def validate(self) -> None:
+        """Raise ValueError naming the problem if the graph is not well formed."""
+        for op in self.ops:
+            if op.kind not in SUPPORTED_OPS:
+                raise ValueError(
+                    f"block {self.name!r}: op {op.kind!r} is not supported; "
+                    f"supported: {sorted(SUPPORTED_OPS)}"
+                )
+            for name in op.inputs + op.outputs:
+                if name not in self.tensors:
+                    raise ValueError(f"block {self.name!r}: op {op.kind} uses unknown tensor {name!r}")
+            missing = [k for k in SUPPORTED_OPS[op.kind] if k not in op.options]
+            if missing:
+                raise ValueError(f"block {self.name!r}: op {op.kind} lacks options {missing}")
+        for name in self.inputs + self.outputs:
+            if name not in self.tensors:
+                raise ValueError(f"block {self.name!r}: graph endpoint {name!r} is not a tensor")
+
+    def constants(self) -> list[Tensor]:
+        return [t for t in self.tensors.values() if t.is_constant]
+
+    def activations(self) -> list[Tensor]:
+        return [t for t in self.tensors.values() if not t.is_constant]

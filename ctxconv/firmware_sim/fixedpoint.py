@@ -1,0 +1,127 @@
+"""TFLite Micro fixed-point requantization, vectorised in int64 numpy.
+
+These functions reproduce ``QuantizeMultiplier`` (tensorflow/lite/kernels/internal/
+quantization_util.cc) and the double-rounding ``MultiplyByQuantizedMultiplier``
+(gemmlowp ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT``) that TFLM's
+reference kernels use by default, so that integer kernels built on them are bit-exact.
+All array math runs in int64: a product of two int32 values always fits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_INT32_MIN = -(1 << 31)
+_INT32_MAX = (1 << 31) - 1
+
+
+def round_half_away(value: float) -> int:
+    """std::round (TfLiteRound): nearest integer, ties away from zero; exact for floats."""
+    mag = abs(value)
+    base = math.floor(mag)
+    rounded = base + (1 if mag - base >= 0.5 else 0)
+    return int(rounded) if value >= 0 else -int(rounded)
+
+
+def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
+    """Split a positive real multiplier into (int32 mantissa in [2^30, 2^31), shift).
+
+    ``real ~= mantissa * 2^(shift - 31)``. Mirrors TFLite: frexp, round half away from
+    zero of ``q * 2^31``, the ``q_fixed == 2^31`` carry into the exponent, and the
+    underflow rule (shift < -31 -> multiplier 0).
+    """
+    if real_multiplier == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real_multiplier)
+    q_fixed = round_half_away(q * float(1 << 31))
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        shift = 0
+        q_fixed = 0
+    return q_fixed, shift
+
+
+def quantize_multipliers(real_multipliers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``quantize_multiplier`` over a 1-D array: returns (mantissas, shifts) as int64."""
+    pairs = [quantize_multiplier(float(m)) for m in np.asarray(real_multipliers, np.float64)]
+    mult = np.array([p[0] for p in pairs], np.int64)
+    shift = np.array([p[1] for p in pairs], np.int64)
+    return mult, shift
+
+
+def wrap_int32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of int64 values to the int32 range (C int32 overflow)."""
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int32 values held in int64.
+
+    The reference adds a sign-dependent nudge (2^30 or 1 - 2^30) and divides by 2^31
+    truncating toward zero; for int32 operands both branches equal the floor shift
+    ``(a*b + 2^30) >> 31``. The one overflow, a == b == INT32_MIN, saturates.
+    """
+    out = np.multiply(a, b, dtype=np.int64)
+    out += 1 << 30
+    out >>= 31
+    return np.minimum(out, _INT32_MAX, out=out)
+
+
+def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """gemmlowp RoundingDivideByPOT: x / 2^exponent, rounding half away from zero.
+
+    Reference: ``(x >> e) + ((x & mask) > (mask >> 1) + (x < 0))``; for e >= 1 that is
+    ``(x + 2^(e-1) - 1 + (x >= 0)) >> e``, which needs fewer passes over x.
+    """
+    x = np.asarray(x, np.int64)
+    exponent = np.asarray(exponent, np.int64)
+    if exponent.size and int(exponent.min()) >= 1:
+        out = x + ((np.int64(1) << (exponent - 1)) - 1)
+        out += x >= 0
+        out >>= exponent
+        return out
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(
+    x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier (double rounding), int32 semantics in int64.
+
+    ``x``: int32 accumulators (any shape); ``multiplier``/``shift`` broadcast against it
+    (per-channel: shape (C,) against x (..., C)).
+    """
+    x = np.asarray(x, np.int64)
+    shift = np.asarray(shift, np.int64)
+    if shift.size and int(shift.max()) > 0:
+        x = wrap_int32(x << np.maximum(shift, 0))  # x * (1 << left_shift) in int32
+    return rounding_divide_by_pot(
+        saturating_rounding_doubling_high_mul(x, multiplier), np.maximum(-shift, 0)
+    )
+
+
+def multiply_by_quantized_multiplier_smaller_than_one(
+    x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplierSmallerThanOneExp (shift <= 0)."""
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier), -shift)
+
+
+def quantize_value(real: float, scale: float, zero_point: int) -> int:
+    """``zero_point + TfLiteRound(real / scale)`` computed in float32 like TFLite."""
+    return int(zero_point) + round_half_away(float(np.float32(real) / np.float32(scale)))
+
+
+def activation_range_int8(relu: bool, scale: float, zero_point: int) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized for int8 outputs (NONE or RELU)."""
+    lo, hi = -128, 127
+    if relu:
+        lo = max(lo, quantize_value(0.0, scale, zero_point))
+    return lo, hi

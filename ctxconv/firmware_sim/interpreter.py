@@ -1,0 +1,213 @@
+"""Execute a ``BlockGraph`` on a batch with the kernels, like TFLM's interpreter would.
+
+``compile_graph`` does the work of TFLM's Prepare step once (requantization
+multipliers, activation ranges, padding), so repeated ``run`` calls on batches only
+pay for the arithmetic. Graph tensors carry batch 1 on axis 0; at run time axis 0 is
+the batch N of the arrays passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ctxconv.export.ir import BlockGraph, Op, Quant, Tensor
+from ctxconv.firmware_sim import kernels as K
+from ctxconv.firmware_sim.fixedpoint import (
+    activation_range_int8,
+    quantize_multiplier,
+    quantize_multipliers,
+)
+
+Kernel = Callable[[list[np.ndarray]], np.ndarray]
+
+
+def _scale(q: Quant | None, what: str) -> float:
+    if q is None:
+        raise ValueError(f"{what} has no quantization parameters")
+    return float(np.float32(q.scale[0]))
+
+
+def _zp(q: Quant | None) -> int:
+    return 0 if q is None else int(q.zero_point[0])
+
+
+def _pair(v: object, what: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in v)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a pair (h, w), got {v!r}") from None
+    return a, b
+
+
+def _channel_multipliers(
+    in_q: Quant | None, w_q: Quant | None, out_q: Quant | None, channels: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel QuantizeMultiplier(in_scale * w_scale[c] / out_scale) in double, as TFLM."""
+    in_s = np.float64(_scale(in_q, f"{what} input"))
+    out_s = np.float64(_scale(out_q, f"{what} output"))
+    if w_q is None:
+        raise ValueError(f"{what} weight has no quantization parameters")
+    w_s = np.asarray(w_q.scale, np.float32).astype(np.float64)
+    if w_s.size == 1:
+        w_s = np.repeat(w_s, channels)
+    if w_s.size != channels:
+        raise ValueError(f"{what}: {w_s.size} weight scales for {channels} output channels")
+    return quantize_multipliers(in_s * w_s / out_s)
+
+
+class CompiledGraph:
+    """A block graph prepared for repeated batched execution."""
+
+    def __init__(self, graph: BlockGraph) -> None:
+        graph.validate()
+        self.graph = graph
+        self._steps: list[tuple[Op, Kernel]] = [(op, self._prepare(op)) for op in graph.ops]
+
+    # -- preparation (TFLM Prepare) -------------------------------------------------
+
+    def _t(self, name: str) -> Tensor:
+        return self.graph.tensors[name]
+
+    def _prepare(self, op: Op) -> Kernel:
+        x = self._t(op.inputs[0])
+        out = self._t(op.outputs[0])
+        what = f"block {self.graph.name!r} op {op.kind} -> {out.name!r}"
+        is_int8 = x.dtype == "int8"
+        if not is_int8 and x.dtype != "float32" and op.kind != "RESHAPE":
+            raise ValueError(f"{what}: unsupported input dtype {x.dtype}")
+        relu = bool(op.options.get("relu", False))
+        act = (
+            activation_range_int8(relu, _scale(out.quant, what), _zp(out.quant))
+            if (is_int8)
+            else (0, 0)
+        )
+        o = op.options
+        if op.kind in ("CONV_2D", "FULLY_CONNECTED"):
+            w = self._t(op.inputs[1])
+            b = self._t(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] else None
+            if w.data is None or (b is not None and b.data is None):
+                raise ValueError(f"{what}: weight and bias must be constant tensors")
+            wd = w.data
+            bd = None if b is None else b.data
+        if op.kind == "CONV_2D":
+            stride = _pair(o["stride"], f"{what} stride")
+            pad = str(o["padding"])
+            if not is_int8:
+                return lambda xs: K.conv2d_float(xs[0], wd, bd, stride, pad, relu)
+            mult, shift = _channel_multipliers(x.quant, w.quant, out.quant, wd.shape[0], what)
+            in_zp, out_zp = _zp(x.quant), _zp(out.quant)
+            return lambda xs: K.conv2d_int8(
+                xs[0], wd, bd, in_zp, out_zp, mult, shift, act, stride, pad
+            )
+        if op.kind == "FULLY_CONNECTED":
+            din = wd.shape[1]
+            if not is_int8:
+                return lambda xs: K.fully_connected_float(xs[0].reshape(-1, din), wd, bd, relu)
+            mult, shift = _channel_multipliers(x.quant, w.quant, out.quant, wd.shape[0], what)
+            in_zp, out_zp, w_zp = _zp(x.quant), _zp(out.quant), _zp(w.quant)
+            return lambda xs: K.fully_connected_int8(
+                xs[0].reshape(-1, din), wd, bd, in_zp, w_zp, out_zp, mult, shift, act
+            )
+        if op.kind in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            filt = _pair(o["filter"], f"{what} filter")
+            stride = _pair(o["stride"], f"{what} stride")
+            pad = str(o["padding"])
+            if op.kind == "MAX_POOL_2D":
+                if is_int8:
+                    return lambda xs: K.max_pool_2d_int8(xs[0], filt, stride, pad, act)
+                return lambda xs: K.max_pool_2d_float(xs[0], filt, stride, pad, relu)
+            if is_int8:
+                return lambda xs: K.average_pool_2d_int8(xs[0], filt, stride, pad, act)
+            return lambda xs: K.average_pool_2d_float(xs[0], filt, stride, pad, relu)
+        if op.kind == "ADD":
+            return self._prepare_add(op, relu, act, what)
+        if op.kind == "RESHAPE":
+            tail = tuple(int(d) for d in out.shape[1:])
+            return lambda xs: xs[0].reshape((xs[0].shape[0],) + tail)
+        raise ValueError(f"{what}: op kind not supported by the simulator")
+
+    def _prepare_add(self, op: Op, relu: bool, act: tuple[int, int], what: str) -> Kernel:
+        a, b, out = self._t(op.inputs[0]), self._t(op.inputs[1]), self._t(op.outputs[0])
+        rank = len(out.shape)
+        a_batched, b_batched = not a.is_constant, not b.is_constant
+
+        def operands(xs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            return _align(xs[0], a_batched, rank), _align(xs[1], b_batched, rank)
+
+        if a.dtype != "int8":
+            return lambda xs: K.add_float(*operands(xs), relu)
+        a_s, b_s = _scale(a.quant, f"{what} input a"), _scale(b.quant, f"{what} input b")
+        out_s = _scale(out.quant, f"{what} output")
+        left_shift = 20
+        twice_max = 2.0 * max(a_s, b_s)
+        a_m = quantize_multiplier(a_s / twice_max)
+        b_m = quantize_multiplier(b_s / twice_max)
+        o_m = quantize_multiplier(twice_max / ((1 << left_shift) * out_s))
+        for m in (a_m, b_m, o_m):
+            if m[1] > 0:
+                raise ValueError(f"{what}: int8 ADD needs output_scale >= 2^-20 * max input scale")
+        a_zp, b_zp, o_zp = _zp(a.quant), _zp(b.quant), _zp(out.quant)
+        return lambda xs: K.add_int8(
+            *operands(xs), a_zp, b_zp, o_zp, a_m, b_m, o_m, act, left_shift
+        )
+
+    # -- execution --------------------------------------------------------------------
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run all ops in order on a batch. ``inputs``: name -> (N, *shape[1:])."""
+        g = self.graph
+        env: dict[str, np.ndarray] = {}
+        batch = None
+        for name in g.inputs:
+            if name not in inputs:
+                raise ValueError(f"block {g.name!r}: missing input {name!r}")
+            t = g.tensors[name]
+            arr = np.asarray(inputs[name])
+            if arr.ndim != len(t.shape) or tuple(arr.shape[1:]) != tuple(t.shape[1:]):
+                raise ValueError(
+                    f"block {g.name!r}: input {name!r} has shape {arr.shape}, "
+                    f"expected (N, {', '.join(str(d) for d in t.shape[1:])})"
+                )
+            if arr.dtype != np.dtype(t.dtype):
+                raise ValueError(
+                    f"block {g.name!r}: input {name!r} has dtype {arr.dtype}, expected {t.dtype}"
+                )
+            if batch is not None and arr.shape[0] != batch:
+                raise ValueError(f"block {g.name!r}: inputs disagree on batch size")
+            batch = arr.shape[0]
+            env[name] = arr
+        for op, kernel in self._steps:
+            args = [self._value(env, name) for name in op.inputs[:2]]
+            env[op.outputs[0]] = kernel(args)
+        return {name: env[name] for name in g.outputs}
+
+    def _value(self, env: dict[str, np.ndarray], name: str) -> np.ndarray:
+        if name in env:
+            return env[name]
+        t = self.graph.tensors[name]
+        if t.data is None:
+            raise ValueError(f"block {self.graph.name!r}: tensor {name!r} read before written")
+        return t.data
+
+
+def _align(x: np.ndarray, batched: bool, rank: int) -> np.ndarray:
+    """Align an ADD operand to the output rank: batch stays on axis 0, graph dims right-aligned.
+
+    A batched (N, *s) operand of lower rank becomes (N, 1, ..., 1, *s); constants keep
+    TFLite/numpy right-aligned broadcasting.
+    """
+    if not batched or x.ndim == rank:
+        return x
+    return x.reshape((x.shape[0],) + (1,) * (rank - x.ndim) + x.shape[1:])
+
+
+def compile_graph(graph: BlockGraph) -> CompiledGraph:
+    """Prepare ``graph`` once for repeated batched execution."""
+    return CompiledGraph(graph)
+
+
+def run_graph(graph: BlockGraph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``graph`` on a batch: ``inputs`` name -> (N, *shape[1:]) arrays; returns outputs."""
+    return CompiledGraph(graph).run(inputs)

@@ -1,0 +1,87 @@
+"""Inference with context inputs: class scores without knowing the true label.
+
+- ``multipass``: one pipeline run per candidate context; the blocks before the first
+  contextual block run once and are shared by all K passes. Scores are the goodness
+  under each candidate, summed over the scoring blocks.
+- ``onepass``: one run; each block's linear goodness gives all K scores analytically.
+  Available when no block's output depends on the context; then it equals multipass.
+
+Neither mode reads labels, so accuracy cannot depend on the true label being known.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ctxconv.train.model import ContextualNet
+
+MODES = ("multipass", "onepass")
+
+
+@torch.no_grad()
+def multipass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
+    """(B, K) scores, computing each block's goodness once per candidate context."""
+    batch, k = x.shape[0], model.num_classes
+    eye = torch.eye(k, device=x.device, dtype=x.dtype)
+    total = torch.zeros(batch, k, device=x.device, dtype=x.dtype)
+    shared = model.first_contextual_block
+    h = x
+    for i, block in enumerate(model.blocks[:shared]):  # context-free: computed once
+        h = block(h)
+        if i in model.score_blocks:
+            for c in range(k):
+                total[:, c] += block.goodness(h, eye[c].expand(batch, k))
+    if shared < len(model.blocks):  # K passes, batched context-major
+        contexts = eye.repeat_interleave(batch, dim=0)  # (K*B, K)
+        hs = h.repeat(k, *([1] * (h.dim() - 1)))
+        for i in range(shared, len(model.blocks)):
+            block = model.blocks[i]
+            hs = block(hs, contexts)
+            if i in model.score_blocks:
+                total += block.goodness(hs, contexts).view(k, batch).T
+    return total
+
+
+@torch.no_grad()
+def onepass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
+    """(B, K) scores from a single pass (requires ``model.supports_onepass``)."""
+    if not model.supports_onepass:
+        raise ValueError("onepass needs every block context-free with linear goodness; "
+                         "this model injects context into a conv: use mode=multipass")
+    total = None
+    h = x
+    for i, block in enumerate(model.blocks):
+        h = block(h)
+        if i in model.score_blocks:
+            s = block.goodness.scores(h)
+            total = s if total is None else total + s
+    assert total is not None
+    return total
+
+
+def class_scores(model: ContextualNet, x: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "multipass":
+        return multipass_scores(model, x)
+    if mode == "onepass":
+        return onepass_scores(model, x)
+    raise ValueError(f"unknown inference mode {mode!r}; choose one of {MODES}")
+
+
+def available_modes(model: ContextualNet) -> list[str]:
+    return [m for m in MODES if m != "onepass" or model.supports_onepass]
+
+
+@torch.no_grad()
+def predict(model: ContextualNet, loader, mode: str) -> torch.Tensor:
+    """Predicted labels for every sample of ``loader`` (labels are never read)."""
+    model.eval()
+    preds = [class_scores(model, batch[0], mode).argmax(dim=1) for batch in loader]
+    return torch.cat(preds)
+
+
+@torch.no_grad()
+def evaluate(model: ContextualNet, loader, mode: str) -> float:
+    """Top-1 accuracy of ``mode`` on ``loader``."""
+    preds = predict(model, loader, mode)
+    labels = torch.cat([batch[1] for batch in loader])
+    return float((preds == labels).float().mean())

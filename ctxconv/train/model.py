@@ -1,0 +1,102 @@
+"""Model factory: a stack of ``ContextualConvBlock`` built from a config list.
+
+``blocks: [[pool, filters, kernel], ...]`` with a per-block ``contextual`` flag (does the
+block's conv receive the context?). The resolved ``ModelConfig`` travels inside every
+checkpoint, so export and simulation never need the training config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ctxconv.train.blocks import ContextualConvBlock
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a contextual network; geometry fields are filled from the data."""
+
+    blocks: list[list[int]] = field(default_factory=lambda: [[1, 32, 3], [2, 64, 3]])
+    contextual: list[bool] | None = None  # per block: conv receives context; None = all False
+    injection: str = "bias"  # how a contextual conv receives the context: bias|film|bias+film
+    goodness: str = "linear"  # linear (one-pass scores) | energy (seed's squared activation)
+    norm: str = "batch"  # batch (folds into the conv at export) | l2 | none
+    max_grid: int = 4  # the linear goodness pools each block output to at most g x g cells
+    score_blocks: list[int] | None = None  # blocks whose goodness is summed; None = all
+    in_channels: int = 1
+    image_size: int = 8
+    num_classes: int = 10
+
+
+def _validate(cfg: ModelConfig) -> list[bool]:
+    if not cfg.blocks:
+        raise ValueError("model.blocks is empty: give at least one [pool, filters, kernel]")
+    for i, spec in enumerate(cfg.blocks):
+        if len(spec) != 3 or any(int(v) < 1 for v in spec):
+            raise ValueError(f"model.blocks[{i}] = {list(spec)}: expected [pool, filters, kernel] "
+                             "with positive integers")
+        if int(spec[2]) % 2 == 0:
+            raise ValueError(f"model.blocks[{i}]: kernel {spec[2]} must be odd ('same' padding)")
+    flags = list(cfg.contextual) if cfg.contextual is not None else [False] * len(cfg.blocks)
+    if len(flags) != len(cfg.blocks):
+        raise ValueError(f"model.contextual has {len(flags)} flags for {len(cfg.blocks)} blocks")
+    for i in cfg.score_blocks or []:
+        if not 0 <= i < len(cfg.blocks):
+            raise ValueError(f"model.score_blocks: block {i} does not exist "
+                             f"(the model has {len(cfg.blocks)} blocks)")
+    return [bool(f) for f in flags]
+
+
+class ContextualNet(nn.Module):
+    """Blocks in sequence; class scores are goodness summed over ``score_blocks``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        flags = _validate(cfg)
+        self.cfg = cfg
+        blocks, channels, size = [], cfg.in_channels, cfg.image_size
+        for (pool, filters, kernel), contextual in zip(cfg.blocks, flags):
+            block = ContextualConvBlock(
+                channels, size, int(pool), int(filters), int(kernel), cfg.num_classes,
+                injection=cfg.injection if contextual else "none", goodness=cfg.goodness,
+                norm=cfg.norm, max_grid=cfg.max_grid,
+            )
+            blocks.append(block)
+            channels, size = int(filters), block.out_size
+        self.blocks = nn.ModuleList(blocks)
+        self.score_blocks = list(cfg.score_blocks) if cfg.score_blocks else list(range(len(blocks)))
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    @property
+    def first_contextual_block(self) -> int:
+        """Index of the first block whose output depends on the context (len if none)."""
+        return next((i for i, b in enumerate(self.blocks) if b.is_contextual), len(self.blocks))
+
+    @property
+    def supports_onepass(self) -> bool:
+        """All K scores from one pass: no block output depends on the context."""
+        return self.first_contextual_block == len(self.blocks) and all(
+            b.has_linear_goodness for b in self.blocks
+        )
+
+    def features(self, x: torch.Tensor, upto: int, context: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Output of blocks[:upto] (the input of block ``upto``)."""
+        for block in self.blocks[:upto]:
+            x = block(x, context)
+        return x
+
+
+def build_model(cfg: ModelConfig) -> ContextualNet:
+    """The network a config describes."""
+    return ContextualNet(cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

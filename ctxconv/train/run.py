@@ -1,0 +1,125 @@
+"""One training run: data, model, block-wise training, evaluation, run directory.
+
+The run directory holds ``config.yaml`` (resolved), ``checkpoint.pt`` (atomic, after
+every epoch), ``metrics.jsonl``, ``training_curves.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ctxconv.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    check_same_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ctxconv.train.config import TrainAppConfig
+from ctxconv.train.data import load_datasets, make_loader, set_seed
+from ctxconv.train.inference import available_modes, evaluate
+from ctxconv.train.model import ModelConfig, build_model, count_params
+from ctxconv.train.plots import plot_training_curves
+from ctxconv.train.trainer import METRICS_NAME, BlockwiseTrainer
+
+log = logging.getLogger(__name__)
+SUMMARY_NAME = "summary.json"
+
+
+def _wandb_run(cfg: TrainAppConfig, run_dir: Path):
+    if not cfg.wandb.enabled:
+        return None
+    try:
+        import wandb
+    except ImportError as exc:
+        raise RuntimeError("wandb.enabled=true but wandb is not installed: "
+                           "pip install 'ctxconv[wandb]'") from exc
+    return wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode,
+                      dir=str(run_dir), config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None; refuses to overwrite an existing run."""
+    ckpt = run_dir / CHECKPOINT_NAME
+    if resume:
+        if not ckpt.exists():
+            raise CheckpointError(f"resume=true but {run_dir} has no {CHECKPOINT_NAME}: pass the "
+                                  "interrupted run's directory as hydra.run.dir=DIR")
+        return load_checkpoint(ckpt)
+    if ckpt.exists():
+        raise CheckpointError(f"{run_dir} already holds a run: add resume=true to continue it, "
+                              "or choose another hydra.run.dir")
+    (run_dir / METRICS_NAME).unlink(missing_ok=True)
+    return None
+
+
+def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume), evaluate on the test split once per mode, write the run dir."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    payload = _prepare_run_dir(run_dir, cfg.resume)
+    set_seed(cfg.seed)
+    train, val, test, info = load_datasets(cfg.data)
+    cfg.data.num_classes = info.num_classes
+    model_cfg = ModelConfig(**{**asdict(cfg.model), "in_channels": info.in_channels,
+                               "image_size": info.image_size, "num_classes": info.num_classes})
+    model = build_model(model_cfg)
+    progress = states = None
+    previous_seconds = 0.0
+    if payload is not None:
+        check_same_model(payload, model_cfg, run_dir / CHECKPOINT_NAME)
+        model.load_state_dict(payload["state_dict"])
+        progress = payload["progress"]
+        states = {"optimizer": payload.get("optimizer"), "scheduler": payload.get("scheduler")}
+        previous_seconds = float(payload.get("train_seconds", 0.0))
+        log.info("resuming %s after block %d epoch %d", run_dir, progress["block"],
+                 progress["epoch"])
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    extra = {"dataset": asdict(info), "seed": cfg.seed, "trainer": asdict(cfg.trainer)}
+    wandb_run = _wandb_run(cfg, run_dir)
+    on_epoch = (lambda row: wandb_run.log(row)) if wandb_run is not None else None
+    trainer = BlockwiseTrainer(model, cfg.trainer, cfg.data, run_dir, seed=cfg.seed,
+                               on_epoch=on_epoch, checkpoint_extra=extra,
+                               initial_seconds=previous_seconds)
+    log.info("model: %d parameters, blocks %s, data %s (%s)", count_params(model),
+             model_cfg.blocks, info.name, info.source)
+    if not (progress and progress.get("done")):
+        trainer.fit(train, val, progress, states)
+    model.eval()
+    modes = available_modes(model)
+    eval_bs = cfg.trainer.eval_batch_size
+    t0 = time.perf_counter()
+    val_acc = {m: evaluate(model, make_loader(val, eval_bs, False), m) for m in modes}
+    test_acc = {m: evaluate(model, make_loader(test, eval_bs, False), m) for m in modes}
+    summary = {
+        "dataset": info.name, "test_accuracy": test_acc, "val_accuracy": val_acc,
+        "params": count_params(model), "train_seconds": round(trainer.train_seconds, 2),
+        "eval_seconds": round(time.perf_counter() - t0, 2), "blocks": model_cfg.blocks,
+        "objective": cfg.trainer.objective, "epochs_per_block": cfg.trainer.epochs,
+        "seed": cfg.seed, "normalisation": {"mean": info.mean, "std": info.std},
+        "train_size": info.train_size, "val_size": info.val_size, "test_size": info.test_size,
+        "onepass_available": "onepass" in modes, "run_dir": str(run_dir),
+    }  # fmt: skip
+    # the final weights without optimizer state: what export reads
+    final = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    for key in ("optimizer", "scheduler"):
+        final.pop(key, None)
+    final.pop("format", None)
+    save_checkpoint(run_dir / CHECKPOINT_NAME, final)
+    with open(run_dir / SUMMARY_NAME, "w") as f:
+        json.dump(summary, f, indent=2)
+    plot_training_curves(run_dir / METRICS_NAME, run_dir / "training_curves.png")
+    if wandb_run is not None:
+        wandb_run.summary.update({f"test_accuracy/{m}": a for m, a in test_acc.items()})
+        wandb_run.finish()
+    return summary

@@ -1,0 +1,152 @@
+"""Random single-op and small multi-op int8 block graphs for kernel cross-checks.
+
+Scales are chosen so that outputs spread over the int8 range instead of saturating,
+which is where rounding differences would show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctxconv.export.ir import BlockGraph, Op, Quant, Tensor
+
+
+def _act(name: str, shape: tuple[int, ...], scale: float, zp: int) -> Tensor:
+    return Tensor(name, shape, "int8", Quant.per_tensor(scale, zp))
+
+
+def _conv_out_scale(in_scale: float, w_scales: np.ndarray, k: int, rng) -> float:
+    # accumulator std ~ sqrt(k) * 70 * 60 int units; aim for ~40 output LSB std
+    return float(in_scale * np.mean(w_scales) * np.sqrt(k) * 70 * 60 / 40 * rng.uniform(0.5, 2))
+
+
+def conv_graph(
+    seed: int,
+    h: int = 9,
+    w: int = 7,
+    cin: int = 3,
+    cout: int = 5,
+    k: tuple[int, int] = (3, 3),
+    stride: tuple[int, int] = (1, 1),
+    padding: str = "SAME",
+    relu: bool = True,
+    per_channel: bool = True,
+    pool: str | None = None,
+    pool_filter: tuple[int, int] = (2, 2),
+    pool_stride: tuple[int, int] = (2, 2),
+    pool_padding: str = "VALID",
+) -> BlockGraph:
+    """x (1,h,w,cin) -> CONV_2D [-> MAX/AVERAGE_POOL_2D]."""
+    rng = np.random.default_rng(seed)
+    in_s, in_zp = float(rng.uniform(0.005, 0.1)), int(rng.integers(-128, 128))
+    wq = rng.integers(-127, 128, size=(cout, *k, cin)).astype(np.int8)
+    w_s = rng.uniform(0.002, 0.05, size=cout if per_channel else 1).astype(np.float32)
+    kk = k[0] * k[1] * cin
+    out_s = _conv_out_scale(in_s, w_s, kk, rng)
+    out_zp = int(rng.integers(-60, 60))
+    bias_scale = (np.float32(in_s) * w_s).astype(np.float32)
+    bias = rng.integers(-2000, 2000, size=cout).astype(np.int32)
+    from ctxconv.firmware_sim.kernels import compute_padding
+
+    ho = compute_padding(h, k[0], stride[0], padding)[0]
+    wo = compute_padding(w, k[1], stride[1], padding)[0]
+    t = {
+        "x": _act("x", (1, h, w, cin), in_s, in_zp),
+        "w": Tensor(
+            "w",
+            (cout, *k, cin),
+            "int8",
+            Quant(w_s, np.zeros(w_s.size, np.int64), 0 if per_channel else None),
+            wq,
+        ),
+        "b": Tensor(
+            "b",
+            (cout,),
+            "int32",
+            Quant(
+                bias_scale if per_channel else bias_scale[:1],
+                np.zeros(bias_scale.size, np.int64),
+                0 if per_channel else None,
+            ),
+            bias,
+        ),
+        "conv": _act("conv", (1, ho, wo, cout), out_s, out_zp),
+    }
+    ops = [Op("CONV_2D", ["x", "w", "b"], ["conv"], {"stride": stride, "padding": padding, "relu": relu})]
+    out = "conv"
+    if pool:
+        po = compute_padding(ho, pool_filter[0], pool_stride[0], pool_padding)[0]
+        pw = compute_padding(wo, pool_filter[1], pool_stride[1], pool_padding)[0]
+        t["pool"] = _act("pool", (1, po, pw, cout), out_s, out_zp)
+        ops.append(
+            Op(
+                pool,
+                ["conv"],
+                ["pool"],
+                {"filter": pool_filter, "stride": pool_stride, "padding": pool_padding},
+            )
+        )
+        out = "pool"
+    return BlockGraph(f"conv{seed}", t, ops, ["x"], [out])
+
+
+def fc_graph(
+    seed: int, shape: tuple[int, ...] = (1, 2, 3, 4), dout: int = 6, relu: bool = False,
+    per_channel: bool = False,
+) -> BlockGraph:
+    """x (shape) -> RESHAPE (1, D) -> FULLY_CONNECTED (1, dout)."""
+    rng = np.random.default_rng(seed)
+    din = int(np.prod(shape[1:]))
+    in_s, in_zp = float(rng.uniform(0.005, 0.1)), int(rng.integers(-128, 128))
+    w_s = rng.uniform(0.002, 0.05, size=dout if per_channel else 1).astype(np.float32)
+    out_s = _conv_out_scale(in_s, w_s, din, rng)
+    t = {
+        "x": _act("x", shape, in_s, in_zp),
+        "flat": _act("flat", (1, din), in_s, in_zp),
+        "w": Tensor(
+            "w", (dout, din), "int8",
+            Quant(w_s, np.zeros(w_s.size, np.int64), 0 if per_channel else None),
+            rng.integers(-127, 128, size=(dout, din)).astype(np.int8),
+        ),
+        "b": Tensor(
+            "b", (dout,), "int32",
+            Quant((np.float32(in_s) * w_s).astype(np.float32), np.zeros(w_s.size, np.int64),
+                  0 if per_channel else None),
+            rng.integers(-3000, 3000, size=dout).astype(np.int32),
+        ),
+        "y": _act("y", (1, dout), out_s, int(rng.integers(-50, 50))),
+    }
+    ops = [
+        Op("RESHAPE", ["x"], ["flat"], {"shape": (1, din)}),
+        Op("FULLY_CONNECTED", ["flat", "w", "b"], ["y"], {"relu": relu}),
+    ]
+    return BlockGraph(f"fc{seed}", t, ops, ["x"], ["y"])
+
+
+def add_graph(
+    seed: int, a_shape: tuple[int, ...] = (1, 5, 4, 3), b_shape: tuple[int, ...] = (1, 5, 4, 3),
+    relu: bool = False, b_constant: bool = False,
+) -> BlockGraph:
+    """a + b with independent quantization (b broadcast over leading axes)."""
+    rng = np.random.default_rng(seed)
+    a_s, b_s = (float(v) for v in rng.uniform(0.005, 0.2, size=2))
+    out_s = float(max(a_s, b_s) * rng.uniform(0.6, 2.5))
+    b = _act("b", b_shape, b_s, int(rng.integers(-128, 128)))
+    if b_constant:
+        b.data = rng.integers(-128, 128, size=b_shape).astype(np.int8)
+    t = {
+        "a": _act("a", a_shape, a_s, int(rng.integers(-128, 128))),
+        "b": b,
+        "y": _act("y", a_shape, out_s, int(rng.integers(-128, 128))),
+    }
+    ops = [Op("ADD", ["a", "b"], ["y"], {"relu": relu})]
+    return BlockGraph(f"add{seed}", t, ops, ["a"] if b_constant else ["a", "b"], ["y"])
+
+
+def random_inputs(graph: BlockGraph, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Uniform int8 batches for every graph input: name -> (n, *shape[1:])."""
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.integers(-128, 128, size=(n, *graph.tensors[name].shape[1:])).astype(np.int8)
+        for name in graph.inputs
+    }
