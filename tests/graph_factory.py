@@ -204,16 +204,24 @@ def tiny_float_graph(
     if with_pool:
         size = 4
         ops.append(
-            Op("MAX_POOL_2D", [x], [act("maxpool", (1, size, size, 1))],
-               {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"})
+            Op(
+                "MAX_POOL_2D",
+                [x],
+                [act("maxpool", (1, size, size, 1))],
+                {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"},
+            )
         )
         x = "maxpool"
     w = rng.normal(0, math.sqrt(2 / 9), (channels, 3, 3, 1))
     b = rng.normal(0, 0.1, channels)
     conv = act("conv", (1, size, size, channels))
     ops.append(
-        Op("CONV_2D", [x, const("conv_w", w), const("conv_b", b)], [conv],
-           {"stride": (1, 1), "padding": "SAME", "relu": not contextual_add})
+        Op(
+            "CONV_2D",
+            [x, const("conv_w", w), const("conv_b", b)],
+            [conv],
+            {"stride": (1, 1), "padding": "SAME", "relu": not contextual_add},
+        )
     )
     inputs = ["input"]
     if contextual_add:
@@ -224,16 +232,24 @@ def tiny_float_graph(
     size //= 2
     pooled = act("avgpool", (1, size, size, channels))
     ops.append(
-        Op("AVERAGE_POOL_2D", [conv], [pooled],
-           {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"})
+        Op(
+            "AVERAGE_POOL_2D",
+            [conv],
+            [pooled],
+            {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"},
+        )
     )
     n = size * size * channels
     ops.append(Op("RESHAPE", [pooled], [act("flatten", (1, n))], {"shape": (1, n)}))
     fw = rng.normal(0, math.sqrt(1 / n), (10, n))
     fb = rng.normal(0, 0.1, 10)
     ops.append(
-        Op("FULLY_CONNECTED", ["flatten", const("fc_w", fw), const("fc_b", fb)],
-           [act("logits", (1, 10))], {"relu": False})
+        Op(
+            "FULLY_CONNECTED",
+            ["flatten", const("fc_w", fw), const("fc_b", fb)],
+            [act("logits", (1, 10))],
+            {"relu": False},
+        )
     )
     return BlockGraph("tiny_block", t, ops, inputs, ["logits"])
 
@@ -258,8 +274,9 @@ def random_int8_inputs(graph: BlockGraph, n: int, seed: int) -> dict[str, np.nda
     }
 
 
-def tiny_block_graph(seed: int, with_pool: bool = True, contextual_add: bool = False,
-                     fc_per_channel: bool = False) -> BlockGraph:
+def tiny_block_graph(
+    seed: int, with_pool: bool = True, contextual_add: bool = False, fc_per_channel: bool = False
+) -> BlockGraph:
     """Int8 version of ``tiny_float_graph``, calibrated on 64 random inputs."""
     fgraph = tiny_float_graph(seed, with_pool, contextual_add)
     calib = random_float_inputs(fgraph, 64, seed + 1000)

@@ -34,19 +34,29 @@ class L2Normalize(nn.Module):
 class ContextualConv2d(nn.Module):
     """Conv k x k, optional batch norm, then context injection before the activation."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 num_classes: int, injection: str = "bias", batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        num_classes: int,
+        injection: str = "bias",
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         if injection not in INJECTIONS:
             raise ValueError(f"unknown context injection {injection!r}; choose one of {INJECTIONS}")
         self.injection = injection
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                              bias=not batch_norm)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm
+        )
         self.bn = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
-        self.context_bias = (nn.Linear(num_classes, out_channels, bias=False)
-                             if "bias" in injection else None)
-        self.context_scale = (nn.Linear(num_classes, out_channels, bias=False)
-                              if "film" in injection else None)
+        self.context_bias = (
+            nn.Linear(num_classes, out_channels, bias=False) if "bias" in injection else None
+        )
+        self.context_scale = (
+            nn.Linear(num_classes, out_channels, bias=False) if "film" in injection else None
+        )
         if self.context_scale is not None:
             nn.init.zeros_(self.context_scale.weight)  # start as the identity modulation
 
@@ -70,15 +80,24 @@ class ContextualConv2d(nn.Module):
 class PoolConv(nn.Module):
     """Optional MaxPool(m) -> normalisation -> ContextualConv2d -> ReLU."""
 
-    def __init__(self, in_channels: int, filters: int, kernel_size: int, pool: int,
-                 num_classes: int, injection: str = "none", norm: str = "batch") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        filters: int,
+        kernel_size: int,
+        pool: int,
+        num_classes: int,
+        injection: str = "none",
+        norm: str = "batch",
+    ) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
         self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
         self.pre_norm = L2Normalize() if norm == "l2" else nn.Identity()
-        self.conv = ContextualConv2d(in_channels, filters, kernel_size, num_classes,
-                                     injection, batch_norm=norm == "batch")
+        self.conv = ContextualConv2d(
+            in_channels, filters, kernel_size, num_classes, injection, batch_norm=norm == "batch"
+        )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return F.relu(self.conv(self.pre_norm(self.pool(x)), context))
@@ -116,9 +135,19 @@ class EnergyGoodness(nn.Module):
 class ContextualConvBlock(nn.Module):
     """One trainable unit: PoolConv plus its goodness."""
 
-    def __init__(self, in_channels: int, in_size: int, pool: int, filters: int, kernel_size: int,
-                 num_classes: int, injection: str = "none", goodness: str = "linear",
-                 norm: str = "batch", max_grid: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        in_size: int,
+        pool: int,
+        filters: int,
+        kernel_size: int,
+        num_classes: int,
+        injection: str = "none",
+        goodness: str = "linear",
+        norm: str = "batch",
+        max_grid: int = 4,
+    ) -> None:
         super().__init__()
         if in_size % max(pool, 1):
             raise ValueError(f"pool {pool} does not divide the {in_size}x{in_size} feature map")
@@ -129,8 +158,10 @@ class ContextualConvBlock(nn.Module):
             self.goodness: nn.Module = LinearGoodness(filters, self.out_size, num_classes, max_grid)
         elif goodness == "energy":
             if injection == "none":
-                raise ValueError("energy goodness needs a block whose conv receives the context "
-                                 "(set its contextual flag, or use goodness=linear)")
+                raise ValueError(
+                    "energy goodness needs a block whose conv receives the context "
+                    "(set its contextual flag, or use goodness=linear)"
+                )
             self.goodness = EnergyGoodness()
         else:
             raise ValueError(f"unknown goodness {goodness!r}; choose 'linear' or 'energy'")

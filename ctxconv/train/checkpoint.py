@@ -46,21 +46,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and sanity-check a checkpoint; CheckpointError says what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: train first (ctxconv-train) "
-                              "or point to the run directory that holds checkpoint.pt")
+        raise CheckpointError(
+            f"no checkpoint at {path}: train first (ctxconv-train) "
+            "or point to the run directory that holds checkpoint.pt"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({exc.__class__.__name__}: "
-                              f"{str(exc)[:200]}); delete it and retrain, or restore a copy") from exc
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({exc.__class__.__name__}: "
+            f"{str(exc)[:200]}); delete it and retrain, or restore a copy"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path} is not a ctxconv checkpoint (format {found!r}, "
-                              f"expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path} is not a ctxconv checkpoint (format {found!r}, expected {FORMAT!r})"
+        )
     for key in ("model_config", "state_dict", "progress"):
         if key not in payload:
-            raise CheckpointError(f"checkpoint {path} lacks {key!r}; it was not written by "
-                                  "ctxconv-train")
+            raise CheckpointError(
+                f"checkpoint {path} lacks {key!r}; it was not written by ctxconv-train"
+            )
     return payload
 
 
@@ -68,8 +74,9 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     known = {f.name for f in fields(ModelConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise CheckpointError(f"checkpoint model config has unknown fields {unknown}: it comes "
-                              "from a newer ctxconv")
+        raise CheckpointError(
+            f"checkpoint model config has unknown fields {unknown}: it comes from a newer ctxconv"
+        )
     return ModelConfig(**data)
 
 
@@ -79,8 +86,10 @@ def restore_model(payload: dict[str, Any], path: str | Path = "checkpoint") -> C
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the model config stored with them "
-                              f"({str(exc).splitlines()[0]})") from exc
+        raise CheckpointError(
+            f"{path}: weights do not match the model config stored with them "
+            f"({str(exc).splitlines()[0]})"
+        ) from exc
     return model.eval()
 
 
@@ -91,5 +100,7 @@ def check_same_model(payload: dict[str, Any], cfg: ModelConfig, path: str | Path
     diff = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"cannot resume from {path}: the model differs ({lines}); "
-                              "use another hydra.run.dir or the same model settings")
+        raise CheckpointError(
+            f"cannot resume from {path}: the model differs ({lines}); "
+            "use another hydra.run.dir or the same model settings"
+        )

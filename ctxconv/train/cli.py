@@ -31,8 +31,13 @@ def _app(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     summary = train_run(app_cfg, run_dir)
     acc = ", ".join(f"{m} {a:.2%}" for m, a in summary["test_accuracy"].items())
-    log.info("test accuracy on %s: %s (%d params, %.1fs training)", summary["dataset"], acc,
-             summary["params"], summary["train_seconds"])
+    log.info(
+        "test accuracy on %s: %s (%d params, %.1fs training)",
+        summary["dataset"],
+        acc,
+        summary["params"],
+        summary["train_seconds"],
+    )
     print(json.dumps({"run_dir": run_dir, "test_accuracy": summary["test_accuracy"]}))
 
 

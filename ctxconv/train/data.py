@@ -152,7 +152,7 @@ def _load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def _to_nchw(images: np.ndarray) -> torch.Tensor:
-    x = torch.as_tensor(images)
+    x = torch.from_numpy(np.array(images))  # a writable copy
     if not x.dtype.is_floating_point:
         x = x.float() / 255.0
     if x.dim() == 3:
@@ -162,7 +162,9 @@ def _to_nchw(images: np.ndarray) -> torch.Tensor:
     return x.contiguous()
 
 
-def load_datasets(cfg: DataConfig) -> tuple[TensorDataset, TensorDataset, TensorDataset, DatasetInfo]:
+def load_datasets(
+    cfg: DataConfig,
+) -> tuple[TensorDataset, TensorDataset, TensorDataset, DatasetInfo]:
     """Normalised train/val/test tensor datasets and what the run should record."""
     if cfg.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {list(DATASETS)}")
@@ -194,9 +196,11 @@ def load_datasets(cfg: DataConfig) -> tuple[TensorDataset, TensorDataset, Tensor
     train = TensorDataset(norm(x_train[train_idx]), y_train[train_idx])
     val = TensorDataset(norm(x_train[val_idx]), y_train[val_idx])
     test = TensorDataset(norm(x_test), y_test)
-    class_names = FASHION_MNIST_CLASSES if cfg.dataset == "fashion_mnist" else [
-        str(i) for i in range(num_classes)
-    ]
+    class_names = (
+        FASHION_MNIST_CLASSES
+        if cfg.dataset == "fashion_mnist"
+        else [str(i) for i in range(num_classes)]
+    )
     info = DatasetInfo(
         name=cfg.dataset, num_classes=num_classes, in_channels=x_train.shape[1],
         image_size=x_train.shape[-1], class_names=list(class_names),
@@ -206,12 +210,19 @@ def load_datasets(cfg: DataConfig) -> tuple[TensorDataset, TensorDataset, Tensor
     return train, val, test, info
 
 
-def make_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int = 0,
-                num_workers: int = 0) -> DataLoader:
+def make_loader(
+    dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
+) -> DataLoader:
     """A DataLoader with a seeded shuffle order."""
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen,
-                      num_workers=num_workers, drop_last=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=gen,
+        num_workers=num_workers,
+        drop_last=False,
+    )
 
 
 def load_and_split_data(cfg: DataConfig) -> tuple[DataLoader, DataLoader, DataLoader]:

@@ -29,9 +29,7 @@ class DataGenConfig(DataConfig):
 
 def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
     if num_classes < 2:
-        raise ValueError(
-            f"num_classes must be >= 2 to draw a wrong label, got {num_classes}"
-        )
+        raise ValueError(f"num_classes must be >= 2 to draw a wrong label, got {num_classes}")
     if labels.dim() != 1:
         raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
@@ -58,7 +56,9 @@ def generate_wrong_labels(
     return (true_labels + offsets) % num_classes
 
 
-def one_hot_encode(labels: torch.Tensor, num_classes: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+def one_hot_encode(
+    labels: torch.Tensor, num_classes: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """One-hot contexts (B, num_classes); float32 unless ``dtype`` says otherwise."""
     _check_labels(labels, num_classes)
     return torch.nn.functional.one_hot(labels.long(), num_classes).to(dtype or torch.float32)

@@ -46,8 +46,10 @@ def multipass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
 def onepass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
     """(B, K) scores from a single pass (requires ``model.supports_onepass``)."""
     if not model.supports_onepass:
-        raise ValueError("onepass needs every block context-free with linear goodness; "
-                         "this model injects context into a conv: use mode=multipass")
+        raise ValueError(
+            "onepass needs every block context-free with linear goodness; "
+            "this model injects context into a conv: use mode=multipass"
+        )
     total = None
     h = x
     for i, block in enumerate(model.blocks):
@@ -74,8 +76,11 @@ def available_modes(model: ContextualNet) -> list[str]:
 @torch.no_grad()
 def predict(model: ContextualNet, loader, mode: str) -> torch.Tensor:
     """Predicted labels for every sample of ``loader`` (labels are never read)."""
-    model.eval()
-    preds = [class_scores(model, batch[0], mode).argmax(dim=1) for batch in loader]
+    model.eval().to(memory_format=torch.channels_last)  # the trainer's fast CPU layout
+    preds = [
+        class_scores(model, batch[0].contiguous(memory_format=torch.channels_last), mode).argmax(1)
+        for batch in loader
+    ]
     return torch.cat(preds)
 
 

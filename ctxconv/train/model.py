@@ -22,7 +22,7 @@ class ModelConfig:
     blocks: list[list[int]] = field(default_factory=lambda: [[1, 32, 3], [2, 64, 3]])
     contextual: list[bool] | None = None  # per block: conv receives context; None = all False
     injection: str = "bias"  # how a contextual conv receives the context: bias|film|bias+film
-    goodness: str = "linear"  # linear (one-pass scores) | energy (seed's squared activation)
+    goodness: str = "linear"  # of contextual blocks: linear | energy (seed's squared activation)
     norm: str = "batch"  # batch (folds into the conv at export) | l2 | none
     max_grid: int = 4  # the linear goodness pools each block output to at most g x g cells
     score_blocks: list[int] | None = None  # blocks whose goodness is summed; None = all
@@ -36,8 +36,10 @@ def _validate(cfg: ModelConfig) -> list[bool]:
         raise ValueError("model.blocks is empty: give at least one [pool, filters, kernel]")
     for i, spec in enumerate(cfg.blocks):
         if len(spec) != 3 or any(int(v) < 1 for v in spec):
-            raise ValueError(f"model.blocks[{i}] = {list(spec)}: expected [pool, filters, kernel] "
-                             "with positive integers")
+            raise ValueError(
+                f"model.blocks[{i}] = {list(spec)}: expected [pool, filters, kernel] "
+                "with positive integers"
+            )
         if int(spec[2]) % 2 == 0:
             raise ValueError(f"model.blocks[{i}]: kernel {spec[2]} must be odd ('same' padding)")
     flags = list(cfg.contextual) if cfg.contextual is not None else [False] * len(cfg.blocks)
@@ -45,8 +47,10 @@ def _validate(cfg: ModelConfig) -> list[bool]:
         raise ValueError(f"model.contextual has {len(flags)} flags for {len(cfg.blocks)} blocks")
     for i in cfg.score_blocks or []:
         if not 0 <= i < len(cfg.blocks):
-            raise ValueError(f"model.score_blocks: block {i} does not exist "
-                             f"(the model has {len(cfg.blocks)} blocks)")
+            raise ValueError(
+                f"model.score_blocks: block {i} does not exist "
+                f"(the model has {len(cfg.blocks)} blocks)"
+            )
     return [bool(f) for f in flags]
 
 
@@ -58,11 +62,18 @@ class ContextualNet(nn.Module):
         flags = _validate(cfg)
         self.cfg = cfg
         blocks, channels, size = [], cfg.in_channels, cfg.image_size
-        for (pool, filters, kernel), contextual in zip(cfg.blocks, flags):
+        for (pool, filters, kernel), contextual in zip(cfg.blocks, flags, strict=True):
             block = ContextualConvBlock(
-                channels, size, int(pool), int(filters), int(kernel), cfg.num_classes,
-                injection=cfg.injection if contextual else "none", goodness=cfg.goodness,
-                norm=cfg.norm, max_grid=cfg.max_grid,
+                channels,
+                size,
+                int(pool),
+                int(filters),
+                int(kernel),
+                cfg.num_classes,
+                injection=cfg.injection if contextual else "none",
+                goodness=cfg.goodness if contextual else "linear",
+                norm=cfg.norm,
+                max_grid=cfg.max_grid,
             )
             blocks.append(block)
             channels, size = int(filters), block.out_size
@@ -85,8 +96,9 @@ class ContextualNet(nn.Module):
             b.has_linear_goodness for b in self.blocks
         )
 
-    def features(self, x: torch.Tensor, upto: int, context: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+    def features(
+        self, x: torch.Tensor, upto: int, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Output of blocks[:upto] (the input of block ``upto``)."""
         for block in self.blocks[:upto]:
             x = block(x, context)

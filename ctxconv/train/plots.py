@@ -26,11 +26,15 @@ def plot_training_curves(metrics_path: Path, out_path: Path) -> Path:
         steps = [i + 1 for i, _ in sub]
         ax_loss.plot(steps, [r["train_loss"] for _, r in sub], marker=".", label=f"block {b}")
         ax_acc.plot(steps, [r["val_acc"] for _, r in sub], marker=".", label=f"val, blocks <= {b}")
-        ax_acc.plot(steps, [r["train_acc"] for _, r in sub], ls=":", alpha=0.6,
-                    label=f"train, block {b}")
+        ax_acc.plot(
+            steps, [r["train_acc"] for _, r in sub], ls=":", alpha=0.6, label=f"train, block {b}"
+        )
     ax_loss.set(xlabel="epoch (all blocks in sequence)", ylabel="local loss", title="Local loss")
-    ax_acc.set(xlabel="epoch (all blocks in sequence)", ylabel="accuracy",
-               title="Accuracy (validation: scores summed over trained blocks)")
+    ax_acc.set(
+        xlabel="epoch (all blocks in sequence)",
+        ylabel="accuracy",
+        title="Accuracy (validation: scores summed over trained blocks)",
+    )
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -40,10 +40,16 @@ def _wandb_run(cfg: TrainAppConfig, run_dir: Path):
     try:
         import wandb
     except ImportError as exc:
-        raise RuntimeError("wandb.enabled=true but wandb is not installed: "
-                           "pip install 'ctxconv[wandb]'") from exc
-    return wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode,
-                      dir=str(run_dir), config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+        raise RuntimeError(
+            "wandb.enabled=true but wandb is not installed: pip install 'ctxconv[wandb]'"
+        ) from exc
+    return wandb.init(
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        mode=cfg.wandb.mode,
+        dir=str(run_dir),
+        config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+    )
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -51,12 +57,16 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
     ckpt = run_dir / CHECKPOINT_NAME
     if resume:
         if not ckpt.exists():
-            raise CheckpointError(f"resume=true but {run_dir} has no {CHECKPOINT_NAME}: pass the "
-                                  "interrupted run's directory as hydra.run.dir=DIR")
+            raise CheckpointError(
+                f"resume=true but {run_dir} has no {CHECKPOINT_NAME}: pass the "
+                "interrupted run's directory as hydra.run.dir=DIR"
+            )
         return load_checkpoint(ckpt)
     if ckpt.exists():
-        raise CheckpointError(f"{run_dir} already holds a run: add resume=true to continue it, "
-                              "or choose another hydra.run.dir")
+        raise CheckpointError(
+            f"{run_dir} already holds a run: add resume=true to continue it, "
+            "or choose another hydra.run.dir"
+        )
     (run_dir / METRICS_NAME).unlink(missing_ok=True)
     return None
 
@@ -71,8 +81,14 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     set_seed(cfg.seed)
     train, val, test, info = load_datasets(cfg.data)
     cfg.data.num_classes = info.num_classes
-    model_cfg = ModelConfig(**{**asdict(cfg.model), "in_channels": info.in_channels,
-                               "image_size": info.image_size, "num_classes": info.num_classes})
+    model_cfg = ModelConfig(
+        **{
+            **asdict(cfg.model),
+            "in_channels": info.in_channels,
+            "image_size": info.image_size,
+            "num_classes": info.num_classes,
+        }
+    )
     model = build_model(model_cfg)
     progress = states = None
     previous_seconds = 0.0
@@ -82,17 +98,30 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
         progress = payload["progress"]
         states = {"optimizer": payload.get("optimizer"), "scheduler": payload.get("scheduler")}
         previous_seconds = float(payload.get("train_seconds", 0.0))
-        log.info("resuming %s after block %d epoch %d", run_dir, progress["block"],
-                 progress["epoch"])
+        log.info(
+            "resuming %s after block %d epoch %d", run_dir, progress["block"], progress["epoch"]
+        )
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
     extra = {"dataset": asdict(info), "seed": cfg.seed, "trainer": asdict(cfg.trainer)}
     wandb_run = _wandb_run(cfg, run_dir)
     on_epoch = (lambda row: wandb_run.log(row)) if wandb_run is not None else None
-    trainer = BlockwiseTrainer(model, cfg.trainer, cfg.data, run_dir, seed=cfg.seed,
-                               on_epoch=on_epoch, checkpoint_extra=extra,
-                               initial_seconds=previous_seconds)
-    log.info("model: %d parameters, blocks %s, data %s (%s)", count_params(model),
-             model_cfg.blocks, info.name, info.source)
+    trainer = BlockwiseTrainer(
+        model,
+        cfg.trainer,
+        cfg.data,
+        run_dir,
+        seed=cfg.seed,
+        on_epoch=on_epoch,
+        checkpoint_extra=extra,
+        initial_seconds=previous_seconds,
+    )
+    log.info(
+        "model: %d parameters, blocks %s, data %s (%s)",
+        count_params(model),
+        model_cfg.blocks,
+        info.name,
+        info.source,
+    )
     if not (progress and progress.get("done")):
         trainer.fit(train, val, progress, states)
     model.eval()

@@ -25,7 +25,6 @@ from tqdm import tqdm
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ctxconv.train.data import make_loader
 from ctxconv.train.data_gen import DataGenConfig
-from ctxconv.train.inference import class_scores
 from ctxconv.train.model import ContextualNet
 from ctxconv.train.objectives import block_loss
 
@@ -76,8 +75,13 @@ def make_optimizer(params, cfg: TrainerConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.momentum > 0,
+        )
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'sgd'")
 
 
@@ -90,21 +94,23 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, steps: int):
 
 
 @torch.no_grad()
-def evaluate_upto(model: ContextualNet, data: TensorDataset, upto: int, batch_size: int
-                  ) -> tuple[float, float]:
+def evaluate_upto(
+    model: ContextualNet, data: TensorDataset, upto: int, batch_size: int
+) -> tuple[float, float]:
     """(accuracy of block ``upto`` alone, accuracy of scores summed over blocks <= upto)."""
     model.eval()
-    saved = model.score_blocks
     correct_block = correct_sum = 0
-    try:
-        for x, y in make_loader(data, batch_size, shuffle=False):
-            model.score_blocks = [upto]
-            mode = "onepass" if model.supports_onepass else "multipass"
-            correct_block += int((class_scores(model, x, mode).argmax(1) == y).sum())
-            model.score_blocks = [i for i in saved if i <= upto] or [upto]
-            correct_sum += int((class_scores(model, x, mode).argmax(1) == y).sum())
-    finally:
-        model.score_blocks = saved
+    for x, y in make_loader(data, batch_size, shuffle=False):
+        x = x.contiguous(memory_format=torch.channels_last)
+        total = None
+        for i in range(upto + 1):
+            scores = model.blocks[i].all_class_goodness(x)  # (B, K)
+            if i < upto:
+                x = model.blocks[i](x)
+            if i in model.score_blocks or i == upto:
+                total = scores if total is None else total + scores
+        correct_block += int((scores.argmax(1) == y).sum())
+        correct_sum += int((total.argmax(1) == y).sum())
     n = max(len(data), 1)
     return correct_block / n, correct_sum / n
 
@@ -116,11 +122,17 @@ def _epoch_seed(seed: int, block: int, epoch: int) -> int:
 class BlockwiseTrainer:
     """Trains blocks one at a time; ``fit`` resumes from ``progress`` when given."""
 
-    def __init__(self, model: ContextualNet, cfg: TrainerConfig, data_gen: DataGenConfig,
-                 run_dir: Path, seed: int = 0,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 checkpoint_extra: dict[str, Any] | None = None,
-                 initial_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: ContextualNet,
+        cfg: TrainerConfig,
+        data_gen: DataGenConfig,
+        run_dir: Path,
+        seed: int = 0,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_extra: dict[str, Any] | None = None,
+        initial_seconds: float = 0.0,
+    ) -> None:
         self.model, self.cfg, self.data_gen = model, cfg, data_gen
         self.run_dir, self.seed = Path(run_dir), seed
         self.on_epoch = on_epoch
@@ -141,11 +153,16 @@ class BlockwiseTrainer:
             raise ValueError(
                 f"block {self.model.first_contextual_block} injects context into its conv but is "
                 "not the last block: later blocks are trained on the context-free prefix, so only "
-                "the last block may be contextual (model.contextual)")
+                "the last block may be contextual (model.contextual)"
+            )
 
-    def fit(self, train: TensorDataset, val: TensorDataset,
-            progress: dict[str, Any] | None = None,
-            states: dict[str, Any] | None = None) -> float:
+    def fit(
+        self,
+        train: TensorDataset,
+        val: TensorDataset,
+        progress: dict[str, Any] | None = None,
+        states: dict[str, Any] | None = None,
+    ) -> float:
         """Train all blocks; returns the training seconds of this call."""
         self._check_trainable()
         self.model.to(memory_format=torch.channels_last)  # faster CPU convolutions
@@ -160,8 +177,14 @@ class BlockwiseTrainer:
             seconds += self._fit_block(b, train, val, start_epoch if resume else 0, resume)
         return seconds
 
-    def _fit_block(self, b: int, train: TensorDataset, val: TensorDataset, first_epoch: int,
-                   states: dict[str, Any] | None) -> float:
+    def _fit_block(
+        self,
+        b: int,
+        train: TensorDataset,
+        val: TensorDataset,
+        first_epoch: int,
+        states: dict[str, Any] | None,
+    ) -> float:
         cfg, model = self.cfg, self.model
         block = model.blocks[b]
         for p in model.parameters():
@@ -183,19 +206,27 @@ class BlockwiseTrainer:
             loader = make_loader(train, self.data_gen.batch_size, shuffle=True, seed=seed)
             block.train()
             total_loss, correct, seen = 0.0, 0, 0
-            bar = tqdm(loader, desc=f"block {b + 1}/{len(model.blocks)} epoch {epoch + 1}/"
-                       f"{cfg.epochs}", disable=not cfg.progress, leave=False, unit="batch", mininterval=1.0)
+            bar = tqdm(
+                loader,
+                desc=f"block {b + 1}/{len(model.blocks)} epoch {epoch + 1}/{cfg.epochs}",
+                disable=not cfg.progress,
+                leave=False,
+                unit="batch",
+                mininterval=1.0,
+            )
             for x, y in bar:
                 if cfg.augment or cfg.flip:
                     x = augment_batch(x, cfg.augment, cfg.flip, gen)
                 x = self._frozen_input(b, x.contiguous(memory_format=torch.channels_last))
-                loss, n_correct = block_loss(block, x, y, cfg.objective, self.data_gen,
-                                             cfg.threshold)
+                loss, n_correct = block_loss(
+                    block, x, y, cfg.objective, self.data_gen, cfg.threshold
+                )
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss is {loss.item()} in block {b} (of {len(model.blocks)}), epoch "
                         f"{epoch}: training diverged; lower trainer.lr (now {cfg.lr}) or "
-                        "check the input normalisation")
+                        "check the input normalisation"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -208,25 +239,45 @@ class BlockwiseTrainer:
             seconds += train_seconds
             self.train_seconds += train_seconds
             val_block, val_sum = evaluate_upto(model, val, b, cfg.eval_batch_size)
-            row = {"block": b, "epoch": epoch, "train_loss": total_loss / max(seen, 1),
-                   "train_acc": correct / max(seen, 1), "val_acc_block": val_block,
-                   "val_acc": val_sum, "lr": opt.param_groups[0]["lr"],
-                   "seconds": train_seconds}
-            log.info("block %d epoch %d: loss %.4f train %.4f val(block) %.4f val %.4f (%.1fs)",
-                     b, epoch, row["train_loss"], row["train_acc"], val_block, val_sum,
-                     train_seconds)
+            row = {
+                "block": b,
+                "epoch": epoch,
+                "train_loss": total_loss / max(seen, 1),
+                "train_acc": correct / max(seen, 1),
+                "val_acc_block": val_block,
+                "val_acc": val_sum,
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": train_seconds,
+            }
+            log.info(
+                "block %d epoch %d: loss %.4f train %.4f val(block) %.4f val %.4f (%.1fs)",
+                b,
+                epoch,
+                row["train_loss"],
+                row["train_acc"],
+                val_block,
+                val_sum,
+                train_seconds,
+            )
             with open(self.run_dir / METRICS_NAME, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
-                **self.checkpoint_extra,
-                "model_config": asdict(model.cfg),
-                "state_dict": model.state_dict(),
-                "progress": {"block": b, "epoch": epoch, "epochs": cfg.epochs,
-                             "done": b == len(model.blocks) - 1 and epoch == cfg.epochs - 1},
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "train_seconds": self.train_seconds,
-            })
+            save_checkpoint(
+                self.run_dir / CHECKPOINT_NAME,
+                {
+                    **self.checkpoint_extra,
+                    "model_config": asdict(model.cfg),
+                    "state_dict": model.state_dict(),
+                    "progress": {
+                        "block": b,
+                        "epoch": epoch,
+                        "epochs": cfg.epochs,
+                        "done": b == len(model.blocks) - 1 and epoch == cfg.epochs - 1,
+                    },
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "train_seconds": self.train_seconds,
+                },
+            )
             if self.on_epoch is not None:
                 self.on_epoch(row)
         return seconds

@@ -150,3 +150,86 @@ def random_inputs(graph: BlockGraph, n: int, seed: int) -> dict[str, np.ndarray]
         name: rng.integers(-128, 128, size=(n, *graph.tensors[name].shape[1:])).astype(np.int8)
         for name in graph.inputs
     }
+
+
+def chain_graph(
+    seed: int,
+    size: tuple[int, int] = (12, 12),
+    cin: int = 2,
+    n_blocks: int = 2,
+    max_channels: int = 16,
+    context: bool = False,
+    head: bool = True,
+) -> BlockGraph:
+    """A random chain of conv / pool / add blocks with an optional FC head.
+
+    Each block: CONV_2D (random k, stride, padding, relu) [+ ADD of a constant or of a
+    ``context`` (1,1,1,C) graph input] [+ MAX/AVERAGE_POOL_2D]; then RESHAPE + FC.
+    """
+    rng = np.random.default_rng(seed)
+    t: dict[str, Tensor] = {}
+    ops: list[Op] = []
+    from ctxconv.firmware_sim.kernels import compute_padding
+
+    h, w, c = size[0], size[1], cin
+    s, zp = float(rng.uniform(0.01, 0.1)), int(rng.integers(-100, 100))
+    t["x"] = _act("x", (1, h, w, c), s, zp)
+    cur, inputs = "x", ["x"]
+    for i in range(n_blocks):
+        cout = int(rng.integers(1, max_channels + 1))
+        k = int(rng.choice([1, 3, 5])) if min(h, w) >= 5 else 1
+        stride = int(rng.integers(1, 3)) if min(h, w) >= 4 else 1
+        pad = str(rng.choice(["SAME", "VALID"]))
+        ho, wo = (compute_padding(d, k, stride, pad)[0] for d in (h, w))
+        w_s = rng.uniform(0.002, 0.05, size=cout).astype(np.float32)
+        out_s = _conv_out_scale(s, w_s, k * k * c, rng)
+        out_zp = int(rng.integers(-60, 60))
+        t[f"w{i}"] = Tensor(
+            f"w{i}", (cout, k, k, c), "int8", Quant(w_s, np.zeros(cout, np.int64), 0),
+            rng.integers(-127, 128, size=(cout, k, k, c)).astype(np.int8),
+        )
+        t[f"b{i}"] = Tensor(
+            f"b{i}", (cout,), "int32",
+            Quant((np.float32(s) * w_s).astype(np.float32), np.zeros(cout, np.int64), 0),
+            rng.integers(-2000, 2000, size=cout).astype(np.int32),
+        )
+        conv = f"conv{i}"
+        t[conv] = _act(conv, (1, ho, wo, cout), out_s, out_zp)
+        ops.append(Op("CONV_2D", [cur, f"w{i}", f"b{i}"], [conv],
+                      {"stride": (stride, stride), "padding": pad, "relu": bool(rng.integers(0, 2))}))
+        cur, h, w, c, s, zp = conv, ho, wo, cout, out_s, out_zp
+        if context or rng.random() < 0.3:
+            other = f"ctx{i}"
+            t[other] = _act(other, (1, 1, 1, c), float(rng.uniform(0.01, 0.1)),
+                            int(rng.integers(-50, 50)))
+            if context:
+                inputs.append(other)
+            else:
+                t[other].data = rng.integers(-128, 128, size=(1, 1, 1, c)).astype(np.int8)
+            s = float(max(s, t[other].quant.scale[0]) * rng.uniform(0.8, 2.0))
+            zp = int(rng.integers(-50, 50))
+            t[f"add{i}"] = _act(f"add{i}", (1, h, w, c), s, zp)
+            ops.append(Op("ADD", [cur, other], [f"add{i}"], {"relu": bool(rng.integers(0, 2))}))
+            cur = f"add{i}"
+        if min(h, w) >= 2 and rng.random() < 0.7:
+            kind = str(rng.choice(["MAX_POOL_2D", "AVERAGE_POOL_2D"]))
+            ph, pw = (compute_padding(d, 2, 2, "VALID")[0] for d in (h, w))
+            t[f"pool{i}"] = _act(f"pool{i}", (1, ph, pw, c), s, zp)
+            ops.append(Op(kind, [cur], [f"pool{i}"],
+                          {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"}))
+            cur, h, w = f"pool{i}", ph, pw
+    if head:
+        n = h * w * c
+        t["flat"] = _act("flat", (1, n), s, zp)
+        ops.append(Op("RESHAPE", [cur], ["flat"], {"shape": (1, n)}))
+        dout = int(rng.integers(2, 11))
+        w_s = rng.uniform(0.002, 0.05, size=1).astype(np.float32)
+        t["fc_w"] = Tensor("fc_w", (dout, n), "int8", Quant(w_s, np.zeros(1, np.int64)),
+                           rng.integers(-127, 128, size=(dout, n)).astype(np.int8))
+        t["fc_b"] = Tensor("fc_b", (dout,), "int32",
+                           Quant((np.float32(s) * w_s).astype(np.float32), np.zeros(1, np.int64)),
+                           rng.integers(-3000, 3000, size=dout).astype(np.int32))
+        t["logits"] = _act("logits", (1, dout), _conv_out_scale(s, w_s, n, rng), 0)
+        ops.append(Op("FULLY_CONNECTED", ["flat", "fc_w", "fc_b"], ["logits"], {"relu": False}))
+        cur = "logits"
+    return BlockGraph(f"chain{seed}", t, ops, inputs, [cur])

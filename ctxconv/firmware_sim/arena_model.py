@@ -1,0 +1,142 @@
+"""Model of the bytes TFLite Micro needs in its tensor arena besides the planned tensors.
+
+Measured against the tflite-micro Python interpreter (64-bit host build with the
+recording allocator) by bisecting the smallest arena that allocates and invokes a
+model, over random graphs of every supported op. The arena has to hold, at its peak,
+one of three phases of ``MicroInterpreter::AllocateTensors``:
+
+* prepare: persistent tail so far + 12 ScratchBufferRequest slots in the head + the
+  temporary TfLiteTensors a kernel's Prepare holds at once;
+* planning: persistent tail so far + the AllocationInfo array + the greedy planner's
+  40 bytes per planned buffer;
+* final: full persistent tail + the planned head (activations and scratch).
+
+Small graphs are limited by the first two, graphs with real feature maps by the last.
+On a 32-bit MCU TFLM's structs are smaller (4-byte pointers), so the model, being
+measured on a 64-bit host, over-estimates there by a few hundred bytes at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ctxconv.export.ir import BlockGraph, Op, Tensor
+from ctxconv.firmware_sim.greedy import align_up
+
+
+@dataclass(frozen=True)
+class TflmOverhead:
+    """Bytes TFLM keeps in the arena besides the planned tensors.
+
+    Persistent tail (kept for the interpreter's lifetime):
+      ``fixed`` (allocator, planner, subgraph tables) + per tensor a TfLiteEvalTensor
+      + per op a NodeAndRegistration + the op's builtin params + the kernel's OpData
+      (conv/FC: plus per-channel multiplier and shift arrays) + per graph input/output
+      a TfLiteTensor, its quantization struct and a pointer.
+    Temporary (during AllocateTensors only):
+      prepare: 12 ScratchBufferRequest slots + the temp TfLiteTensors a kernel's
+      Prepare holds at once (CONV_2D holds 7: ConvPrepare's 3 plus CalculateOpDataConv's
+      4); planning: one AllocationInfo per tensor + the greedy planner's 40 B per buffer.
+    """
+
+    fixed: int = 528
+    eval_tensor: int = 24
+    node: int = 64
+    io_tensor: int = 64 + 32 + 8
+    temp_tensor: int = 64
+    temp_quant: int = 24
+    scratch_requests: int = 12 * 16
+    allocation_info: int = 32
+    planner_per_buffer: int = 40
+    # builtin params + OpData per op kind (bytes, before the 16-byte rounding)
+    builtin: tuple[tuple[str, int], ...] = (
+        ("CONV_2D", 32),
+        ("FULLY_CONNECTED", 32),
+        ("MAX_POOL_2D", 48),
+        ("AVERAGE_POOL_2D", 48),
+        ("ADD", 16),
+        ("RESHAPE", 40),
+    )
+    op_data: tuple[tuple[str, int], ...] = (
+        ("CONV_2D", 80),
+        ("FULLY_CONNECTED", 72),
+        ("MAX_POOL_2D", 32),
+        ("AVERAGE_POOL_2D", 32),
+        ("ADD", 64),
+        ("RESHAPE", 0),
+    )
+
+    def _get(self, table: tuple[tuple[str, int], ...], kind: str, default: int = 0) -> int:
+        return dict(table).get(kind, default)
+
+    def op_persistent(self, graph: BlockGraph, op: Op) -> int:
+        """Tail bytes one op adds: node, builtin params, OpData, per-channel arrays."""
+        n = (
+            self.node
+            + align_up(self._get(self.builtin, op.kind))
+            + align_up(self._get(self.op_data, op.kind))
+        )
+        if op.kind in ("CONV_2D", "FULLY_CONNECTED"):
+            w = graph.tensors[op.inputs[1]]
+            per_channel = op.kind == "CONV_2D" or (w.quant is not None and w.quant.scale.size > 1)
+            if per_channel:
+                n += 2 * align_up(4 * w.shape[0])
+        return n
+
+    def tensor_count(self, graph: BlockGraph) -> int:
+        """Tensors in the .tflite file: the IR's plus one shape constant per RESHAPE."""
+        return len(graph.tensors) + sum(op.kind == "RESHAPE" for op in graph.ops)
+
+    def tail(self, graph: BlockGraph) -> int:
+        """Persistent tail bytes after AllocateTensors."""
+        n_io = len(graph.inputs) + len(graph.outputs)
+        return (
+            self.fixed
+            + self.eval_tensor * self.tensor_count(graph)
+            + sum(self.op_persistent(graph, op) for op in graph.ops)
+            + self.io_tensor * n_io
+        )
+
+    def _temp(self, t: Tensor) -> int:
+        q = 0 if t.quant is None else self.temp_quant + align_up(4 + 4 * t.quant.scale.size, 8)
+        return self.temp_tensor + q
+
+    def prepare_temp(self, graph: BlockGraph, op: Op) -> int:
+        """Temporary bytes while ``op``'s kernel runs Prepare.
+
+        Every kernel holds temp copies of its inputs and outputs; CONV_2D's ConvPrepare
+        holds output, input and filter while CalculateOpDataConv takes all four again.
+        """
+        temps = sum(self._temp(graph.tensors[n]) for n in op.inputs + op.outputs)
+        if op.kind == "CONV_2D":
+            temps += sum(self._temp(graph.tensors[n]) for n in op.inputs[:2] + op.outputs)
+        return self.scratch_requests + temps
+
+    def planning_temp(self, graph: BlockGraph, n_planned: int, n_scratch: int) -> int:
+        """Temporary bytes while TFLM builds the memory plan."""
+        return (
+            self.scratch_requests
+            + align_up(self.allocation_info * (self.tensor_count(graph) + n_scratch))
+            + self.planner_per_buffer * n_planned
+        )
+
+    def arena(
+        self, graph: BlockGraph, head: int, n_planned: int, n_scratch: int = 0
+    ) -> tuple[int, dict[str, int]]:
+        """Minimum arena bytes and the per-phase needs behind it.
+
+        final: tail + head; prepare/planning: the tail as it is then (without the
+        graph input/output tensors, which are allocated last) + that phase's temps.
+        """
+        tail = self.tail(graph)
+        early_tail = tail - self.io_tensor * (len(graph.inputs) + len(graph.outputs))
+        prepare = max((self.prepare_temp(graph, op) for op in graph.ops), default=0)
+        phases = {
+            "final": tail + head,
+            "prepare": early_tail + prepare,
+            "planning": early_tail + self.planning_temp(graph, n_planned, n_scratch),
+        }
+        return align_up(max(phases.values())), {"tail": tail, **phases}
+
+
+DEFAULT_OVERHEAD = TflmOverhead()

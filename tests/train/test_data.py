@@ -1,0 +1,75 @@
+"""Datasets, splits and clear errors for data that is missing."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ctxconv.train.data import (
+    DataConfig,
+    DatasetUnavailableError,
+    load_and_split_data,
+    load_datasets,
+)
+
+
+def test_digits_split_is_seeded_and_disjoint():
+    cfg = DataConfig(dataset="digits", val_ratio=0.1, seed=3)
+    train, val, test, info = load_datasets(cfg)
+    assert (info.train_size, info.val_size, info.test_size) == (len(train), len(val), len(test))
+    assert len(train) + len(val) + len(test) == 1797
+    assert info.num_classes == 10 and info.image_size == 8 and info.in_channels == 1
+    again = load_datasets(cfg)[0]
+    assert torch.equal(train.tensors[0], again.tensors[0])
+    other = load_datasets(DataConfig(dataset="digits", seed=4))[0]
+    assert not torch.equal(train.tensors[0], other.tensors[0])
+    # normalised with statistics of the training split, which are recorded
+    assert abs(float(train.tensors[0].mean())) < 1e-4
+    assert len(info.mean) == 1 and info.std[0] > 0
+
+
+def test_loaders_batch_size():
+    train_loader, val_loader, test_loader = load_and_split_data(DataConfig(batch_size=32))
+    x, y = next(iter(train_loader))
+    assert x.shape == (32, 1, 8, 8) and y.dtype == torch.int64
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 50), ("t10k", 20)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
+    train, val, test, info = load_datasets(
+        DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path), val_ratio=0.2)
+    )
+    assert (len(train), len(val), len(test)) == (40, 10, 20)
+    assert train.tensors[0].shape[1:] == (1, 28, 28)
+    assert info.class_names[0] == "T-shirt/top" and str(tmp_path) in info.source
+
+
+def test_unknown_dataset_is_rejected():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*digits"):
+        load_datasets(DataConfig(dataset="imagenet"))
+
+
+def test_missing_dataset_offline_says_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetUnavailableError, match="could not be downloaded.*digits"):
+        load_datasets(DataConfig(dataset="cifar10", data_dir=str(tmp_path), download=False))
+
+
+def test_num_classes_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="num_classes=5 does not match dataset 'digits'"):
+        load_datasets(DataConfig(dataset="digits", num_classes=5))
+
+
+def test_bad_val_ratio():
+    with pytest.raises(ValueError, match="val_ratio"):
+        load_datasets(DataConfig(val_ratio=1.5))
