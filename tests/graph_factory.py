@@ -179,13 +179,18 @@ def dequantize_graph(graph: BlockGraph) -> BlockGraph:
 
 
 def tiny_float_graph(
-    seed: int, with_pool: bool = True, contextual_add: bool = False, channels: int = 8
+    seed: int,
+    with_pool: bool = True,
+    contextual_add: bool = False,
+    channels: int = 8,
+    with_head: bool = True,
 ) -> BlockGraph:
     """Float graph: input (1,8,8,1) -> [MAX_POOL 2x2] -> CONV 3x3 SAME (+ctx ADD) relu
-    -> AVERAGE_POOL 2x2 -> RESHAPE (1, K) -> FULLY_CONNECTED 10.
+    -> AVERAGE_POOL 2x2 -> [RESHAPE (1, K) -> FULLY_CONNECTED 10].
 
     With ``contextual_add`` the conv has no fused relu; its output gets a second graph
     input ``context`` (1,1,1,channels) added by broadcast, with the relu fused in ADD.
+    Without ``with_head`` the graph ends at the average pool (output ``avgpool``).
     """
     rng = np.random.default_rng(seed)
     t: dict[str, Tensor] = {}
@@ -239,6 +244,8 @@ def tiny_float_graph(
             {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"},
         )
     )
+    if not with_head:
+        return BlockGraph("tiny_block", t, ops, inputs, [pooled])
     n = size * size * channels
     ops.append(Op("RESHAPE", [pooled], [act("flatten", (1, n))], {"shape": (1, n)}))
     fw = rng.normal(0, math.sqrt(1 / n), (10, n))
@@ -275,9 +282,16 @@ def random_int8_inputs(graph: BlockGraph, n: int, seed: int) -> dict[str, np.nda
 
 
 def tiny_block_graph(
-    seed: int, with_pool: bool = True, contextual_add: bool = False, fc_per_channel: bool = False
+    seed: int,
+    with_pool: bool = True,
+    contextual_add: bool = False,
+    fc_per_channel: bool = False,
+    with_head: bool = True,
 ) -> BlockGraph:
-    """Int8 version of ``tiny_float_graph``, calibrated on 64 random inputs."""
-    fgraph = tiny_float_graph(seed, with_pool, contextual_add)
+    """Int8 version of ``tiny_float_graph``, calibrated on 64 random inputs.
+
+    Conv weights are per-channel; FC weights per-tensor unless ``fc_per_channel``.
+    """
+    fgraph = tiny_float_graph(seed, with_pool, contextual_add, with_head=with_head)
     calib = random_float_inputs(fgraph, 64, seed + 1000)
     return quantize_graph(fgraph, calib, fc_per_channel=fc_per_channel)

@@ -225,3 +225,230 @@ def plan_block(
         flash_exact=tflite_bytes is not None,
         phases=phases,
     )
+
+
+# ---------------------------------------------------------------------- pipelines
+
+
+@dataclass
+class PipelinePlan:
+    """Memory plan of blocks run one after another on one MCU.
+
+    Block i's output feature map is block i+1's input. With a shared arena (TFLM
+    multi-tenant: one allocator, tails stacked, heads overlaid) the feature map must
+    survive in an application buffer while the next block's head is reused, so the
+    largest boundary map is staged outside the arena; with one arena per block it stays
+    in block i's arena. The context vector (K int8) and the score accumulator (K int32)
+    live for the whole pipeline.
+    """
+
+    blocks: list[MemoryPlan]
+    context_size: int
+    shared_arena: bool
+    arena_bytes: int
+    boundaries: list[tuple[str, str, tuple[int, ...], int]]  # (from, to, shape, bytes)
+    staging_bytes: int
+    flash_bytes: int
+    profile: McuProfile | None = None
+    graphs: list[BlockGraph] = field(default_factory=list, repr=False)
+    tflite: list[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def context_bytes(self) -> int:
+        return self.context_size  # int8
+
+    @property
+    def score_bytes(self) -> int:
+        return 4 * self.context_size  # int32 accumulators
+
+    @property
+    def sram_bytes(self) -> int:
+        """Everything the model side needs: arena + staging + context + scores."""
+        return self.arena_bytes + self.staging_bytes + self.context_bytes + self.score_bytes
+
+    def problems(self, profile: McuProfile | None = None) -> list[str]:
+        """What exceeds ``profile`` (empty when the pipeline fits)."""
+        p = profile or self.profile
+        if p is None:
+            raise ValueError("no MCU profile given")
+        out = []
+        if self.sram_bytes > p.available_sram_bytes:
+            out.append(
+                f"SRAM: needs {self.sram_bytes:,} B but {p.available_sram_bytes:,} B are "
+                f"available ({p.sram_bytes:,} B - {p.reserved_sram_bytes:,} B reserved for "
+                "stack and runtime)"
+            )
+        if self.arena_bytes > p.arena_limit_bytes:
+            out.append(
+                f"arena: needs {self.arena_bytes:,} B in one block but the largest contiguous "
+                f"SRAM region for it is {p.arena_limit_bytes:,} B"
+            )
+        if self.flash_bytes > p.available_flash_bytes:
+            out.append(
+                f"flash: needs {self.flash_bytes:,} B but {p.available_flash_bytes:,} B are "
+                f"available ({p.flash_bytes:,} B - {p.reserved_flash_bytes:,} B for TFLM and "
+                "application code)"
+            )
+        return out
+
+    def fits(self, profile: McuProfile | None = None) -> bool:
+        return not self.problems(profile)
+
+    def describe(self) -> str:
+        kind = "shared arena" if self.shared_arena else "one arena per block"
+        lines = [
+            f"pipeline of {len(self.blocks)} blocks ({kind}): SRAM {self.sram_bytes:,} B = "
+            f"arena {self.arena_bytes:,} + staging {self.staging_bytes:,} + context "
+            f"{self.context_bytes} + scores {self.score_bytes}; flash {self.flash_bytes:,} B",
+        ]
+        for b in self.blocks:
+            lines.append(
+                f"  block {b.name!r}: head {b.head_bytes:,} B, tail {b.tail_bytes:,} B, "
+                f"alone {b.arena_bytes:,} B, flash {b.flash_bytes:,} B"
+            )
+        for src, dst, shape, n in self.boundaries:
+            lines.append(f"  boundary {src!r} -> {dst!r}: {shape} int8, {n:,} B live across")
+        if self.profile is not None:
+            bad = self.problems()
+            verdict = "fits" if not bad else "does NOT fit"
+            lines.append(f"  {verdict} {self.profile.name}" + "".join(f"\n    {m}" for m in bad))
+        return "\n".join(lines)
+
+    def require_fit(self, profile: McuProfile | None = None) -> None:
+        """Raise DoesNotFitError with a per-tensor breakdown if ``profile`` is exceeded."""
+        p = profile or self.profile
+        bad = self.problems(p)
+        if bad:
+            raise DoesNotFitError(_explain(self, p, bad))  # type: ignore[arg-type]
+
+
+def _shared_arena(blocks: list[MemoryPlan]) -> int:
+    """One allocator for all blocks: tails stack up in load order, heads overlay.
+
+    While block j allocates, the tails of blocks < j are already there; afterwards all
+    tails stay and the head must hold the largest block's plan.
+    """
+    peak, tails = 0, 0
+    for b in blocks:
+        peak = max(peak, tails + b.arena_bytes)
+        tails += b.tail_bytes
+    return align_up(max(peak, tails + max((b.head_bytes for b in blocks), default=0)))
+
+
+def plan_pipeline(
+    graphs: list[BlockGraph],
+    context_size: int,
+    tflite: list[bytes] | None = None,
+    profile: McuProfile | None = None,
+    shared_arena: bool = True,
+    overhead: TflmOverhead = DEFAULT_OVERHEAD,
+) -> PipelinePlan:
+    """Plan blocks that run in sequence: graphs[i].outputs[0] feeds graphs[i+1].inputs[0].
+
+    ``context_size`` is K (context vector int8[K], score accumulator int32[K]);
+    ``tflite`` gives each block's file bytes for exact flash sizes; ``profile`` adds its
+    kernel library's scratch buffers and is the default for ``require_fit``.
+    """
+    if not graphs:
+        raise ValueError("a pipeline needs at least one block")
+    if tflite is not None and len(tflite) != len(graphs):
+        raise ValueError(f"{len(tflite)} .tflite files for {len(graphs)} blocks")
+    if context_size < 0:
+        raise ValueError(f"context_size must be >= 0, got {context_size}")
+    blocks = [
+        plan_block(g, None if tflite is None else tflite[i], profile, overhead)
+        for i, g in enumerate(graphs)
+    ]
+    boundaries = []
+    for a, b in zip(graphs, graphs[1:], strict=False):
+        out, inp = a.tensors[a.outputs[0]], b.tensors[b.inputs[0]]
+        if tuple(out.shape[1:]) != tuple(inp.shape[1:]) or out.dtype != inp.dtype:
+            raise ValueError(
+                f"block {a.name!r} output {out.name!r} {out.dtype}{out.shape} does not match "
+                f"block {b.name!r} input {inp.name!r} {inp.dtype}{inp.shape}"
+            )
+        boundaries.append((a.name, b.name, tuple(out.shape), out.nbytes))
+    if shared_arena:
+        arena = _shared_arena(blocks)
+        staging = max((n for *_, n in boundaries), default=0)
+    else:
+        arena = sum(b.arena_bytes for b in blocks)
+        staging = 0
+    flash = sum(align_up(b.flash_bytes, 16) for b in blocks)
+    return PipelinePlan(
+        blocks,
+        int(context_size),
+        shared_arena,
+        arena,
+        boundaries,
+        staging,
+        flash,
+        profile,
+        list(graphs),
+        None if tflite is None else list(tflite),
+    )
+
+
+def _explain(plan: PipelinePlan, profile: McuProfile, problems: list[str]) -> str:
+    """The DoesNotFitError message: what is exceeded, by which tensors, what to change."""
+    lines = [f"pipeline does not fit {profile.name} ({profile.description or profile.core}):"]
+    lines += [f"  {m}" for m in problems]
+    lines.append(
+        f"  SRAM breakdown: arena {plan.arena_bytes:,} B "
+        f"({'shared by all blocks' if plan.shared_arena else 'one per block'}), boundary "
+        f"staging {plan.staging_bytes:,} B, context {plan.context_bytes} B, scores "
+        f"{plan.score_bytes} B"
+    )
+    worst = max(plan.blocks, key=lambda b: b.head_bytes)
+    for b in plan.blocks:
+        mark = "  <- largest head" if b is worst else ""
+        lines.append(
+            f"    block {b.name!r}: head {b.head_bytes:,} B (activations/scratch), tail "
+            f"{b.tail_bytes:,} B (TFLM), flash {b.flash_bytes:,} B{mark}"
+        )
+    lines.append(f"  largest arena tensors of block {worst.name!r}:")
+    for t in worst.largest(6):
+        lines.append(
+            f"    {t.name:<20} {t.kind:<10} {str(t.shape):<18} {t.dtype:<6} {t.nbytes:>9,} B "
+            f"live ops {t.first_op}-{t.last_op}"
+        )
+    flash_hungry = sorted(
+        (t for b in plan.blocks for t in b.tensors if t.kind == "constant"),
+        key=lambda t: -t.nbytes,
+    )[:4]
+    if any("flash" in m for m in problems):
+        lines.append("  largest constants (flash):")
+        lines += [f"    {t.name:<20} {str(t.shape):<18} {t.nbytes:>9,} B" for t in flash_hungry]
+    lines.append("  what to change:")
+    if any(m.startswith(("SRAM", "arena")) for m in problems):
+        big = worst.largest(1)[0] if worst.largest(1) else None
+        if big is not None:
+            lines.append(
+                f"    - shrink block {worst.name!r}: {big.name!r} {big.shape} is its largest "
+                "activation; halve its channels or its resolution (stride 2 or pool earlier)"
+            )
+        if plan.shared_arena is False:
+            lines.append("    - share one arena between blocks (shared_arena=True)")
+    if any(m.startswith("flash") for m in problems):
+        lines.append("    - fewer or narrower conv/FC layers (weights dominate flash)")
+    others = [n for n in _fitting_profiles(plan) if n != profile.name]
+    lines.append(
+        "    - or use an MCU that fits: " + (", ".join(others) if others else "none of the known")
+    )
+    return "\n".join(lines)
+
+
+def _fitting_profiles(plan: PipelinePlan) -> list[str]:
+    """Known profiles on which the same blocks fit (re-planned for their scratch)."""
+    from ctxconv.firmware_sim.profiles import list_profiles, load_profile
+
+    names = []
+    for name in list_profiles():
+        try:
+            p = load_profile(name)
+            other = plan_pipeline(plan.graphs, plan.context_size, plan.tflite, p, plan.shared_arena)
+        except ValueError:
+            continue
+        if other.fits(p):
+            names.append(name)
+    return names

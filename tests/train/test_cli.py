@@ -40,4 +40,4 @@ def test_default_job_on_digits(tmp_path):
     assert summary["dataset"] == "digits"
     for mode in ("multipass", "onepass"):
         assert summary["test_accuracy"][mode] >= 0.97, summary["test_accuracy"]
-    assert "block 1 epoch 14" in out.stderr  # epoch lines are logged
+    assert "block 1 epoch 14" in out.stdout + out.stderr  # epoch lines are logged
