@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+
 class ModelFileError(ValueError):
     """A model or manifest file that is malformed, truncated or does not match its record."""
 

@@ -5,8 +5,10 @@ quantized graphs); only the batch dim is symbolic (``"N"``) so whole batches run
 once. Int8 graphs are written in QDQ form: every op is DequantizeLinear -> float op
 -> QuantizeLinear, weights are int8 initializers (per-channel DequantizeLinear on
 axis 0) and biases int32, which onnxruntime fuses into QLinearConv, QGemm, etc.
-Conv and pooling run in NCHW; Transposes are inserted on the int8 tensors (exact)
-only where the layout changes. Float graphs become plain float ONNX.
+The exception is the int8 AVERAGE_POOL_2D, written as small exact float arithmetic
+that reproduces TFLite's rounding (see ``_int8_average_pool``). Conv and pooling run
+in NCHW; Transposes are inserted on the int8 tensors (exact) only where the layout
+changes. Float graphs become plain float ONNX.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class _Builder:
         self.layout: dict[str, str] = {}  # graph tensor name -> layout of its ONNX value
         self.views: dict[tuple[str, str], str] = {}  # (name, layout) -> ONNX value name
         self.finals: dict[tuple[str, str], str] = {}
+        self.init_names: set[str] = set()
 
     def fresh(self, base: str) -> str:
         name, i = base, 1
@@ -73,9 +76,19 @@ class _Builder:
         return out
 
     def init(self, base: str, array: np.ndarray, exact: bool = False) -> str:
-        name = base if exact else self.fresh(base)
+        """Add an initializer named ``base`` (a reserved graph name) if ``exact``."""
+        name = base if exact and base not in self.init_names else self.fresh(base)
+        self.init_names.add(name)
         self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        """Initializer for graph constant ``name``: named like it on first use."""
+        key = (name, "init")
+        if key not in self.views:
+            self.views[key] = self.init(name, array, exact=True)
+            return self.views[key]
+        return self.init(name, array)
 
     # ---------------------------------------------------------------- quantization
 
@@ -247,8 +260,8 @@ def _emit(b: _Builder, op: Op) -> None:
         if op.kind == "CONV_2D":
             w, bias = g.tensors[op.inputs[1]], g.tensors[op.inputs[2]]
             kernel = tuple(int(k) for k in w.shape[1:3])
-            wv = b.init(w.name, np.asarray(w.data).transpose(0, 3, 1, 2))  # OHWI -> OIHW
-            bv = b.init(bias.name, np.asarray(bias.data))
+            wv = b.const(w.name, np.asarray(w.data).transpose(0, 3, 1, 2))  # OHWI -> OIHW
+            bv = b.const(bias.name, np.asarray(bias.data))
             if b.quantized:
                 wv, bv = b.dequantize(wv, w), b.dequantize(bv, bias)
             y = b.node(
@@ -272,7 +285,7 @@ def _emit(b: _Builder, op: Op) -> None:
         b.set_output(op, y, "NCHW")
     elif op.kind == "FULLY_CONNECTED":
         w, bias = g.tensors[op.inputs[1]], g.tensors[op.inputs[2]]
-        wv, bv = b.init(w.name, np.asarray(w.data)), b.init(bias.name, np.asarray(bias.data))
+        wv, bv = b.const(w.name, np.asarray(w.data)), b.const(bias.name, np.asarray(bias.data))
         if b.quantized:
             wv, bv = b.dequantize(wv, w), b.dequantize(bv, bias)
         # x (N, in) . W(out, in)^T + b -> (N, out)

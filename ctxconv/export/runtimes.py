@@ -6,7 +6,8 @@ TFLite runtimes are batch-1, so they loop over the N samples; onnxruntime runs t
 whole batch. TFLite bytes are validated (``load_tflite_checked``) before a runtime
 sees them, because TFLM crashes on malformed models. A too-small TFLM arena also
 crashes the process, so ``tflm_min_arena`` and ``run_tflm_isolated`` probe TFLM in
-child processes. Runtimes (and numpy) are imported lazily; torch is never imported.
+child processes. The runtimes are imported lazily, when a runner is built; torch is
+never imported.
 """
 
 from __future__ import annotations

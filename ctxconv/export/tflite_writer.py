@@ -248,7 +248,7 @@ def _check_op(graph: BlockGraph, op: Op) -> None:
             raise ValueError(f"op RESHAPE: target {target} must keep the leading batch dim 1")
         _same_quant(op, x, out)
     if op.kind in ("CONV_2D", "FULLY_CONNECTED", "ADD"):
-        if not isinstance(op.options["relu"], bool | np.bool_):
+        if op.options["relu"] not in (True, False):
             raise ValueError(f"op {op.kind}: option relu must be a bool")
 
 

@@ -280,8 +280,8 @@ class PipelinePlan:
             )
         if self.arena_bytes > p.arena_limit_bytes:
             out.append(
-                f"arena: needs {self.arena_bytes:,} B in one block but the largest contiguous "
-                f"SRAM region for it is {p.arena_limit_bytes:,} B"
+                f"arena: needs {self.arena_bytes:,} B of contiguous SRAM but the largest region "
+                f"available for it is {p.arena_limit_bytes:,} B"
             )
         if self.flash_bytes > p.available_flash_bytes:
             out.append(

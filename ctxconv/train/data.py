@@ -60,6 +60,7 @@ class DatasetInfo:
     class_names: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    pixel_scale: float = 1.0 / 255.0  # raw pixel * pixel_scale = the [0, 1] image normalised
     train_size: int = 0
     val_size: int = 0
     test_size: int = 0
@@ -204,7 +205,9 @@ def load_datasets(
     info = DatasetInfo(
         name=cfg.dataset, num_classes=num_classes, in_channels=x_train.shape[1],
         image_size=x_train.shape[-1], class_names=list(class_names),
-        mean=mean.tolist(), std=std.tolist(), train_size=len(train), val_size=len(val),
+        mean=mean.tolist(), std=std.tolist(),
+        pixel_scale=1.0 / 16.0 if cfg.dataset == "digits" else 1.0 / 255.0,
+        train_size=len(train), val_size=len(val),
         test_size=len(test), source=source,
     )  # fmt: skip
     return train, val, test, info

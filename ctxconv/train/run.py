@@ -102,7 +102,8 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
             "resuming %s after block %d epoch %d", run_dir, progress["block"], progress["epoch"]
         )
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
-    extra = {"dataset": asdict(info), "seed": cfg.seed, "trainer": asdict(cfg.trainer)}
+    extra = {"dataset": asdict(info), "data": asdict(cfg.data), "seed": cfg.seed,
+             "trainer": asdict(cfg.trainer)}
     wandb_run = _wandb_run(cfg, run_dir)
     on_epoch = (lambda row: wandb_run.log(row)) if wandb_run is not None else None
     trainer = BlockwiseTrainer(

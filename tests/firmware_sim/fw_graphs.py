@@ -72,7 +72,14 @@ def conv_graph(
         ),
         "conv": _act("conv", (1, ho, wo, cout), out_s, out_zp),
     }
-    ops = [Op("CONV_2D", ["x", "w", "b"], ["conv"], {"stride": stride, "padding": padding, "relu": relu})]
+    ops = [
+        Op(
+            "CONV_2D",
+            ["x", "w", "b"],
+            ["conv"],
+            {"stride": stride, "padding": padding, "relu": relu},
+        )
+    ]
     out = "conv"
     if pool:
         po = compute_padding(ho, pool_filter[0], pool_stride[0], pool_padding)[0]
@@ -91,7 +98,10 @@ def conv_graph(
 
 
 def fc_graph(
-    seed: int, shape: tuple[int, ...] = (1, 2, 3, 4), dout: int = 6, relu: bool = False,
+    seed: int,
+    shape: tuple[int, ...] = (1, 2, 3, 4),
+    dout: int = 6,
+    relu: bool = False,
     per_channel: bool = False,
 ) -> BlockGraph:
     """x (shape) -> RESHAPE (1, D) -> FULLY_CONNECTED (1, dout)."""
@@ -104,14 +114,21 @@ def fc_graph(
         "x": _act("x", shape, in_s, in_zp),
         "flat": _act("flat", (1, din), in_s, in_zp),
         "w": Tensor(
-            "w", (dout, din), "int8",
+            "w",
+            (dout, din),
+            "int8",
             Quant(w_s, np.zeros(w_s.size, np.int64), 0 if per_channel else None),
             rng.integers(-127, 128, size=(dout, din)).astype(np.int8),
         ),
         "b": Tensor(
-            "b", (dout,), "int32",
-            Quant((np.float32(in_s) * w_s).astype(np.float32), np.zeros(w_s.size, np.int64),
-                  0 if per_channel else None),
+            "b",
+            (dout,),
+            "int32",
+            Quant(
+                (np.float32(in_s) * w_s).astype(np.float32),
+                np.zeros(w_s.size, np.int64),
+                0 if per_channel else None,
+            ),
             rng.integers(-3000, 3000, size=dout).astype(np.int32),
         ),
         "y": _act("y", (1, dout), out_s, int(rng.integers(-50, 50))),
@@ -124,8 +141,11 @@ def fc_graph(
 
 
 def add_graph(
-    seed: int, a_shape: tuple[int, ...] = (1, 5, 4, 3), b_shape: tuple[int, ...] = (1, 5, 4, 3),
-    relu: bool = False, b_constant: bool = False,
+    seed: int,
+    a_shape: tuple[int, ...] = (1, 5, 4, 3),
+    b_shape: tuple[int, ...] = (1, 5, 4, 3),
+    relu: bool = False,
+    b_constant: bool = False,
 ) -> BlockGraph:
     """a + b with independent quantization (b broadcast over leading axes)."""
     rng = np.random.default_rng(seed)
@@ -185,23 +205,35 @@ def chain_graph(
         out_s = _conv_out_scale(s, w_s, k * k * c, rng)
         out_zp = int(rng.integers(-60, 60))
         t[f"w{i}"] = Tensor(
-            f"w{i}", (cout, k, k, c), "int8", Quant(w_s, np.zeros(cout, np.int64), 0),
+            f"w{i}",
+            (cout, k, k, c),
+            "int8",
+            Quant(w_s, np.zeros(cout, np.int64), 0),
             rng.integers(-127, 128, size=(cout, k, k, c)).astype(np.int8),
         )
         t[f"b{i}"] = Tensor(
-            f"b{i}", (cout,), "int32",
+            f"b{i}",
+            (cout,),
+            "int32",
             Quant((np.float32(s) * w_s).astype(np.float32), np.zeros(cout, np.int64), 0),
             rng.integers(-2000, 2000, size=cout).astype(np.int32),
         )
         conv = f"conv{i}"
         t[conv] = _act(conv, (1, ho, wo, cout), out_s, out_zp)
-        ops.append(Op("CONV_2D", [cur, f"w{i}", f"b{i}"], [conv],
-                      {"stride": (stride, stride), "padding": pad, "relu": bool(rng.integers(0, 2))}))
+        ops.append(
+            Op(
+                "CONV_2D",
+                [cur, f"w{i}", f"b{i}"],
+                [conv],
+                {"stride": (stride, stride), "padding": pad, "relu": bool(rng.integers(0, 2))},
+            )
+        )
         cur, h, w, c, s, zp = conv, ho, wo, cout, out_s, out_zp
         if context or rng.random() < 0.3:
             other = f"ctx{i}"
-            t[other] = _act(other, (1, 1, 1, c), float(rng.uniform(0.01, 0.1)),
-                            int(rng.integers(-50, 50)))
+            t[other] = _act(
+                other, (1, 1, 1, c), float(rng.uniform(0.01, 0.1)), int(rng.integers(-50, 50))
+            )
             if context:
                 inputs.append(other)
             else:
@@ -215,8 +247,14 @@ def chain_graph(
             kind = str(rng.choice(["MAX_POOL_2D", "AVERAGE_POOL_2D"]))
             ph, pw = (compute_padding(d, 2, 2, "VALID")[0] for d in (h, w))
             t[f"pool{i}"] = _act(f"pool{i}", (1, ph, pw, c), s, zp)
-            ops.append(Op(kind, [cur], [f"pool{i}"],
-                          {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"}))
+            ops.append(
+                Op(
+                    kind,
+                    [cur],
+                    [f"pool{i}"],
+                    {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"},
+                )
+            )
             cur, h, w = f"pool{i}", ph, pw
     if head:
         n = h * w * c
@@ -224,11 +262,20 @@ def chain_graph(
         ops.append(Op("RESHAPE", [cur], ["flat"], {"shape": (1, n)}))
         dout = int(rng.integers(2, 11))
         w_s = rng.uniform(0.002, 0.05, size=1).astype(np.float32)
-        t["fc_w"] = Tensor("fc_w", (dout, n), "int8", Quant(w_s, np.zeros(1, np.int64)),
-                           rng.integers(-127, 128, size=(dout, n)).astype(np.int8))
-        t["fc_b"] = Tensor("fc_b", (dout,), "int32",
-                           Quant((np.float32(s) * w_s).astype(np.float32), np.zeros(1, np.int64)),
-                           rng.integers(-3000, 3000, size=dout).astype(np.int32))
+        t["fc_w"] = Tensor(
+            "fc_w",
+            (dout, n),
+            "int8",
+            Quant(w_s, np.zeros(1, np.int64)),
+            rng.integers(-127, 128, size=(dout, n)).astype(np.int8),
+        )
+        t["fc_b"] = Tensor(
+            "fc_b",
+            (dout,),
+            "int32",
+            Quant((np.float32(s) * w_s).astype(np.float32), np.zeros(1, np.int64)),
+            rng.integers(-3000, 3000, size=dout).astype(np.int32),
+        )
         t["logits"] = _act("logits", (1, dout), _conv_out_scale(s, w_s, n, rng), 0)
         ops.append(Op("FULLY_CONNECTED", ["flat", "fc_w", "fc_b"], ["logits"], {"relu": False}))
         cur = "logits"

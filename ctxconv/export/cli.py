@@ -1,0 +1,84 @@
+"""``ctxconv-export RUN_DIR --int8``: per-block int8 ONNX + TFLite with a verified manifest."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ctxconv.export.exporter import FORMATS, ExportOptions, export_run
+from ctxconv.export.fold import UnsupportedLayerError
+from ctxconv.export.ir import ModelFileError
+from ctxconv.export.quantize import CALIB_METHODS
+from ctxconv.export.verify import VerificationError, agreement_table
+
+EXIT_ERROR, EXIT_VERIFICATION = 2, 3
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise argparse.ArgumentTypeError(f"unknown format(s) {bad or text!r}; choose from "
+                                         f"{','.join(FORMATS)}")
+    return formats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ctxconv-export",
+        description="Export each block of a ctxconv-train run to ONNX and TFLite. With --int8: "
+                    "full-integer int8 (per-channel weights, int32 bias, int8 activations "
+                    "calibrated on training images); without: a float reference export. "
+                    "Outputs are verified across torch, onnxruntime, LiteRT and TFLM.",
+    )  # fmt: skip
+    p.add_argument("run_dir", help="directory written by ctxconv-train (holds checkpoint.pt)")
+    p.add_argument("--int8", action="store_true", help="quantize to full-integer int8")
+    p.add_argument("--format", type=_formats, default=FORMATS, metavar="onnx,tflite",
+                   help="formats to write (default: both)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: RUN_DIR/export, or RUN_DIR/export-float)")
+    p.add_argument("--calib-samples", type=int, default=1000,
+                   help="training images used for calibration (default 1000)")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax")
+    p.add_argument("--verify-samples", type=int, default=100,
+                   help="test images run through every runtime (default 100)")
+    p.add_argument("--test-samples", type=int, default=None,
+                   help="limit the test vectors / accuracy to the first N test images")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="fail when a runtime's top-1 agreement with LiteRT reference is lower")
+    p.add_argument("--max-lsb", type=int, default=1,
+                   help="fail when TFLM/onnxruntime outputs differ by more LSB (default 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.calib_samples < 1 or args.verify_samples < 1:
+        print("error: --calib-samples and --verify-samples must be >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    opts = ExportOptions(int8=args.int8, formats=args.format, calib_samples=args.calib_samples,
+                         calib_method=args.calib_method, verify_samples=args.verify_samples,
+                         test_samples=args.test_samples, min_top1_agreement=args.min_agreement,
+                         max_lsb=args.max_lsb)
+    try:
+        manifest = export_run(args.run_dir, args.out, opts)
+    except VerificationError as exc:
+        print(agreement_table(exc.manifest["agreement"]))
+        print(f"error: {exc} (files kept in {exc.manifest['export_dir']} for inspection)",
+              file=sys.stderr)
+        return EXIT_VERIFICATION
+    except (UnsupportedLayerError, ModelFileError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(agreement_table(manifest["agreement"]))
+    for kind, accs in manifest["accuracy"].items():
+        print(f"accuracy {kind:>6}: " + ", ".join(f"{m} {a:.2%}" for m, a in accs.items()))
+    print(f"wrote {len(manifest['files'])} files to {manifest['export_dir']} "
+          f"in {manifest['export_seconds']:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

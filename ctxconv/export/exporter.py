@@ -1,0 +1,225 @@
+"""Export a training run: per-block int8 (or float) ONNX + TFLite, test vectors, manifest.
+
+Everything is written into a temporary directory beside the output and moved into
+place at the end, so an interrupted or failed export never leaves half-written files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ctxconv.export.fold import FloatBlock, fold_block
+from ctxconv.export.ir import BlockGraph
+from ctxconv.export.onnx_writer import write_onnx
+from ctxconv.export.pipeline import CONTEXT_ON, Int8Pipeline
+from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
+from ctxconv.export.runtimes import OnnxRunner
+from ctxconv.export.tflite_writer import write_tflite
+from ctxconv.export.verify import VerificationError, verify_blocks
+from ctxconv.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    restore_model,
+)
+from ctxconv.train.data import DataConfig, load_datasets, make_loader
+from ctxconv.train.inference import available_modes, evaluate
+
+log = logging.getLogger(__name__)
+MANIFEST_NAME = "manifest.json"
+FORMAT = "ctxconv-export-v1"
+FORMATS = ("onnx", "tflite")
+
+
+@dataclass
+class ExportOptions:
+    int8: bool = True
+    formats: tuple[str, ...] = FORMATS
+    calib_samples: int = 1000
+    calib_method: str = "minmax"
+    calib_percentile: float = 99.99
+    verify_samples: int = 100
+    test_samples: int | None = None  # None: the whole test split
+    min_top1_agreement: float = 0.99  # per runtime vs the TFLite reference, on verify_samples
+    max_lsb: int = 1  # onnxruntime / TFLM vs LiteRT reference, per block output
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _io_records(graph: BlockGraph, names: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for name in names:
+        t = graph.tensors[name]
+        rec: dict[str, Any] = {"name": name, "shape": list(t.shape), "dtype": t.dtype,
+                               "layout": "NHWC" if len(t.shape) == 4 else "NC"}
+        if t.quant is not None:
+            rec.update(scale=float(t.quant.scale[0]), zero_point=int(t.quant.zero_point[0]))
+        out.append(rec)
+    return out
+
+
+def block_macs(fb: FloatBlock, num_classes: int) -> int:
+    """Multiply-accumulates of one block on one image (conv + context + head)."""
+    k = fb.conv_weight.shape[-1]
+    conv = fb.out_size**2 * fb.out_channels * fb.in_channels * k * k
+    head = fb.head_weight.size
+    ctx = fb.context_weight.size if fb.contextual else 0
+    return int(conv + head + ctx)
+
+
+def _load_run(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist: pass the directory "
+                              "ctxconv-train wrote (it holds checkpoint.pt)")
+    return load_checkpoint(run_dir / CHECKPOINT_NAME)
+
+
+def _nhwc(x: torch.Tensor) -> np.ndarray:
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _raw_images(x: torch.Tensor, info: dict[str, Any]) -> np.ndarray:
+    """Undo the normalisation: the stored pixels (uint8), so raw images can be fed."""
+    mean = torch.tensor(info["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(info["std"]).view(1, -1, 1, 1)
+    raw = torch.round((x * std + mean) / info["pixel_scale"]).clamp(0, 255)
+    return _nhwc(raw).astype(np.uint8)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
+               options: ExportOptions | None = None) -> dict[str, Any]:
+    """Export ``run_dir`` into ``out_dir`` (default RUN_DIR/export[-float]); returns the manifest.
+
+    Raises VerificationError (after writing the export, with ``verification.passed``
+    false in its manifest) when runtimes disagree beyond the thresholds.
+    """
+    opts = options or ExportOptions()
+    unknown = [f for f in opts.formats if f not in FORMATS]
+    if unknown or not opts.formats:
+        raise ValueError(f"unknown export format(s) {unknown or opts.formats}; choose from {FORMATS}")
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    payload = _load_run(run_dir)
+    model = restore_model(payload, run_dir / CHECKPOINT_NAME)
+    info = payload["dataset"]
+    k = int(info["num_classes"])
+    out_dir = Path(out_dir) if out_dir else run_dir / ("export" if opts.int8 else "export-float")
+    data_cfg = DataConfig(**{key: v for key, v in payload.get("data", {}).items()
+                             if key in DataConfig.__dataclass_fields__})
+    data_cfg.dataset, data_cfg.num_classes = info["name"], None
+    data_cfg.max_test_samples = opts.test_samples
+    train, _, test, _ = load_datasets(data_cfg)
+
+    size = model.cfg.image_size
+    floats: list[FloatBlock] = []
+    for i, block in enumerate(model.blocks):
+        fb = fold_block(block, i, size)
+        floats.append(fb)
+        size = fb.out_size
+    calib = _nhwc(train.tensors[0][: opts.calib_samples]).astype(np.float64)
+    ranges = calibrate(floats, calib, k, opts.calib_method, opts.calib_percentile)
+    graphs = [build_block_graph(fb, r, k, int8=opts.int8) for fb, r in zip(floats, ranges,
+                                                                            strict=True)]
+    modes = available_modes(model)
+    score_blocks = set(model.score_blocks)
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "int8": opts.int8, "created_unix": int(time.time()),
+        "dataset": {"name": info["name"], "num_classes": k, "class_names": info["class_names"],
+                    "image_size": info["image_size"], "in_channels": info["in_channels"]},
+        "input": {"layout": "NHWC", "pixel_scale": info["pixel_scale"], "mean": info["mean"],
+                  "std": info["std"],
+                  "note": "x = (raw * pixel_scale - mean) / std, then quantize with block 0's "
+                          "features_in scale and zero_point"},
+        "context": {"dtype": "int8", "scale": CONTEXT_QUANT[0], "zero_point": CONTEXT_QUANT[1],
+                    "on": CONTEXT_ON, "off": CONTEXT_QUANT[1]},
+        "modes": modes, "score_blocks": sorted(score_blocks),
+        "quantization": {"weights": "int8 symmetric per-output-channel", "bias": "int32",
+                         "activations": "int8 asymmetric per-tensor",
+                         "calibration": {"method": opts.calib_method,
+                                         "samples": int(calib.shape[0]),
+                                         "split": "train"}} if opts.int8 else None,
+        "blocks": [],
+    }  # fmt: skip
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        for fb, graph in zip(floats, graphs, strict=True):
+            files = {}
+            if "tflite" in opts.formats:
+                (tmp / f"{graph.name}.tflite").write_bytes(write_tflite(graph, graph.name))
+                files["tflite"] = f"{graph.name}.tflite"
+            if "onnx" in opts.formats:
+                (tmp / f"{graph.name}.onnx").write_bytes(write_onnx(graph))
+                files["onnx"] = f"{graph.name}.onnx"
+            manifest["blocks"].append({
+                "name": graph.name, "index": fb.index, "contextual": fb.contextual,
+                "score_block": fb.index in score_blocks, "files": files,
+                "inputs": _io_records(graph, graph.inputs),
+                "outputs": _io_records(graph, graph.outputs),
+                "pool": fb.pool, "kernel": int(fb.conv_weight.shape[-1]),
+                "filters": fb.out_channels, "head_grid": fb.head_grid,
+                "macs": block_macs(fb, k),
+                "params": int(fb.conv_weight.size + fb.conv_bias.size + fb.head_weight.size
+                              + fb.head_bias.size
+                              + (fb.context_weight.size if fb.contextual else 0)),
+            })  # fmt: skip
+        raw_test = _raw_images(test.tensors[0], info)
+        labels = test.tensors[1].numpy()
+        np.savez_compressed(tmp / "test_vectors.npz", images=raw_test, labels=labels)
+        manifest["test_vectors"] = {"file": "test_vectors.npz", "count": int(len(labels)),
+                                    "split": "test", "layout": "NHWC", "dtype": "uint8"}
+
+        # accuracy: float torch and the exported pipeline (onnxruntime, batched) per mode
+        loader = make_loader(test, 1000, shuffle=False)
+        accuracy = {"float": {m: evaluate(model, loader, m) for m in modes}}
+        if "onnx" in opts.formats:
+            pipe = Int8Pipeline(manifest, [OnnxRunner(tmp / b["files"]["onnx"])
+                                           for b in manifest["blocks"]])
+            key = "int8" if opts.int8 else "exported_float"
+            accuracy[key] = {m: float((pipe.predict(raw_test, m) == labels).mean())
+                             for m in modes}
+        manifest["accuracy"] = accuracy
+        agreement = verify_blocks(model, manifest, tmp, test, opts)
+        manifest["agreement"] = agreement
+        manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
+        manifest["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
+        with open(tmp / MANIFEST_NAME, "w") as f:
+            json.dump(manifest, f, indent=2)
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest["export_dir"] = str(out_dir)
+    if not agreement["passed"]:
+        raise VerificationError(agreement["failures"], manifest)
+    return manifest
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` with ``tmp`` by renames (the old export is removed last)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,174 @@
+"""Cross-runtime verification at export: float torch, onnxruntime, LiteRT, TFLM.
+
+Each block is fed the same int8 input (the LiteRT reference chain's) in every runtime;
+outputs are compared with the LiteRT reference-kernel output in LSB (units of the
+output's quantization step). Float torch is run on the dequantized input, so its
+difference is the block's quantization error. Top-1 agreement is measured on whole
+pipelines over the same images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ctxconv.export.pipeline import Int8Pipeline, dequantize, io_quant, one_hot_int8
+from ctxconv.export.runtimes import LiteRTRunner, OnnxRunner, TFLMRunner
+from ctxconv.train.model import ContextualNet
+
+TFLM_ARENA_MARGIN = 2.0  # verification arena = margin * activations + fixed slack
+TFLM_ARENA_SLACK = 32 * 1024
+
+
+class VerificationError(RuntimeError):
+    """Runtimes disagree beyond the configured thresholds."""
+
+    def __init__(self, failures: list[str], manifest: dict[str, Any]) -> None:
+        super().__init__("export verification failed: " + "; ".join(failures))
+        self.failures = failures
+        self.manifest = manifest
+
+
+def verification_arena(block: dict[str, Any]) -> int:
+    """A generous TFLM arena for verification runs (the simulator measures the minimum)."""
+    act = sum(int(np.prod(t["shape"])) for t in block["inputs"] + block["outputs"])
+    return int(TFLM_ARENA_MARGIN * act * 2 + TFLM_ARENA_SLACK)
+
+
+def _runners(manifest: dict[str, Any], export_dir: Path) -> dict[str, list[Any]]:
+    runners: dict[str, list[Any]] = {}
+    blocks = manifest["blocks"]
+    if all("tflite" in b["files"] for b in blocks):
+        paths = [export_dir / b["files"]["tflite"] for b in blocks]
+        runners["litert_ref"] = [LiteRTRunner(p, reference_kernels=True) for p in paths]
+        runners["tflm"] = [TFLMRunner(p, verification_arena(b)) for p, b in zip(paths, blocks,
+                                                                                  strict=True)]
+        runners["litert"] = [LiteRTRunner(p, reference_kernels=False) for p in paths]
+    if all("onnx" in b["files"] for b in blocks):
+        runners["onnxruntime"] = [OnnxRunner(export_dir / b["files"]["onnx"]) for b in blocks]
+    return runners
+
+
+def _torch_block(model: ContextualNet, index: int, x_nhwc: np.ndarray,
+                 context: np.ndarray | None) -> dict[str, np.ndarray]:
+    block = model.blocks[index]
+    x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))).float()
+    ctx = torch.from_numpy(context).float() if context is not None else None
+    with torch.no_grad():
+        h = block(x, ctx)
+        scores = block.goodness.scores(h)
+    return {"features": h.permute(0, 2, 3, 1).numpy(), "scores": scores.numpy()}
+
+
+def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Path, test,
+                  opts) -> dict[str, Any]:
+    """Per-block max |diff| and pipeline top-1 agreement; ``passed`` against the thresholds."""
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    n = min(opts.verify_samples, len(test))
+    runners = _runners(manifest, export_dir)
+    reference = "litert_ref" if "litert_ref" in runners else "onnxruntime"
+    k = int(manifest["dataset"]["num_classes"])
+    int8 = manifest["int8"]
+    raw = np.load(export_dir / "test_vectors.npz")["images"][:n]
+    ref_pipe = Int8Pipeline(manifest, runners[reference])
+    x = ref_pipe.quantize_images(raw) if int8 else None
+    if not int8:
+        norm = manifest["input"]
+        x = ((raw * norm["pixel_scale"] - np.asarray(norm["mean"])) / np.asarray(norm["std"]))
+        x = x.astype(np.float32)
+    contexts = np.stack([one_hot_int8(i % k, k, 1)[0] for i in range(n)])  # (n, K) int8
+    per_block: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for i, block in enumerate(manifest["blocks"]):
+        ctx_int8 = contexts if block["contextual"] else None
+        ctx_float = (contexts > 0).astype(np.float32) if block["contextual"] else None
+        feeds = {"features_in": x} if ctx_int8 is None else {"features_in": x,
+                                                            "context": ctx_int8 if int8
+                                                            else ctx_float}
+        outs = {name: rs[i].run(feeds) for name, rs in runners.items()}
+        ref = outs[reference]
+        row: dict[str, Any] = {"block": block["name"]}
+        for name, out in outs.items():
+            if name == reference:
+                continue
+            diffs = {o: int(np.abs(out[o].astype(np.int64) - ref[o].astype(np.int64)).max())
+                     if int8 else float(np.abs(out[o] - ref[o]).max()) for o in ref}
+            row[name] = {"max_diff": max(diffs.values()), "per_output": diffs}
+        # float torch on the same (dequantized) input: the quantization error in LSB
+        if int8:
+            s_in, z_in = io_quant(block, "features_in", "inputs")
+            xf = dequantize(x, s_in, z_in)
+        else:
+            xf = x
+        tout = _torch_block(model, i, xf, ctx_float)
+        row["torch_float"] = {}
+        for o in ("features", "scores"):
+            if int8:
+                s, z = io_quant(block, o)
+                err = np.abs(dequantize(ref[o], s, z) - tout[o]) / s
+            else:
+                err = np.abs(ref[o] - tout[o])
+            row["torch_float"][o] = {"max": float(err.max()), "mean": float(err.mean())}
+        per_block.append(row)
+        if block["contextual"]:
+            break
+        x = ref["features"]
+    # pipeline top-1 agreement with the reference runtime, per mode
+    top1: dict[str, dict[str, float]] = {}
+    ref_x = ref_pipe.quantize_images(raw) if int8 else None
+    for mode in manifest["modes"]:
+        ref_pred = ref_pipe.scores(ref_x, mode).argmax(1) if int8 else None
+        top1[mode] = {}
+        for name, rs in runners.items():
+            if name == reference or not int8:
+                continue
+            pred = Int8Pipeline(manifest, rs).scores(ref_x, mode).argmax(1)
+            top1[mode][name] = float((pred == ref_pred).mean())
+        if int8:
+            norm = manifest["input"]
+            xt = (raw * norm["pixel_scale"] - np.asarray(norm["mean"])) / np.asarray(norm["std"])
+            xt = torch.from_numpy(xt.transpose(0, 3, 1, 2).astype(np.float32))
+            from ctxconv.train.inference import class_scores
+
+            tpred = class_scores(model, xt, mode).argmax(1).numpy()
+            top1[mode]["torch_float"] = float((tpred == ref_pred).mean())
+    for row in per_block:
+        for name in ("tflm", "onnxruntime"):
+            if name in row and int8 and row[name]["max_diff"] > opts.max_lsb:
+                failures.append(f"{row['block']}: {name} differs from {reference} by "
+                                f"{row[name]['max_diff']} LSB (limit {opts.max_lsb})")
+    for mode, rows in top1.items():
+        for name, agree in rows.items():
+            if name in ("tflm", "onnxruntime") and agree < opts.min_top1_agreement:
+                failures.append(f"{mode}: {name} top-1 agreement {agree:.4f} < "
+                                f"{opts.min_top1_agreement}")
+    return {"reference": reference, "samples": n, "blocks": per_block, "top1": top1,
+            "thresholds": {"max_lsb": opts.max_lsb,
+                           "min_top1_agreement": opts.min_top1_agreement},
+            "passed": not failures, "failures": failures}
+
+
+def agreement_table(agreement: dict[str, Any]) -> str:
+    """A table for people: per block, max |diff| of each runtime vs the reference."""
+    names = ["tflm", "onnxruntime", "litert", "torch_float"]
+    lines = [f"reference: {agreement['reference']}  ({agreement['samples']} test images)",
+             f"{'block':<8}" + "".join(f"{n:>14}" for n in names)]
+    for row in agreement["blocks"]:
+        cells = []
+        for n in names:
+            if n not in row:
+                cells.append(f"{'-':>14}")
+            elif n == "torch_float":
+                cells.append(f"{row[n]['scores']['max']:>11.2f} LSB")
+            else:
+                cells.append(f"{row[n]['max_diff']:>10} LSB")
+        lines.append(f"{row['block']:<8}" + "".join(cells))
+    for mode, rows in agreement["top1"].items():
+        cells = "  ".join(f"{n} {v:.2%}" for n, v in rows.items())
+        lines.append(f"top-1 agreement ({mode}): {cells}")
+    lines.append("verification: " + ("passed" if agreement["passed"] else
+                                     "FAILED: " + "; ".join(agreement["failures"])))
+    return "\n".join(lines)
