@@ -23,7 +23,7 @@ import torch
 from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.ir import BlockGraph
 from ctxconv.export.onnx_writer import write_onnx
-from ctxconv.export.pipeline import CONTEXT_ON, Int8Pipeline
+from ctxconv.export.pipeline import CONTEXT_ON, BlockPipeline
 from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
 from ctxconv.export.runtimes import OnnxRunner
 from ctxconv.export.tflite_writer import write_tflite
@@ -192,7 +192,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         loader = make_loader(test, 1000, shuffle=False)
         accuracy = {"float": {m: evaluate(model, loader, m) for m in modes}}
         if "onnx" in opts.formats:
-            pipe = Int8Pipeline(manifest, [OnnxRunner(tmp / b["files"]["onnx"])
+            pipe = BlockPipeline(manifest, [OnnxRunner(tmp / b["files"]["onnx"])
                                            for b in manifest["blocks"]])
             key = "int8" if opts.int8 else "exported_float"
             accuracy[key] = {m: float((pipe.predict(raw_test, m) == labels).mean())

@@ -45,27 +45,39 @@ def one_hot_int8(k: int, num_classes: int, n: int) -> np.ndarray:
     return ctx
 
 
-class Int8Pipeline:
-    """Blocks of an export run in order; class scores per inference mode."""
+def one_hot_float(k: int, num_classes: int, n: int) -> np.ndarray:
+    ctx = np.zeros((n, num_classes), np.float32)
+    ctx[:, k] = 1.0
+    return ctx
+
+
+class BlockPipeline:
+    """Blocks of an export (int8, or the float reference) in order; scores per mode."""
 
     def __init__(self, manifest: dict[str, Any], runners: list[BlockRunner]) -> None:
-        if len(runners) != len(manifest["blocks"]):
+        if runners and len(runners) != len(manifest["blocks"]):
             raise ValueError(f"{len(runners)} runners for {len(manifest['blocks'])} blocks")
         self.manifest = manifest
         self.blocks = manifest["blocks"]
         self.runners = runners
         self.num_classes = int(manifest["dataset"]["num_classes"])
+        self.int8 = bool(manifest["int8"])
 
     @property
     def modes(self) -> list[str]:
         return list(self.manifest["modes"])
 
     def quantize_images(self, raw: np.ndarray) -> np.ndarray:
-        """Raw images (N, H, W, C) as stored (uint8 pixels) -> int8 input of block 0."""
+        """Raw images (N, H, W, C) as stored (uint8 pixels) -> input of block 0."""
         norm = self.manifest["input"]
         x = raw.astype(np.float32) * np.float32(norm["pixel_scale"])
         x = (x - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
+        if not self.int8:
+            return x
         return quantize(x, *io_quant(self.blocks[0], "features_in", "inputs"))
+
+    def _score_quant(self, block: dict[str, Any]) -> tuple[float, int]:
+        return io_quant(block, "scores") if self.int8 else (1.0, 0)
 
     def block_outputs(self, index: int, x: np.ndarray, context: np.ndarray | None = None
                       ) -> dict[str, np.ndarray]:
@@ -75,17 +87,18 @@ class Int8Pipeline:
         return self.runners[index].run(inputs)
 
     def scores(self, x: np.ndarray, mode: str) -> np.ndarray:
-        """(N, K) class scores for int8 block-0 inputs ``x`` (N, H, W, C)."""
+        """(N, K) class scores for block-0 inputs ``x`` (N, H, W, C)."""
         if mode not in self.modes:
             raise ValueError(f"mode {mode!r} is not available for this export; "
                              f"available: {self.modes}")
         n = x.shape[0]
         total = np.zeros((n, self.num_classes), np.float32)
         for i, block in enumerate(self.blocks):
-            scale, zp = io_quant(block, "scores")
+            scale, zp = self._score_quant(block)
+            one_hot = one_hot_int8 if self.int8 else one_hot_float
             if block["contextual"]:  # one pass per candidate context (multipass only)
                 for k in range(self.num_classes):
-                    out = self.block_outputs(i, x, one_hot_int8(k, self.num_classes, n))
+                    out = self.block_outputs(i, x, one_hot(k, self.num_classes, n))
                     if block["score_block"]:
                         total[:, k] += dequantize(out["scores"][:, k], scale, zp)
                 continue  # a contextual block is the last one

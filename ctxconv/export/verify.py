@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctxconv.export.pipeline import Int8Pipeline, dequantize, io_quant, one_hot_int8
+from ctxconv.export.pipeline import BlockPipeline, dequantize, io_quant, one_hot_int8
 from ctxconv.export.runtimes import LiteRTRunner, OnnxRunner, TFLMRunner
+from ctxconv.train.inference import class_scores
 from ctxconv.train.model import ContextualNet
 
 TFLM_ARENA_MARGIN = 2.0  # verification arena = margin * activations + fixed slack
@@ -73,12 +74,8 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
     k = int(manifest["dataset"]["num_classes"])
     int8 = manifest["int8"]
     raw = np.load(export_dir / "test_vectors.npz")["images"][:n]
-    ref_pipe = Int8Pipeline(manifest, runners[reference])
-    x = ref_pipe.quantize_images(raw) if int8 else None
-    if not int8:
-        norm = manifest["input"]
-        x = ((raw * norm["pixel_scale"] - np.asarray(norm["mean"])) / np.asarray(norm["std"]))
-        x = x.astype(np.float32)
+    ref_pipe = BlockPipeline(manifest, runners[reference])
+    x = ref_pipe.quantize_images(raw)
     contexts = np.stack([one_hot_int8(i % k, k, 1)[0] for i in range(n)])  # (n, K) int8
     per_block: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -118,23 +115,18 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
         x = ref["features"]
     # pipeline top-1 agreement with the reference runtime, per mode
     top1: dict[str, dict[str, float]] = {}
-    ref_x = ref_pipe.quantize_images(raw) if int8 else None
+    ref_x = ref_pipe.quantize_images(raw)
+    float_x = BlockPipeline({**manifest, "int8": False}, []).quantize_images(raw)
+    float_x = torch.from_numpy(float_x.transpose(0, 3, 1, 2).copy())
     for mode in manifest["modes"]:
-        ref_pred = ref_pipe.scores(ref_x, mode).argmax(1) if int8 else None
+        ref_pred = ref_pipe.scores(ref_x, mode).argmax(1)
         top1[mode] = {}
         for name, rs in runners.items():
-            if name == reference or not int8:
-                continue
-            pred = Int8Pipeline(manifest, rs).scores(ref_x, mode).argmax(1)
-            top1[mode][name] = float((pred == ref_pred).mean())
-        if int8:
-            norm = manifest["input"]
-            xt = (raw * norm["pixel_scale"] - np.asarray(norm["mean"])) / np.asarray(norm["std"])
-            xt = torch.from_numpy(xt.transpose(0, 3, 1, 2).astype(np.float32))
-            from ctxconv.train.inference import class_scores
-
-            tpred = class_scores(model, xt, mode).argmax(1).numpy()
-            top1[mode]["torch_float"] = float((tpred == ref_pred).mean())
+            if name != reference:
+                pred = BlockPipeline(manifest, rs).scores(ref_x, mode).argmax(1)
+                top1[mode][name] = float((pred == ref_pred).mean())
+        tpred = class_scores(model, float_x, mode).argmax(1).numpy()
+        top1[mode]["torch_float"] = float((tpred == ref_pred).mean())
     for row in per_block:
         for name in ("tflm", "onnxruntime"):
             if name in row and int8 and row[name]["max_diff"] > opts.max_lsb:

@@ -12,8 +12,12 @@ one of three phases of ``MicroInterpreter::AllocateTensors``:
 * final: full persistent tail + the planned head (activations and scratch).
 
 Small graphs are limited by the first two, graphs with real feature maps by the last.
-On a 32-bit MCU TFLM's structs are smaller (4-byte pointers), so the model, being
-measured on a 64-bit host, over-estimates there by a few hundred bytes at most.
+Over 550 random graphs (1 to 12 ops, 1 KiB to 200 KiB arenas) the prediction was 0.05 %
+to 4.8 % above the measured minimum, never below. ``fixed`` is the fitted 508 B plus a
+20 B margin for alignment noise. On a 32-bit MCU TFLM's pointer-sized fields shrink
+from 8 to 4 bytes (TfLiteEvalTensor 24 -> 12 B, NodeAndRegistration 64 -> ~32 B, ...),
+and the plain MicroAllocator records nothing, so there the model over-estimates by
+roughly 12 B per tensor and 40 B per op.
 """
 
 from __future__ import annotations

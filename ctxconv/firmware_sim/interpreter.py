@@ -78,11 +78,9 @@ class CompiledGraph:
         if not is_int8 and x.dtype != "float32" and op.kind != "RESHAPE":
             raise ValueError(f"{what}: unsupported input dtype {x.dtype}")
         relu = bool(op.options.get("relu", False))
-        act = (
-            activation_range_int8(relu, _scale(out.quant, what), _zp(out.quant))
-            if (is_int8)
-            else (0, 0)
-        )
+        act = (0, 0)  # int8 clamp range from the output's quantization (TFLM Prepare)
+        if is_int8:
+            act = activation_range_int8(relu, _scale(out.quant, what), _zp(out.quant))
         o = op.options
         if op.kind in ("CONV_2D", "FULLY_CONNECTED"):
             w = self._t(op.inputs[1])
@@ -124,8 +122,8 @@ class CompiledGraph:
         if op.kind == "ADD":
             return self._prepare_add(op, relu, act, what)
         if op.kind == "RESHAPE":
-            tail = tuple(int(d) for d in out.shape[1:])
-            return lambda xs: xs[0].reshape((xs[0].shape[0],) + tail)
+            shape = tuple(out.shape)
+            return lambda xs: K.reshape(xs[0], shape)
         raise ValueError(f"{what}: op kind not supported by the simulator")
 
     def _prepare_add(self, op: Op, relu: bool, act: tuple[int, int], what: str) -> Kernel:

@@ -6,10 +6,11 @@ follow the reference code in tensorflow/lite/kernels/internal/reference/integer_
 (and pooling.h), including padding, rounding and clamping; float32 kernels are the
 plain reference for float graphs.
 
-Exactness of the integer matmul: it runs through float32 BLAS on integer-valued
-operands. Each term |x - zp| * |w| <= 255 * 128, and the reduction axis is cut into
-chunks whose worst-case partial sums stay below 2^24, where float32 represents
-every integer exactly whatever order the BLAS adds in; chunks are summed in int64.
+Exactness of the integer matmul (``exact_int_matmul``): numpy's integer matmul has no
+BLAS and is ~9x slower, so the products run through float BLAS on integer-valued
+operands. Each term |x - zp| * |w| <= 255 * 128; when K terms can never sum past 2^24,
+float32 represents every partial sum exactly whatever order the BLAS adds in; otherwise
+float64 (exact below 2^53) is used, and beyond that numpy's integer matmul.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _valid_counts(size: int, filt: int, stride: int, padding: str) -> np.ndarray
 
 
 def exact_int_matmul(a: np.ndarray, b: np.ndarray, amax: int | None = None) -> np.ndarray:
-    """Exact integer product a (M, K) @ b (K, P) -> int64 (M, P) via float32 BLAS chunks.
+    """Exact integer product a (M, K) @ b (K, P) -> int64 (M, P) via float BLAS.
 
     ``a`` and ``b`` hold integers (any int or float dtype); ``amax`` bounds |a| when the
     caller already knows it, saving a pass over a large im2col matrix.
@@ -86,16 +87,11 @@ def exact_int_matmul(a: np.ndarray, b: np.ndarray, amax: int | None = None) -> n
     bmax = int(np.abs(b).max(initial=0))
     k = a.shape[1]
     per_term = max(amax * bmax, 1)
-    chunk = max(1, (_F32_EXACT - 1) // per_term)
-    if chunk >= k:
+    if per_term * k < _F32_EXACT:
         return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.int64)
     if per_term * k < (1 << 53):  # float64 is exact for the whole reduction
         return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
-    out = np.zeros((a.shape[0], b.shape[1]), np.int64)
-    for s in range(0, k, chunk):
-        part = a[:, s : s + chunk].astype(np.float32) @ b[s : s + chunk].astype(np.float32)
-        out += part.astype(np.int64)
-    return out
+    return a.astype(np.int64) @ b.astype(np.int64)  # beyond float: exact but slow
 
 
 def _requantize(
@@ -243,6 +239,15 @@ def add_int8(
     sb = multiply_by_quantized_multiplier_smaller_than_one(sb, *b_mult)
     raw = multiply_by_quantized_multiplier_smaller_than_one(sa + sb, *out_mult) + output_zp
     return np.clip(raw, act[0], act[1]).astype(np.int8)
+
+
+def reshape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """RESHAPE with the batch kept on axis 0: (N, ...) -> (N, *shape[1:]); any dtype.
+
+    Data is untouched (TFLM copies bytes, quantization is shared), so int8 and float32
+    graphs use the same kernel.
+    """
+    return x.reshape((x.shape[0], *tuple(int(d) for d in shape[1:])))
 
 
 # ---------------------------------------------------------------------------- float32

@@ -119,3 +119,18 @@ def test_tiny_block_graph_close_to_float(seed: int):
     err = np.abs(q - exact)
     assert err.max() <= 4.0, err.max()
     assert err.mean() <= 1.0, err.mean()
+
+
+@pytest.mark.parametrize(
+    "amax,bmax,k",
+    [(255, 127, 300), (255, 127, 4000), (1 << 20, 1 << 20, 1 << 14)],
+)
+def test_exact_int_matmul_paths(amax: int, bmax: int, k: int):
+    """The float32, float64 and integer paths all equal int64 matmul."""
+    from ctxconv.firmware_sim.kernels import exact_int_matmul
+
+    rng = np.random.default_rng(k)
+    a = rng.integers(-amax, amax + 1, size=(7, k))
+    b = rng.integers(-bmax, bmax + 1, size=(k, 5))
+    a[0], b[:, 0] = amax, bmax  # worst case: all terms at the bound
+    np.testing.assert_array_equal(exact_int_matmul(a, b), a @ b)

@@ -112,3 +112,23 @@ def test_corrupted_files_raise_model_file_error():
             pass  # a damaged but parseable model may still be rejected by the kernels
     assert counts["error"] >= 600, counts
     assert time.perf_counter() - start < 30
+
+
+def test_reads_a_converter_made_model():
+    """The TFLM wheel's sine model (written by the TFLite converter, not by us)."""
+    from pathlib import Path
+
+    import tflite_micro
+
+    from ctxconv.export.runtimes import TFLMRunner
+
+    path = Path(tflite_micro.__file__).parent / "python" / "tflite_micro" / "sine_float.tflite"
+    if not path.is_file():
+        pytest.skip("sine_float.tflite is not shipped with this tflite-micro wheel")
+    data = path.read_bytes()
+    g = read_tflite(data)
+    assert [op.kind for op in g.ops] == ["FULLY_CONNECTED"] * 3
+    x = np.linspace(0, 6.28, 32, dtype=np.float32).reshape(32, 1)
+    ours = run_graph(g, {g.inputs[0]: x})[g.outputs[0]]
+    ref = TFLMRunner(data, arena_size=1 << 16, check_arena=False).run({g.inputs[0]: x})
+    np.testing.assert_allclose(ours, ref[g.outputs[0]].reshape(ours.shape), atol=1e-5)
