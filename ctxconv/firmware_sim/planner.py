@@ -421,16 +421,26 @@ def _explain(plan: PipelinePlan, profile: McuProfile, problems: list[str]) -> st
         lines += [f"    {t.name:<20} {str(t.shape):<18} {t.nbytes:>9,} B" for t in flash_hungry]
     lines.append("  what to change:")
     if any(m.startswith(("SRAM", "arena")) for m in problems):
-        big = worst.largest(1)[0] if worst.largest(1) else None
-        if big is not None:
+        over = max(
+            plan.sram_bytes - profile.available_sram_bytes,
+            plan.arena_bytes - profile.arena_limit_bytes,
+        )
+        acts = [t for t in worst.largest(6) if t.kind == "activation"]
+        if acts:
+            big = acts[0]
             lines.append(
-                f"    - shrink block {worst.name!r}: {big.name!r} {big.shape} is its largest "
-                "activation; halve its channels or its resolution (stride 2 or pool earlier)"
+                f"    - cut at least {over:,} B of SRAM: in block {worst.name!r}, {big.name!r} "
+                f"{big.shape} is the largest activation; halving its channels or its "
+                f"resolution (stride 2, or pool earlier) saves about {big.nbytes // 2:,} B"
             )
-        if plan.shared_arena is False:
+        if not plan.shared_arena:
             lines.append("    - share one arena between blocks (shared_arena=True)")
     if any(m.startswith("flash") for m in problems):
-        lines.append("    - fewer or narrower conv/FC layers (weights dominate flash)")
+        over = plan.flash_bytes - profile.available_flash_bytes
+        lines.append(
+            f"    - cut at least {over:,} B of flash: fewer or narrower conv/FC layers "
+            "(their weights, listed above, dominate the files)"
+        )
     others = [n for n in _fitting_profiles(plan) if n != profile.name]
     lines.append(
         "    - or use an MCU that fits: " + (", ".join(others) if others else "none of the known")

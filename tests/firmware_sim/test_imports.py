@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "ctxconv.firmware_sim",
     "ctxconv.firmware_sim.arena_model",
+    "ctxconv.firmware_sim.cost",
     "ctxconv.firmware_sim.fixedpoint",
     "ctxconv.firmware_sim.greedy",
     "ctxconv.firmware_sim.interpreter",

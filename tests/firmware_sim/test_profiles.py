@@ -96,3 +96,24 @@ def test_malformed_yaml_and_missing_paths(tmp_path: Path, monkeypatch):
     monkeypatch.setenv(ENV_DIR, str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="not a directory"):
         list_profiles()
+
+
+def test_latency_estimate_from_cost_model():
+    from fw_graphs import conv_graph
+
+    from ctxconv.firmware_sim.cost import estimate_latency, op_work
+
+    g = conv_graph(1, h=28, w=28, cin=1, cout=32, pool="MAX_POOL_2D")
+    assert [op_work(g, op) for op in g.ops] == [28 * 28 * 32 * 9, 14 * 14 * 32 * 4]
+    p = load_profile("stm32f746")
+    est = estimate_latency(g, p)
+    expect = (
+        2 * p.cost.op_overhead_cycles
+        + 28 * 28 * 32 * 9 * p.cost.conv_cycles_per_mac
+        + 14 * 14 * 32 * 4 * p.cost.pool_cycles_per_element
+    )
+    assert est.cycles == pytest.approx(expect)
+    assert est.seconds == pytest.approx(expect / 216e6)
+    assert est.energy_mj == pytest.approx(p.active_power_mw * expect / 216e6)
+    slow = estimate_latency(g, load_profile("rp2040"))
+    assert slow.seconds > est.seconds

@@ -132,3 +132,14 @@ def test_reads_a_converter_made_model():
     ours = run_graph(g, {g.inputs[0]: x})[g.outputs[0]]
     ref = TFLMRunner(data, arena_size=1 << 16, check_arena=False).run({g.inputs[0]: x})
     np.testing.assert_allclose(ours, ref[g.outputs[0]].reshape(ours.shape), atol=1e-5)
+
+
+def test_litert_schema_fallback(monkeypatch):
+    """The reader works with LiteRT's copy of the generated schema too."""
+    from ai_edge_litert import schema_py_generated
+
+    import ctxconv.firmware_sim.tflite_reader as reader
+
+    monkeypatch.setattr(reader, "_schema", lambda: schema_py_generated)
+    g = tiny_block_graph(3, contextual_add=True)
+    assert_same_ir(g, reader.read_tflite(write_tflite(g)))

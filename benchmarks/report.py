@@ -1,0 +1,50 @@
+"""Assemble BENCHMARKS.md from the sections the benchmark scripts write.
+
+Each script writes ``benchmarks/results/<name>.md`` (and a ``.json`` with the raw numbers);
+this module joins them in a fixed order under a common header.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+ORDER = ["train", "export", "sim", "ondevice_train"]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_benchmarks_md() -> Path:
+    parts = ["# Benchmarks\n",
+             "Every number below is produced by a script in `benchmarks/`; each section names "
+             "its command, machine and date. Ratios are measured side by side in one run.\n"]
+    for name in ORDER:
+        section = RESULTS / f"{name}.md"
+        if section.exists():
+            parts.append(section.read_text().rstrip() + "\n")
+    out = ROOT / "BENCHMARKS.md"
+    out.write_text("\n".join(parts))
+    return out

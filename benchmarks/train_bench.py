@@ -1,0 +1,251 @@
+"""Training benchmark: writes the "Training" section of BENCHMARKS.md.
+
+    python benchmarks/train_bench.py            # everything (about an hour on 2 cores)
+    python benchmarks/train_bench.py --only digits,memory
+
+Sections: digits with the default ``ctxconv-train``; Fashion-MNIST (full 60k/10k)
+forward-only per inference mode against a backprop baseline of the same architecture
+and CwComp's published 92.31 %; peak training memory forward-only vs backprop at the
+same batch; training throughput on this CPU; an ablation (validation split) of context
+injection, goodness, pooled grid, normalisation and objective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import RESULTS, ROOT, git_rev, machine, write_benchmarks_md  # noqa: E402
+
+from ctxconv.train.baseline import train_backprop, training_memory  # noqa: E402
+from ctxconv.train.checkpoint import load_checkpoint, model_config_from_dict  # noqa: E402
+from ctxconv.train.config import TrainAppConfig  # noqa: E402
+from ctxconv.train.data import load_datasets, make_loader, set_seed  # noqa: E402
+from ctxconv.train.data_gen import DataGenConfig  # noqa: E402
+from ctxconv.train.inference import evaluate  # noqa: E402
+from ctxconv.train.model import ModelConfig, build_model  # noqa: E402
+from ctxconv.train.run import train_run  # noqa: E402
+from ctxconv.train.trainer import TrainerConfig  # noqa: E402
+
+RUNS = ROOT / "benchmarks" / "runs"
+CWCOMP_FMNIST = 0.9231
+FMNIST_CMD = ["ctxconv-train", "experiment=fashion_mnist", "trainer.progress=false"]
+
+
+def sh(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def bench_digits() -> dict:
+    run_dir = RUNS / "digits"
+    cmd = ["ctxconv-train", f"hydra.run.dir={run_dir}", "trainer.progress=false"]
+    _clear(run_dir)
+    wall = sh(cmd)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"command": " ".join(cmd), "wall_seconds": round(wall, 1), "summary": summary}
+
+
+def _clear(run_dir: Path) -> None:
+    for name in ("checkpoint.pt", "metrics.jsonl", "summary.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def bench_fashion_mnist() -> dict:
+    run_dir = RUNS / "fashion_mnist"
+    cmd = [*FMNIST_CMD, f"hydra.run.dir={run_dir}"]
+    _clear(run_dir)
+    wall = sh(cmd)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    payload = load_checkpoint(run_dir / "checkpoint.pt")
+    model_cfg = model_config_from_dict(payload["model_config"])
+    trainer_cfg = TrainerConfig(**{**payload["trainer"], "progress": False})
+    data_cfg = DataGenConfig(**payload["data"])
+    # backprop baseline: same architecture, same optimizer, epochs = epochs per block
+    set_seed(payload["seed"])
+    train, val, test, info = load_datasets(data_cfg)
+    bp_model = build_model(model_cfg)
+    bp_seconds = train_backprop(bp_model, train, trainer_cfg, data_cfg.batch_size,
+                                payload["seed"])
+    loader = make_loader(test, 1000, shuffle=False)
+    bp_acc = {m: evaluate(bp_model, loader, m) for m in ("multipass", "onepass")}
+    n_train = info.train_size
+    fo_img_s = {f"block {b}": round(n_train / (sum(r["seconds"] for r in rows if r["block"] == b)
+                                              / sum(1 for r in rows if r["block"] == b)), 1)
+                for b in sorted({r["block"] for r in rows})}
+    return {
+        "command": " ".join(cmd), "wall_seconds": round(wall, 1), "summary": summary,
+        "int8_weight_bytes": sum(p.numel() for p in bp_model.parameters()),
+        "backprop": {"test_accuracy": bp_acc, "train_seconds": round(bp_seconds, 1),
+                     "epochs": trainer_cfg.epochs,
+                     "images_per_second": round(n_train * trainer_cfg.epochs / bp_seconds, 1)},
+        "forward_only_images_per_second": fo_img_s,
+        "model": asdict(model_cfg), "trainer": asdict(trainer_cfg),
+    }  # fmt: skip
+
+
+def bench_memory(batch: int = 128) -> dict:
+    cfg = TrainAppConfig()
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from ctxconv.train.config import register_configs
+
+    register_configs()
+    with initialize_config_module("ctxconv.configs", version_base=None):
+        node = compose("train", overrides=["experiment=fashion_mnist"])
+    cfg = OmegaConf.to_object(node)
+    model_cfg = ModelConfig(**{**asdict(cfg.model), "image_size": 28, "in_channels": 1})
+    torch.manual_seed(0)
+    model = build_model(model_cfg)
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    fo = [training_memory(model, x, y, b) for b in range(len(model.blocks))]
+    bp = training_memory(model, x, y, None)
+    peak = max(m.total for m in fo)
+    return {"batch": batch, "forward_only_per_block": [asdict(m) | {"total": m.total} for m in fo],
+            "backprop": asdict(bp) | {"total": bp.total}, "forward_only_peak": peak,
+            "ratio_forward_only_over_backprop": round(peak / bp.total, 3)}
+
+
+ABLATIONS = [
+    ("default: context-free conv, linear goodness on 7x7 grid, softmax", {}, {}),
+    ("objective bce (the seed's pos/neg pairs)", {}, {"objective": "bce"}),
+    ("pooled grid 1x1 (per-channel context only)", {"max_grid": 1}, {}),
+    ("pooled grid up to 4x4", {"max_grid": 4}, {}),
+    ("norm l2 (per-sample, as in FF) instead of batch norm", {"norm": "l2"}, {}),
+    ("last block contextual: pre-ReLU bias (im2col form) + linear goodness",
+     {"contextual": [False, False, True], "injection": "bias"}, {}),
+    ("last block contextual: bias + seed's energy goodness",
+     {"contextual": [False, False, True], "injection": "bias", "goodness": "energy"}, {}),
+    ("last block contextual: FiLM scale + linear goodness",
+     {"contextual": [False, False, True], "injection": "film"}, {}),
+]
+
+
+def bench_ablation(train_samples: int = 10000, epochs: int = 3) -> dict:
+    rows = []
+    for name, model_kw, trainer_kw in ABLATIONS:
+        cfg = TrainAppConfig()
+        cfg.data = DataGenConfig(dataset="fashion_mnist", batch_size=128,
+                                 max_train_samples=train_samples)
+        cfg.model = ModelConfig(**{"blocks": [[1, 32, 3], [2, 64, 3], [2, 128, 3]],
+                                   "max_grid": 7, **model_kw})
+        cfg.trainer = TrainerConfig(**{"epochs": epochs, "lr": 2e-3, "progress": False,
+                                       **trainer_kw})
+        run_dir = RUNS / "ablation" / name.split(":")[0].replace(" ", "_")[:40]
+        _clear(run_dir)
+        t0 = time.perf_counter()
+        summary = train_run(cfg, run_dir)
+        rows.append({"name": name, "val_accuracy": summary["val_accuracy"],
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        print(rows[-1], flush=True)
+    return {"train_samples": train_samples, "epochs_per_block": epochs,
+            "blocks": [[1, 32, 3], [2, 64, 3], [2, 128, 3]], "rows": rows}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def render(res: dict) -> str:
+    lines = ["## Training (`benchmarks/train_bench.py`)", "",
+             f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. "
+             f"Command: `python benchmarks/train_bench.py`.", ""]
+    if "fashion_mnist" in res:
+        f = res["fashion_mnist"]
+        s = f["summary"]
+        bp = f["backprop"]
+        lines += ["### Fashion-MNIST (60k train incl. 10 % validation / 10k test)", "",
+                  f"Command: `{f['command']}` (blocks {s['blocks']}, "
+                  f"{s['epochs_per_block']} epochs per block, {s['params']:,} parameters "
+                  f"= {s['params'] / 1e6:.2f} MB as int8).", "",
+                  "| model | multipass | onepass | training time |", "|---|---|---|---|",
+                  f"| ctxconv forward-only, block-wise | {pct(s['test_accuracy']['multipass'])} "
+                  f"| {pct(s['test_accuracy']['onepass'])} | {s['train_seconds']:.0f} s |",
+                  f"| same architecture, backprop end to end ({bp['epochs']} epochs) | "
+                  f"{pct(bp['test_accuracy']['multipass'])} | {pct(bp['test_accuracy']['onepass'])}"
+                  f" | {bp['train_seconds']:.0f} s |",
+                  f"| CwComp (AAAI 2024, published) | {pct(CWCOMP_FMNIST)} | | |", "",
+                  f"Gap to backprop: {100 * (bp['test_accuracy']['onepass'] - s['test_accuracy']['onepass']):.2f} points. "
+                  f"Margin over CwComp: {100 * (s['test_accuracy']['onepass'] - CWCOMP_FMNIST):+.2f} points.", "",
+                  "Training throughput on this CPU (images/s): forward-only "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in f["forward_only_images_per_second"].items())
+                  + f"; backprop (whole network) {bp['images_per_second']:.0f}.", ""]  # fmt: skip
+    if "digits" in res:
+        d = res["digits"]
+        s = d["summary"]
+        lines += ["### digits (the embedded default)", "",
+                  f"Command: `{d['command']}`: test accuracy multipass "
+                  f"{pct(s['test_accuracy']['multipass'])}, onepass "
+                  f"{pct(s['test_accuracy']['onepass'])}; {s['train_seconds']:.1f} s training, "
+                  f"{d['wall_seconds']:.1f} s wall for the whole command "
+                  f"(test split: {s['test_size']} images).", ""]
+    if "memory" in res:
+        m = res["memory"]
+        lines += ["### Peak training memory, forward-only vs backprop", "",
+                  f"Fashion-MNIST model, batch {m['batch']}, Adam; bytes alive in one step "
+                  "(weights + gradients + optimizer state + activations saved for backward + "
+                  "input batch), counted with autograd saved-tensor hooks.", "",
+                  "| training | weights | grads | Adam state | saved activations | input | total |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        mib = 2**20
+        for i, b in enumerate(m["forward_only_per_block"]):
+            lines.append(f"| forward-only, block {i} | {b['weights'] / mib:.2f} MiB | "
+                         f"{b['gradients'] / mib:.2f} MiB | {b['optimizer_state'] / mib:.2f} MiB | "
+                         f"{b['saved_activations'] / mib:.2f} MiB | {b['input_batch'] / mib:.2f} MiB "
+                         f"| {b['total'] / mib:.2f} MiB |")  # fmt: skip
+        b = m["backprop"]
+        lines += [f"| backprop, whole network | {b['weights'] / mib:.2f} MiB | "
+                  f"{b['gradients'] / mib:.2f} MiB | {b['optimizer_state'] / mib:.2f} MiB | "
+                  f"{b['saved_activations'] / mib:.2f} MiB | {b['input_batch'] / mib:.2f} MiB | "
+                  f"{b['total'] / mib:.2f} MiB |", "",
+                  f"Forward-only peak / backprop = **{m['ratio_forward_only_over_backprop']:.3f}**.",
+                  ""]  # fmt: skip
+    if "ablation" in res:
+        a = res["ablation"]
+        lines += ["### Ablation (validation split)", "",
+                  f"Fashion-MNIST, first {a['train_samples']} training images, blocks "
+                  f"{a['blocks']}, {a['epochs_per_block']} epochs per block, Adam 2e-3; "
+                  "validation accuracy (the test split is not read).", "",
+                  "| variant | multipass | onepass | seconds |", "|---|---|---|---|"]
+        for r in a["rows"]:
+            acc = r["val_accuracy"]
+            one = pct(acc["onepass"]) if "onepass" in acc else "n/a (context in conv)"
+            lines.append(f"| {r['name']} | {pct(acc['multipass'])} | {one} | {r['seconds']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="digits,memory,ablation,fashion_mnist",
+                        help="comma-separated sections to (re)measure")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "train.json"
+    res = json.loads(path.read_text()) if path.exists() else {}
+    for section in args.only.split(","):
+        fn = {"digits": bench_digits, "fashion_mnist": bench_fashion_mnist,
+              "memory": bench_memory, "ablation": bench_ablation}[section]
+        print(f"== {section}", flush=True)
+        res[section] = fn()
+        res["date"], res["commit"] = date.today().isoformat(), git_rev()
+        path.write_text(json.dumps(res, indent=2))
+        (RESULTS / "train.md").write_text(render(res))
+        write_benchmarks_md()
+
+
+if __name__ == "__main__":
+    main()
