@@ -1,0 +1,96 @@
+"""``ctxconv-bench EXPORT_DIR --mcu all``: on-device inference across MCU profiles x modes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ctxconv.export.ir import ModelFileError
+from ctxconv.export.pipeline import BlockPipeline
+from ctxconv.firmware_sim.backends import BACKENDS, make_runners
+from ctxconv.firmware_sim.bundle import load_export
+from ctxconv.firmware_sim.planner import plan_pipeline
+from ctxconv.firmware_sim.profiles import list_profiles, load_profile
+from ctxconv.firmware_sim.simulate import SimOptions, simulate
+
+
+def backend_throughput(export_dir: str, images: int, mode: str) -> dict[str, float]:
+    """Images/s of the simulator per backend on the same test images."""
+    bundle = load_export(export_dir)
+    raw, _ = bundle.test_vectors(images)
+    plan = plan_pipeline(bundle.graphs, bundle.num_classes, bundle.tflite)
+    out = {}
+    for backend in BACKENDS:
+        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, backend,
+                                                           [b.arena_bytes for b in plan.blocks]))
+        n = len(raw) if backend in ("reference", "onnxruntime") else min(len(raw), 200)
+        t0 = time.perf_counter()
+        pipe.predict(raw[:n], mode)
+        out[backend] = n / (time.perf_counter() - t0)
+    return out
+
+
+def run_bench(export_dir: str, mcus: list[str], images: int | None,
+              throughput_images: int = 2000) -> dict[str, Any]:
+    bundle = load_export(export_dir)
+    modes = list(bundle.manifest["modes"])
+    cache: dict = {}
+    rows = []
+    for mcu in mcus:
+        profile = load_profile(mcu)
+        for mode in modes:
+            rep = simulate(export_dir, SimOptions(mcu=mcu, mode=mode, images=images), profile,
+                           cache)
+            rows.append(rep)
+    first = "onepass" if "onepass" in modes else modes[0]
+    return {"export_dir": export_dir, "rows": rows,
+            "throughput": backend_throughput(export_dir, throughput_images, first),
+            "throughput_mode": first}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    kb = 1024
+    lines = ["| MCU | mode | latency ms | energy mJ | MACs | SRAM KB (limit) | arena KB | "
+             "flash KB (limit) | accuracy | fits |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "n/a"
+        lines.append(
+            f"| {r['mcu']} | {r['mode']} | {r['latency_ms']:.1f} | {energy} | {r['macs']:,} | "
+            f"{r['sram_bytes'] / kb:.1f} ({r['sram_limit_bytes'] / kb:.0f}) | "
+            f"{r['arena_bytes'] / kb:.1f} | {r['flash_bytes'] / kb:.1f} "
+            f"({r['flash_limit_bytes'] / kb:.0f}) | {r['accuracy']:.2%} | "
+            f"{'yes' if r['fits'] else 'NO'} |")
+    lines += ["", f"Simulator throughput ({result['throughput_mode']}, images/s on this CPU): "
+              + ", ".join(f"{b} {v:.0f}" for b, v in result["throughput"].items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ctxconv-bench", description=__doc__)
+    p.add_argument("export_dir")
+    p.add_argument("--mcu", default="all", help="comma-separated profile names, or 'all'")
+    p.add_argument("--images", type=int, default=None, help="test images (default all)")
+    p.add_argument("--json", dest="json_path", default=None)
+    p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    args = p.parse_args(argv)
+    mcus = list_profiles() if args.mcu == "all" else [m.strip() for m in args.mcu.split(",")]
+    try:
+        result = run_bench(args.export_dir, mcus, args.images)
+    except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = markdown(result)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

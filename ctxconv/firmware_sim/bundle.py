@@ -1,0 +1,160 @@
+"""An export directory as the firmware sees it: manifest, block files, test vectors.
+
+Everything is checked before use: the manifest's format and fields, every file's
+sha256 against the manifest, and each ``.tflite`` parsed by the simulator's own reader.
+A malformed or hand-edited export raises ``ModelFileError`` naming the file and the
+problem; nothing here can crash the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxconv.export.ir import BlockGraph, ModelFileError
+from ctxconv.firmware_sim.tflite_reader import read_tflite
+
+MANIFEST_NAME = "manifest.json"
+EXPORT_FORMAT = "ctxconv-export-v1"
+_REQUIRED = ("format", "int8", "dataset", "input", "modes", "blocks", "files")
+
+
+@dataclass
+class ExportBundle:
+    """A verified export: manifest, parsed block graphs and raw .tflite bytes."""
+
+    path: Path
+    manifest: dict[str, Any]
+    graphs: list[BlockGraph]
+    tflite: list[bytes]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["dataset"]["num_classes"])
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        return self.manifest["blocks"]
+
+    def file(self, index: int, fmt: str) -> Path:
+        name = self.blocks[index]["files"].get(fmt)
+        if name is None:
+            raise ModelFileError(f"{self.path}: block {index} was not exported as {fmt}; "
+                                 f"re-export with --format onnx,tflite")
+        return self.path / name
+
+    def test_vectors(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw test images (N, H, W, C) uint8 and labels (N,)."""
+        info = self.manifest.get("test_vectors") or {}
+        path = self.path / info.get("file", "test_vectors.npz")
+        try:
+            with np.load(path) as data:
+                images, labels = data["images"], data["labels"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelFileError(f"cannot read test vectors {path}: {exc}") from exc
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        return images, labels
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(export_dir: Path) -> dict[str, Any]:
+    path = export_dir / MANIFEST_NAME
+    if not export_dir.is_dir():
+        raise ModelFileError(f"export directory {export_dir} does not exist: run "
+                             "ctxconv-export RUN_DIR --int8 first")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelFileError(f"{export_dir} has no {MANIFEST_NAME}: is it an export "
+                             "directory written by ctxconv-export?") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path} is not valid JSON ({exc}); re-export") from exc
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"{path}: expected a JSON object")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise ModelFileError(f"{path} lacks {missing}: not a ctxconv export manifest")
+    if manifest["format"] != EXPORT_FORMAT:
+        raise ModelFileError(f"{path}: format {manifest['format']!r}, expected {EXPORT_FORMAT!r}")
+    blocks = manifest["blocks"]
+    if not isinstance(blocks, list) or not blocks:
+        raise ModelFileError(f"{path}: 'blocks' must be a non-empty list")
+    return manifest
+
+
+def _check_files(export_dir: Path, manifest: dict[str, Any]) -> None:
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ModelFileError(f"{export_dir / MANIFEST_NAME}: 'files' must map names to sha256")
+    for name, digest in files.items():
+        path = export_dir / str(name)
+        if Path(str(name)).name != name:
+            raise ModelFileError(f"manifest names a file outside the export directory: {name!r}")
+        if not path.is_file():
+            raise ModelFileError(f"{path} is listed in the manifest but missing")
+        if _sha256(path) != digest:
+            raise ModelFileError(f"{path} does not match its sha256 in the manifest: the file "
+                                 "was modified or corrupted after export; re-export")
+
+
+def load_export(export_dir: str | Path, verify: bool = True) -> ExportBundle:
+    """Read and check an export directory; ModelFileError says what is wrong."""
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    if verify:
+        _check_files(export_dir, manifest)
+    graphs, blobs = [], []
+    for i, block in enumerate(manifest["blocks"]):
+        try:
+            name = block["files"]["tflite"]
+        except (KeyError, TypeError) as exc:
+            raise ModelFileError(f"manifest block {i} has no .tflite file: the simulator runs "
+                                 "TFLite models; re-export with --format onnx,tflite") from exc
+        if verify and name not in manifest["files"]:
+            raise ModelFileError(f"{name} is not covered by the manifest's sha256 list")
+        path = export_dir / name
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelFileError(f"cannot read {path}: {exc}") from exc
+        graph = read_tflite(data, name=str(path))
+        _check_io(graph, block, path)
+        graphs.append(graph)
+        blobs.append(data)
+    return ExportBundle(export_dir, manifest, graphs, blobs)
+
+
+def _check_io(graph: BlockGraph, block: dict[str, Any], path: Path) -> None:
+    """The file's inputs/outputs must be the ones the manifest promises."""
+    try:
+        want_in = [t["name"] for t in block["inputs"]]
+        want_out = [t["name"] for t in block["outputs"]]
+    except (KeyError, TypeError) as exc:
+        raise ModelFileError(f"manifest entry for {path.name} lacks inputs/outputs") from exc
+    if graph.inputs != want_in or graph.outputs != want_out:
+        raise ModelFileError(f"{path}: inputs {graph.inputs} / outputs {graph.outputs} differ "
+                             f"from the manifest ({want_in} / {want_out})")
+    for rec in block["inputs"] + block["outputs"]:
+        t = graph.tensors[rec["name"]]
+        if list(t.shape) != list(rec["shape"]):
+            raise ModelFileError(f"{path}: tensor {rec['name']!r} has shape {list(t.shape)}, "
+                                 f"manifest says {rec['shape']}")
+        if t.quant is not None and "scale" in rec and (
+            abs(float(t.quant.scale[0]) - float(rec["scale"])) > 1e-6 * abs(float(rec["scale"]))
+            or int(t.quant.zero_point[0]) != int(rec["zero_point"])
+        ):
+            raise ModelFileError(f"{path}: quantization of {rec['name']!r} differs from the "
+                                 "manifest")

@@ -1,0 +1,74 @@
+"""``ctxconv-sim EXPORT_DIR --mcu NAME``: the block pipeline on a microcontroller profile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ctxconv.export.ir import ModelFileError
+from ctxconv.firmware_sim.backends import BACKENDS
+from ctxconv.firmware_sim.profiles import list_profiles
+from ctxconv.firmware_sim.simulate import SimOptions, format_table, plot_memory, simulate
+
+EXIT_ERROR, EXIT_DOES_NOT_FIT = 2, 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ctxconv-sim",
+        description="Simulate an exported int8 block pipeline on a microcontroller: memory plan "
+                    "(arena, flash, fit verdict), MACs, latency and energy estimates, accuracy "
+                    "on the export's test vectors, TFLM's measured minimum arena.",
+    )  # fmt: skip
+    p.add_argument("export_dir", help="directory written by ctxconv-export --int8")
+    p.add_argument("--mcu", default="nrf52840",
+                   help=f"MCU profile name or YAML path (packaged: {', '.join(list_profiles())})")
+    p.add_argument("--mode", choices=("onepass", "multipass"), default=None,
+                   help="inference mode (default: onepass when the export supports it)")
+    p.add_argument("--backend", choices=BACKENDS, default="reference")
+    p.add_argument("--images", type=int, default=None, help="number of test images (default all)")
+    p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
+    p.add_argument("--plot", default=None,
+                   help="PNG of memory per block vs the MCU's limits (default EXPORT_DIR/"
+                        "memory_<mcu>.png)")
+    p.add_argument("--no-tflm-arena", action="store_true",
+                   help="skip the bisection of TFLM's real minimum arena (faster)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.images is not None and args.images < 1:
+        print("error: --images must be >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    opts = SimOptions(mcu=args.mcu, mode=args.mode, backend=args.backend, images=args.images,
+                      measure_tflm=not args.no_tflm_arena)
+    try:
+        report = simulate(args.export_dir, opts)
+    except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(format_table(report))
+    plot = Path(args.plot) if args.plot else Path(args.export_dir) / f"memory_{report['mcu']}.png"
+    plot_memory(report, plot)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=2))
+    if not report["fits"]:
+        from ctxconv.firmware_sim.bundle import load_export
+        from ctxconv.firmware_sim.planner import DoesNotFitError, plan_pipeline
+        from ctxconv.firmware_sim.profiles import load_profile
+
+        bundle = load_export(args.export_dir)
+        profile = load_profile(args.mcu)
+        try:
+            plan_pipeline(bundle.graphs, bundle.num_classes, bundle.tflite, profile).require_fit()
+        except DoesNotFitError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

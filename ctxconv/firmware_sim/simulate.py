@@ -1,0 +1,233 @@
+"""Run an exported block pipeline as a microcontroller would, and report on it.
+
+For one MCU profile and inference mode: the memory plan (arena, flash, per block and
+for the pipeline, with a fit verdict), MACs and the cost model's latency and energy,
+accuracy on the export's test vectors with the chosen backend, TFLM's real minimum arena
+(by bisection) beside the planner's figure, and whether the reference kernels are
+bit-exact with TFLM on every block.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
+from ctxconv.export.runtimes import tflm_min_arena
+from ctxconv.firmware_sim.backends import BACKENDS, ReferenceRunner, make_runners
+from ctxconv.firmware_sim.bundle import ExportBundle, load_export
+from ctxconv.firmware_sim.cost import estimate_latency, op_work
+from ctxconv.firmware_sim.own_plan import own_activation_peak
+from ctxconv.firmware_sim.planner import PipelinePlan, plan_block, plan_pipeline
+from ctxconv.firmware_sim.profiles import McuProfile, load_profile
+
+
+@dataclass
+class SimOptions:
+    mcu: str = "nrf52840"
+    mode: str | None = None  # None: onepass when available, else multipass
+    backend: str = "reference"
+    images: int | None = None  # None: every test vector
+    measure_tflm: bool = True  # bisect TFLM's minimum arena per block
+    bit_exact_images: int = 16  # images compared reference vs TFLM per block
+
+
+def _mode(bundle: ExportBundle, mode: str | None) -> str:
+    modes = bundle.manifest["modes"]
+    if mode is None:
+        return "onepass" if "onepass" in modes else "multipass"
+    if mode not in modes:
+        raise ValueError(f"mode {mode!r} is not available for this export (available: {modes}); "
+                         "onepass needs blocks whose output does not depend on the context")
+    return mode
+
+
+def block_inputs(bundle: ExportBundle, raw: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """The int8 inputs every block sees for ``raw`` images (reference chain)."""
+    pipe = BlockPipeline(bundle.manifest, [ReferenceRunner(g) for g in bundle.graphs])
+    x = pipe.quantize_images(raw)
+    feeds = []
+    k = bundle.num_classes
+    for i, block in enumerate(bundle.blocks):
+        feed = {"features_in": x}
+        if block["contextual"]:
+            feed["context"] = np.concatenate([one_hot_int8(j % k, k, 1) for j in range(len(x))])
+        feeds.append(feed)
+        x = pipe.runners[i].run(feed)["features"]
+    return feeds
+
+
+def compare_with_tflm(bundle: ExportBundle, plan: PipelinePlan, raw: np.ndarray
+                      ) -> list[int]:
+    """Max |reference - TFLM| in LSB per block, TFLM given the planned arena."""
+    tflm = make_runners(bundle, "tflm", [b.arena_bytes for b in plan.blocks])
+    diffs = []
+    for i, feed in enumerate(block_inputs(bundle, raw)):
+        ref = ReferenceRunner(bundle.graphs[i]).run(feed)
+        got = tflm[i].run(feed)
+        diffs.append(max(int(np.abs(ref[o].astype(np.int32) - got[o].astype(np.int32)).max())
+                         for o in ref))
+    return diffs
+
+
+def _macs(graph) -> int:
+    return sum(op_work(graph, op) for op in graph.ops if op.kind in ("CONV_2D",
+                                                                      "FULLY_CONNECTED"))
+
+
+def simulate(export_dir: str | Path, opts: SimOptions | None = None,
+             profile: McuProfile | None = None, cache: dict | None = None) -> dict[str, Any]:
+    """The full report for one export, MCU and mode (a JSON-serialisable dict).
+
+    ``cache`` (a dict kept by the caller) reuses what does not depend on the MCU profile
+    (accuracy per backend and mode, TFLM's minimum arenas, the bit-exactness check).
+    """
+    opts = opts or SimOptions()
+    cache = {} if cache is None else cache
+    if opts.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {opts.backend!r}; choose one of {BACKENDS}")
+    bundle = load_export(export_dir)
+    profile = profile or load_profile(opts.mcu)
+    mode = _mode(bundle, opts.mode)
+    k = bundle.num_classes
+    plan = plan_pipeline(bundle.graphs, k, bundle.tflite, profile)
+    blocks = []
+    for i, (graph, bplan, block) in enumerate(zip(bundle.graphs, plan.blocks, bundle.blocks,
+                                                  strict=True)):
+        runs = k if (block["contextual"] and mode == "multipass") else 1
+        lat = estimate_latency(graph, profile)
+        row = {
+            "name": graph.name, "contextual": block["contextual"], "runs": runs,
+            "arena_bytes": bplan.arena_bytes, "flash_bytes": bplan.flash_bytes,
+            "activation_bytes": bplan.head_bytes, "own_peak_bytes": own_activation_peak(graph),
+            "macs": _macs(graph) * runs, "latency_ms": 1e3 * lat.seconds * runs,
+            "energy_mj": None if lat.energy_mj is None else lat.energy_mj * runs,
+        }  # fmt: skip
+        if opts.measure_tflm:  # like for like: the Python TFLM runs the reference kernels
+            if ("tflm_min", i) not in cache:
+                cache[("tflm_min", i)] = tflm_min_arena(bundle.tflite[i])
+            row["tflm_min_arena_bytes"] = cache[("tflm_min", i)]
+            row["planned_reference_arena_bytes"] = plan_block(graph, bundle.tflite[i]).arena_bytes
+            row["planner_over_tflm"] = round(row["planned_reference_arena_bytes"]
+                                             / row["tflm_min_arena_bytes"], 4)
+            row["own_peak_over_tflm"] = round(row["own_peak_bytes"]
+                                              / row["tflm_min_arena_bytes"], 4)
+        blocks.append(row)
+    raw, labels = bundle.test_vectors(opts.images)
+    arenas = [b.arena_bytes for b in plan.blocks]
+    key = ("accuracy", opts.backend, mode, len(labels))
+    if key not in cache:
+        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend, arenas))
+        t0 = time.perf_counter()
+        preds = pipe.predict(raw, mode)
+        seconds = time.perf_counter() - t0
+        cache[key] = (float((preds == labels).mean()) if len(labels) else float("nan"), seconds)
+    accuracy, seconds = cache[key]
+    if ("diffs", opts.bit_exact_images) not in cache:
+        cache[("diffs", opts.bit_exact_images)] = (
+            compare_with_tflm(bundle, plan, raw[: opts.bit_exact_images])
+            if opts.bit_exact_images else [])
+    diffs = cache[("diffs", opts.bit_exact_images)]
+    energies = [b["energy_mj"] for b in blocks]
+    problems = plan.problems(profile)
+    report = {
+        "export_dir": str(bundle.path), "mcu": profile.name, "mode": mode,
+        "backend": opts.backend, "images": int(len(labels)), "accuracy": accuracy,
+        "export_accuracy": bundle.manifest.get("accuracy", {}).get("int8", {}).get(mode),
+        "fits": not problems, "problems": problems,
+        "arena_bytes": plan.arena_bytes, "sram_bytes": plan.sram_bytes,
+        "sram_limit_bytes": profile.available_sram_bytes,
+        "flash_bytes": plan.flash_bytes, "flash_limit_bytes": profile.available_flash_bytes,
+        "staging_bytes": plan.staging_bytes,
+        "macs": sum(b["macs"] for b in blocks),
+        "latency_ms": sum(b["latency_ms"] for b in blocks),
+        "energy_mj": None if None in energies else sum(energies),
+        "own_peak_bytes": max(b["own_peak_bytes"] for b in blocks),
+        "tflm_min_arena_bytes": (max(b["tflm_min_arena_bytes"] for b in blocks)
+                                 if opts.measure_tflm else None),
+        "planner_never_below_tflm": (all(b["planned_reference_arena_bytes"]
+                                         >= b["tflm_min_arena_bytes"] for b in blocks)
+                                     if opts.measure_tflm else None),
+        "bit_exact_vs_tflm": (all(d == 0 for d in diffs) if diffs else None),
+        "max_lsb_vs_tflm": diffs,
+        "throughput_images_per_s": (len(labels) / seconds) if seconds > 0 else None,
+        "profile": {"name": profile.name, "core": profile.core, "clock_hz": profile.clock_hz,
+                    "sram_bytes": profile.sram_bytes, "flash_bytes": profile.flash_bytes,
+                    "kernel_library": profile.kernel_library},
+        "blocks": blocks,
+    }  # fmt: skip
+    if opts.measure_tflm:
+        report["own_peak_over_tflm"] = round(report["own_peak_bytes"]
+                                             / report["tflm_min_arena_bytes"], 4)
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report for people."""
+    kb = 1024
+    lines = [f"{report['export_dir']} on {report['mcu']} ({report['profile']['core']}, "
+             f"{report['profile']['clock_hz'] / 1e6:.0f} MHz, {report['profile']['kernel_library']}"
+             f"), mode {report['mode']}, backend {report['backend']}",
+             f"{'block':<8}{'arena KB':>10}{'TFLM min':>10}{'own peak':>10}{'flash KB':>10}"
+             f"{'MACs':>12}{'latency ms':>12}{'energy mJ':>11}"]  # fmt: skip
+    for b in report["blocks"]:
+        tflm = f"{b['tflm_min_arena_bytes'] / kb:.1f}" if "tflm_min_arena_bytes" in b else "-"
+        energy = f"{b['energy_mj']:.3f}" if b["energy_mj"] is not None else "-"
+        lines.append(f"{b['name']:<8}{b['arena_bytes'] / kb:>10.1f}{tflm:>10}"
+                     f"{b['own_peak_bytes'] / kb:>10.1f}{b['flash_bytes'] / kb:>10.1f}"
+                     f"{b['macs']:>12,}{b['latency_ms']:>12.2f}{energy:>11}")
+    energy = f"{report['energy_mj']:.3f} mJ" if report["energy_mj"] is not None else "n/a"
+    lines += [
+        f"pipeline: SRAM {report['sram_bytes'] / kb:.1f} KB of {report['sram_limit_bytes'] / kb:.0f}"
+        f" KB (arena {report['arena_bytes'] / kb:.1f} KB), flash {report['flash_bytes'] / kb:.1f}"
+        f" KB of {report['flash_limit_bytes'] / kb:.0f} KB, {report['macs']:,} MACs, "
+        f"{report['latency_ms']:.1f} ms, {energy} per image",
+        f"accuracy ({report['images']} test images, {report['backend']}): "
+        f"{report['accuracy']:.2%}",
+        f"bit-exact vs TFLM: {report['bit_exact_vs_tflm']} (max LSB per block "
+        f"{report['max_lsb_vs_tflm']})",
+        "verdict: " + ("FITS" if report["fits"] else "DOES NOT FIT: " + "; ".join(
+            report["problems"])),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
+    """PNG: arena and flash per block against the profile's limits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [b["name"] for b in report["blocks"]]
+    kb = 1024
+    fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(10, 4))
+    x = np.arange(len(names))
+    ax_s.bar(x - 0.27, [b["arena_bytes"] / kb for b in report["blocks"]], 0.27,
+             label="planned arena (TFLM)")
+    if "tflm_min_arena_bytes" in report["blocks"][0]:
+        ax_s.bar(x, [b["tflm_min_arena_bytes"] / kb for b in report["blocks"]], 0.27,
+                 label="TFLM measured minimum")
+    ax_s.bar(x + 0.27, [b["own_peak_bytes"] / kb for b in report["blocks"]], 0.27,
+             label="ctxconv in-place plan")
+    ax_s.axhline(report["sram_limit_bytes"] / kb, color="red", ls="--",
+                 label=f"{report['mcu']} SRAM available")
+    ax_f.bar(x, [b["flash_bytes"] / kb for b in report["blocks"]], 0.5, label="block flash")
+    ax_f.axhline(report["flash_limit_bytes"] / kb, color="red", ls="--",
+                 label=f"{report['mcu']} flash available")
+    ax_f.bar(len(names), report["flash_bytes"] / kb, 0.5, color="gray", label="whole pipeline")
+    for ax, title in ((ax_s, "SRAM per block (KB)"), (ax_f, "Flash (KB)")):
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    ax_s.set_xticks(x, names)
+    ax_f.set_xticks(list(x) + [len(names)], names + ["total"])
+    fig.suptitle(f"{report['mcu']}: {'fits' if report['fits'] else 'does not fit'}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
