@@ -33,6 +33,7 @@ class TrainAppConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     seed: int = 0
     resume: bool = False  # continue the run in hydra.run.dir from its last completed epoch
+    overwrite: bool = False  # start afresh even if hydra.run.dir already holds a run
     threads: int | None = None  # torch intra-op threads; None = torch's default
 
 

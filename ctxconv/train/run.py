@@ -52,7 +52,7 @@ def _wandb_run(cfg: TrainAppConfig, run_dir: Path):
     )
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """The checkpoint to resume from, or None; refuses to overwrite an existing run."""
     ckpt = run_dir / CHECKPOINT_NAME
     if resume:
@@ -77,7 +77,9 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    payload = _prepare_run_dir(run_dir, cfg.resume)
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("resume=true and overwrite=true contradict each other: choose one")
+    payload = _prepare_run_dir(run_dir, cfg.resume, cfg.overwrite)
     set_seed(cfg.seed)
     train, val, test, info = load_datasets(cfg.data)
     cfg.data.num_classes = info.num_classes

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from tiny_runs import train_tiny
 
 from ctxconv.export import exporter as exporter_mod
 from ctxconv.export.cli import main as export_main
@@ -21,23 +22,14 @@ from ctxconv.train.run import train_run
 from ctxconv.train.trainer import TrainerConfig
 
 
-def tiny_run(path: Path, **model_kw) -> Path:
-    cfg = TrainAppConfig()
-    cfg.data = DataGenConfig(dataset="digits", max_train_samples=600, max_test_samples=None)
-    cfg.model = ModelConfig(**{"blocks": [[1, 8, 3], [2, 16, 3]], **model_kw})
-    cfg.trainer = TrainerConfig(epochs=3, lr=5e-3, progress=False)
-    train_run(cfg, path)
-    return path
+@pytest.fixture(scope="module")
+def run_dir(digits_run):
+    return digits_run
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture(scope="module")
-def exported(run_dir):
-    return export_run(run_dir, run_dir / "export", ExportOptions(verify_samples=60))
+def exported(digits_export):
+    return digits_export
 
 
 def test_files_and_manifest(exported):
@@ -91,7 +83,8 @@ def test_tflm_pipeline_direct(exported):
     tflm = BlockPipeline(exported, [
         TFLMRunner(out / b["files"]["tflite"], verification_arena(b)) for b in exported["blocks"]
     ])
-    ort = BlockPipeline(exported, [OnnxRunner(out / b["files"]["onnx"]) for b in exported["blocks"]])
+    ort = BlockPipeline(exported, [OnnxRunner(out / b["files"]["onnx"])
+                                   for b in exported["blocks"]])
     lite = BlockPipeline(exported, [LiteRTRunner(out / b["files"]["tflite"])
                                    for b in exported["blocks"]])
     p_tflm, p_ort, p_lite = (p.predict(raw, "onepass") for p in (tflm, ort, lite))
@@ -101,7 +94,7 @@ def test_tflm_pipeline_direct(exported):
 
 
 def test_contextual_block_exports_with_a_context_input(tmp_path):
-    run = tiny_run(tmp_path / "run", contextual=[False, True], injection="bias")
+    run = train_tiny(tmp_path / "run", contextual=[False, True], injection="bias")
     # two requantizations in a row (conv, then the context ADD): onnxruntime's float
     # requantization may differ from the integer TFLite path by up to 2 LSB there
     manifest = export_run(run, run / "export", ExportOptions(verify_samples=30, max_lsb=2))

@@ -104,7 +104,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     monkeypatch.undo()
     progress = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["progress"]
     assert (progress["block"], progress["epoch"]) == (1, 0)
-    with pytest.raises(CheckpointError, match="add resume=true"):
+    with pytest.raises(CheckpointError, match="add resume=true to continue it, overwrite=true"):
         train_run(small_app(augment=1), tmp_path / "cut")
     cfg = small_app(augment=1)
     cfg.resume = True
@@ -168,3 +168,15 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
     save_checkpoint(tmp_path / "mismatch.pt", payload)
     with pytest.raises(CheckpointError, match="weights do not match the model config"):
         restore_model(load_checkpoint(tmp_path / "mismatch.pt"))
+
+
+def test_overwrite_starts_afresh(tmp_path):
+    train_run(small_app(), tmp_path)
+    cfg = small_app()
+    cfg.overwrite = True
+    summary = train_run(cfg, tmp_path)
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 4 and summary["epochs_per_block"] == 2
+    cfg.resume = True
+    with pytest.raises(ValueError, match="contradict"):
+        train_run(cfg, tmp_path)

@@ -1,0 +1,19 @@
+"""Tiny models trained on digits in seconds, for tests."""
+
+from pathlib import Path
+
+
+def train_tiny(path: Path, epochs: int = 3, **model_kw) -> Path:
+    """A two-block digits model (seconds on 2 cores); returns its run directory."""
+    from ctxconv.train.config import TrainAppConfig
+    from ctxconv.train.data_gen import DataGenConfig
+    from ctxconv.train.model import ModelConfig
+    from ctxconv.train.run import train_run
+    from ctxconv.train.trainer import TrainerConfig
+
+    cfg = TrainAppConfig()
+    cfg.data = DataGenConfig(dataset="digits", max_train_samples=600)
+    cfg.model = ModelConfig(**{"blocks": [[1, 8, 3], [2, 16, 3]], **model_kw})
+    cfg.trainer = TrainerConfig(epochs=epochs, lr=5e-3, progress=False)
+    train_run(cfg, path)
+    return path
