@@ -114,7 +114,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     opts = options or ExportOptions()
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown or not opts.formats:
-        raise ValueError(f"unknown export format(s) {unknown or opts.formats}; choose from {FORMATS}")
+        raise ValueError(f"unknown export format(s) {unknown or opts.formats}; "
+                         f"choose from {FORMATS}")
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     payload = _load_run(run_dir)

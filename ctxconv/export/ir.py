@@ -108,7 +108,9 @@ class BlockGraph:
                 )
             for name in op.inputs + op.outputs:
                 if name not in self.tensors:
-                    raise ValueError(f"block {self.name!r}: op {op.kind} uses unknown tensor {name!r}")
+                    raise ValueError(
+                        f"block {self.name!r}: op {op.kind} uses unknown tensor {name!r}"
+                    )
             missing = [k for k in SUPPORTED_OPS[op.kind] if k not in op.options]
             if missing:
                 raise ValueError(f"block {self.name!r}: op {op.kind} lacks options {missing}")

@@ -182,7 +182,8 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{b['macs']:>12,}{b['latency_ms']:>12.2f}{energy:>11}")
     energy = f"{report['energy_mj']:.3f} mJ" if report["energy_mj"] is not None else "n/a"
     lines += [
-        f"pipeline: SRAM {report['sram_bytes'] / kb:.1f} KB of {report['sram_limit_bytes'] / kb:.0f}"
+        f"pipeline: SRAM {report['sram_bytes'] / kb:.1f} KB of "
+        f"{report['sram_limit_bytes'] / kb:.0f}"
         f" KB (arena {report['arena_bytes'] / kb:.1f} KB), flash {report['flash_bytes'] / kb:.1f}"
         f" KB of {report['flash_limit_bytes'] / kb:.0f} KB, {report['macs']:,} MACs, "
         f"{report['latency_ms']:.1f} ms, {energy} per image",

@@ -1,0 +1,85 @@
+"""Export benchmark: writes the "Export" section of BENCHMARKS.md.
+
+    python benchmarks/export_bench.py [RUN_DIR]   # default: benchmarks/runs/fashion_mnist
+
+Times ``ctxconv-export RUN_DIR --int8`` (verification included), reports float vs int8
+accuracy per inference mode and the cross-runtime agreement from the manifest, and the
+top-1 agreement of ONNX (onnxruntime) and TFLite (the simulator's kernels, bit-exact with
+TFLM) over the whole test set.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import RESULTS, ROOT, git_rev, machine, write_benchmarks_md  # noqa: E402
+
+from ctxconv.export.pipeline import BlockPipeline  # noqa: E402
+from ctxconv.firmware_sim.backends import make_runners  # noqa: E402
+from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def main() -> None:
+    run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks/runs/fashion_mnist"
+    cmd = ["ctxconv-export", str(run_dir), "--int8"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    export_dir = run_dir / "export"
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    bundle = load_export(export_dir)
+    raw, labels = bundle.test_vectors()
+    agree = {}
+    for mode in manifest["modes"]:
+        tfl = BlockPipeline(manifest, make_runners(bundle, "reference")).predict(raw, mode)
+        onx = BlockPipeline(manifest, make_runners(bundle, "onnxruntime")).predict(raw, mode)
+        agree[mode] = {"onnx_vs_tflite": float((tfl == onx).mean()),
+                       "tflite_accuracy": float((tfl == labels).mean()),
+                       "onnx_accuracy": float((onx == labels).mean())}
+    res = {"date": date.today().isoformat(), "commit": git_rev(), "command": " ".join(cmd),
+           "wall_seconds": round(wall, 1), "export_seconds": manifest["export_seconds"],
+           "accuracy": manifest["accuracy"], "agreement": manifest["agreement"],
+           "full_test_agreement": agree, "test_images": int(len(labels)),
+           "flash_bytes": sum((export_dir / b["files"]["tflite"]).stat().st_size
+                              for b in manifest["blocks"])}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "export.json").write_text(json.dumps(res, indent=2))
+    lines = ["## Export (`benchmarks/export_bench.py`)", "",
+             f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}.", "",
+             f"Command: `ctxconv-export benchmarks/runs/fashion_mnist --int8`: "
+             f"{res['wall_seconds']:.1f} s wall, verification included "
+             f"({res['export_seconds']:.1f} s inside the exporter). TFLite files: "
+             f"{res['flash_bytes'] / 1024:.0f} KB in all.", "",
+             "| mode | float (torch) | int8 (onnxruntime) | int8 TFLite (TFLM-exact kernels) "
+             "| ONNX vs TFLite top-1 agreement |", "|---|---|---|---|---|"]
+    for mode, a in agree.items():
+        lines.append(f"| {mode} | {pct(res['accuracy']['float'][mode])} | "
+                     f"{pct(res['accuracy']['int8'][mode])} | {pct(a['tflite_accuracy'])} | "
+                     f"{pct(a['onnx_vs_tflite'])} of {res['test_images']} |")
+    lines += ["", f"Per-block agreement on {res['agreement']['samples']} test images, max |diff| "
+              f"vs LiteRT reference kernels (LSB of each output):", "",
+              "| block | TFLM | onnxruntime | LiteRT default (XNNPACK) | float torch (max / mean) |",
+              "|---|---|---|---|---|"]
+    for row in res["agreement"]["blocks"]:
+        tf = row["torch_float"]["scores"]
+        lines.append(f"| {row['block']} | {row['tflm']['max_diff']} | "
+                     f"{row['onnxruntime']['max_diff']} | {row['litert']['max_diff']} | "
+                     f"{tf['max']:.2f} / {tf['mean']:.2f} |")
+    lines.append("")
+    (RESULTS / "export.md").write_text("\n".join(lines))
+    write_benchmarks_md()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
