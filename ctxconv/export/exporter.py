@@ -6,7 +6,6 @@ place at the end, so an interrupted or failed export never leaves half-written f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctxconv.export.files import sha256
 from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.ir import BlockGraph
 from ctxconv.export.onnx_writer import write_onnx
@@ -54,14 +54,6 @@ class ExportOptions:
     test_samples: int | None = None  # None: the whole test split
     min_top1_agreement: float = 0.99  # per runtime vs the TFLite reference, on verify_samples
     max_lsb: int = 1  # onnxruntime / TFLM vs LiteRT reference, per block output
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _io_records(graph: BlockGraph, names: list[str]) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ problem; nothing here can crash the process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxconv.export.files import sha256
 from ctxconv.export.ir import BlockGraph, ModelFileError
 from ctxconv.firmware_sim.tflite_reader import read_tflite
 
@@ -62,14 +62,6 @@ class ExportBundle:
         return images, labels
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_manifest(export_dir: Path) -> dict[str, Any]:
     path = export_dir / MANIFEST_NAME
     if not export_dir.is_dir():
@@ -105,7 +97,7 @@ def _check_files(export_dir: Path, manifest: dict[str, Any]) -> None:
             raise ModelFileError(f"manifest names a file outside the export directory: {name!r}")
         if not path.is_file():
             raise ModelFileError(f"{path} is listed in the manifest but missing")
-        if _sha256(path) != digest:
+        if sha256(path) != digest:
             raise ModelFileError(f"{path} does not match its sha256 in the manifest: the file "
                                  "was modified or corrupted after export; re-export")
 

@@ -19,29 +19,15 @@ from torch.utils.data import TensorDataset
 
 from ctxconv.train.data import make_loader
 from ctxconv.train.data_gen import DataGenConfig
+from ctxconv.train.inference import summed_scores
 from ctxconv.train.model import ContextualNet
 from ctxconv.train.objectives import block_loss
 from ctxconv.train.trainer import TrainerConfig, augment_batch, make_optimizer, make_scheduler
 
 
-def summed_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
-    """(B, K) sum of every scoring block's class scores, with gradients."""
-    total = None
-    for i, block in enumerate(model.blocks):
-        h = block(x)
-        if i in model.score_blocks:
-            s = block.goodness.scores(h)
-            total = s if total is None else total + s
-        x = h
-    assert total is not None
-    return total
-
-
 def train_backprop(model: ContextualNet, train: TensorDataset, cfg: TrainerConfig,
                    batch_size: int, seed: int = 0) -> float:
     """End-to-end training for ``cfg.epochs`` epochs; returns seconds."""
-    if not model.supports_onepass:
-        raise ValueError("the backprop baseline needs context-free blocks with linear goodness")
     model.to(memory_format=torch.channels_last).train()
     opt = make_optimizer(model.parameters(), cfg)
     sched = make_scheduler(opt, cfg, math.ceil(len(train) / batch_size) * cfg.epochs)

@@ -42,9 +42,8 @@ def multipass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
     return total
 
 
-@torch.no_grad()
-def onepass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
-    """(B, K) scores from a single pass (requires ``model.supports_onepass``)."""
+def summed_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
+    """(B, K) sum of the scoring blocks' linear goodness scores, autograd left on."""
     if not model.supports_onepass:
         raise ValueError(
             "onepass needs every block context-free with linear goodness; "
@@ -59,6 +58,12 @@ def onepass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
             total = s if total is None else total + s
     assert total is not None
     return total
+
+
+@torch.no_grad()
+def onepass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
+    """(B, K) scores from a single pass (requires ``model.supports_onepass``)."""
+    return summed_scores(model, x)
 
 
 def class_scores(model: ContextualNet, x: torch.Tensor, mode: str) -> torch.Tensor:

@@ -10,7 +10,8 @@ from tiny_runs import train_tiny
 
 from ctxconv.export import exporter as exporter_mod
 from ctxconv.export.cli import main as export_main
-from ctxconv.export.exporter import ExportOptions, export_run, sha256
+from ctxconv.export.exporter import ExportOptions, export_run
+from ctxconv.export.files import sha256
 from ctxconv.export.fold import UnsupportedLayerError
 from ctxconv.export.pipeline import BlockPipeline
 from ctxconv.export.runtimes import LiteRTRunner, OnnxRunner, TFLMRunner
