@@ -173,7 +173,10 @@ def load_datasets(
         raise ValueError(f"val_ratio must be in [0, 1), got {cfg.val_ratio}")
     x_tr, y_tr, x_te, y_te, source = _load_arrays(cfg)
     x_train, x_test = _to_nchw(x_tr), _to_nchw(x_te)
-    y_train, y_test = torch.as_tensor(y_tr).long(), torch.as_tensor(y_te).long()
+    y_train, y_test = (
+        torch.from_numpy(np.array(y_tr)).long(),
+        torch.from_numpy(np.array(y_te)).long(),
+    )
     num_classes = NUM_CLASSES[cfg.dataset]
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise ValueError(

@@ -53,7 +53,7 @@ def _wandb_run(cfg: TrainAppConfig, run_dir: Path):
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None; refuses to overwrite an existing run."""
+    """The checkpoint to resume from, or None; refuses to overwrite a run unless told to."""
     ckpt = run_dir / CHECKPOINT_NAME
     if resume:
         if not ckpt.exists():
@@ -62,10 +62,10 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, 
                 "interrupted run's directory as hydra.run.dir=DIR"
             )
         return load_checkpoint(ckpt)
-    if ckpt.exists():
+    if ckpt.exists() and not overwrite:
         raise CheckpointError(
             f"{run_dir} already holds a run: add resume=true to continue it, "
-            "or choose another hydra.run.dir"
+            "overwrite=true to start afresh, or choose another hydra.run.dir"
         )
     (run_dir / METRICS_NAME).unlink(missing_ok=True)
     return None

@@ -73,3 +73,39 @@ def test_num_classes_mismatch_is_rejected():
 def test_bad_val_ratio():
     with pytest.raises(ValueError, match="val_ratio"):
         load_datasets(DataConfig(val_ratio=1.5))
+
+
+REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.mark.skipif(not REAL_FMNIST.exists(), reason="apt-get install -y dataset-fashion-mnist")
+def test_real_fashion_mnist_subset_learns(tmp_path):
+    """Debian's Fashion-MNIST files, 2000 training images, one epoch per block."""
+    from ctxconv.train.config import TrainAppConfig
+    from ctxconv.train.data_gen import DataGenConfig
+    from ctxconv.train.model import ModelConfig
+    from ctxconv.train.run import train_run
+    from ctxconv.train.trainer import TrainerConfig
+
+    cfg = TrainAppConfig()
+    cfg.data = DataGenConfig(dataset="fashion_mnist", batch_size=128, max_train_samples=2000,
+                             max_test_samples=2000)
+    cfg.model = ModelConfig(blocks=[[2, 8, 3], [2, 16, 3]], max_grid=7)
+    cfg.trainer = TrainerConfig(epochs=2, lr=5e-3, progress=False)
+    summary = train_run(cfg, tmp_path)
+    assert summary["train_size"] == 2000 and summary["test_size"] == 2000
+    assert summary["test_accuracy"]["onepass"] > 0.7, summary["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_fashion_mnist_benchmark_model_reaches_target(tmp_path):
+    """The benchmark configuration (about 20 minutes on 2 cores): >= 92.5 % test accuracy."""
+    import json
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "ctxconv.train.cli", "experiment=fashion_mnist",
+                    f"hydra.run.dir={tmp_path}", "trainer.progress=false"], check=True,
+                   timeout=3600)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["test_accuracy"]["onepass"] >= 0.925, summary["test_accuracy"]
