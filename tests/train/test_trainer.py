@@ -180,3 +180,22 @@ def test_overwrite_starts_afresh(tmp_path):
     cfg.resume = True
     with pytest.raises(ValueError, match="contradict"):
         train_run(cfg, tmp_path)
+
+
+def test_wandb_only_when_enabled(tmp_path, monkeypatch):
+    """Disabled by default (no import); enabled without the package: a clear error."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    train_run(small_app(), tmp_path / "off")  # never imports wandb
+    cfg = small_app()
+    cfg.wandb.enabled = True
+    with pytest.raises(RuntimeError, match=r"pip install 'ctxconv\[wandb\]'"):
+        train_run(cfg, tmp_path / "on")
