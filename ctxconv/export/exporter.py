@@ -188,8 +188,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
             pipe = BlockPipeline(manifest, [OnnxRunner(tmp / b["files"]["onnx"])
                                            for b in manifest["blocks"]])
             key = "int8" if opts.int8 else "exported_float"
-            accuracy[key] = {m: float((pipe.predict(raw_test, m) == labels).mean())
-                             for m in modes}
+            preds = pipe.predict_modes(raw_test, modes)
+            accuracy[key] = {m: float((p == labels).mean()) for m, p in preds.items()}
         manifest["accuracy"] = accuracy
         agreement = verify_blocks(model, manifest, tmp, test, opts)
         manifest["agreement"] = agreement

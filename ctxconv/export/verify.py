@@ -115,16 +115,15 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
         x = ref["features"]
     # pipeline top-1 agreement with the reference runtime, per mode
     top1: dict[str, dict[str, float]] = {}
-    ref_x = ref_pipe.quantize_images(raw)
+    modes = list(manifest["modes"])
+    preds = {name: BlockPipeline(manifest, rs).predict_modes(raw, modes)
+             for name, rs in runners.items()}
     float_x = BlockPipeline({**manifest, "int8": False}, []).quantize_images(raw)
     float_x = torch.from_numpy(float_x.transpose(0, 3, 1, 2).copy())
-    for mode in manifest["modes"]:
-        ref_pred = ref_pipe.scores(ref_x, mode).argmax(1)
-        top1[mode] = {}
-        for name, rs in runners.items():
-            if name != reference:
-                pred = BlockPipeline(manifest, rs).scores(ref_x, mode).argmax(1)
-                top1[mode][name] = float((pred == ref_pred).mean())
+    for mode in modes:
+        ref_pred = preds[reference][mode]
+        top1[mode] = {name: float((p[mode] == ref_pred).mean())
+                      for name, p in preds.items() if name != reference}
         tpred = class_scores(model, float_x, mode).argmax(1).numpy()
         top1[mode]["torch_float"] = float((tpred == ref_pred).mean())
     for row in per_block:
