@@ -37,6 +37,11 @@ def git_rev() -> str:
         return "unknown"
 
 
+def relative(text: str) -> str:
+    """Paths inside the repository written relative to its root (results are portable)."""
+    return text.replace(str(ROOT) + "/", "")
+
+
 def write_benchmarks_md() -> Path:
     parts = ["# Benchmarks\n",
              "Every number below is produced by a script in `benchmarks/`; each section names "

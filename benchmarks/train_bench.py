@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, write_benchmarks_md  # noqa: E402
+from report import RESULTS, ROOT, git_rev, machine, relative, write_benchmarks_md  # noqa: E402
 
 from ctxconv.train.baseline import train_backprop, training_memory  # noqa: E402
 from ctxconv.train.checkpoint import load_checkpoint, model_config_from_dict  # noqa: E402
@@ -36,7 +36,7 @@ from ctxconv.train.model import ModelConfig, build_model  # noqa: E402
 from ctxconv.train.run import train_run  # noqa: E402
 from ctxconv.train.trainer import TrainerConfig  # noqa: E402
 
-RUNS = ROOT / "benchmarks" / "runs"
+RUNS = Path("benchmarks") / "runs"  # relative to ROOT, where every command runs
 CWCOMP_FMNIST = 0.9231
 FMNIST_CMD = ["ctxconv-train", "experiment=fashion_mnist", "trainer.progress=false"]
 
@@ -52,13 +52,13 @@ def bench_digits() -> dict:
     cmd = ["ctxconv-train", f"hydra.run.dir={run_dir}", "trainer.progress=false"]
     _clear(run_dir)
     wall = sh(cmd)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((ROOT / run_dir / "summary.json").read_text())
     return {"command": " ".join(cmd), "wall_seconds": round(wall, 1), "summary": summary}
 
 
 def _clear(run_dir: Path) -> None:
     for name in ("checkpoint.pt", "metrics.jsonl", "summary.json"):
-        (run_dir / name).unlink(missing_ok=True)
+        (ROOT / run_dir / name).unlink(missing_ok=True)
 
 
 def bench_fashion_mnist() -> dict:
@@ -66,9 +66,9 @@ def bench_fashion_mnist() -> dict:
     cmd = [*FMNIST_CMD, f"hydra.run.dir={run_dir}"]
     _clear(run_dir)
     wall = sh(cmd)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
-    payload = load_checkpoint(run_dir / "checkpoint.pt")
+    summary = json.loads((ROOT / run_dir / "summary.json").read_text())
+    rows = [json.loads(line) for line in open(ROOT / run_dir / "metrics.jsonl")]
+    payload = load_checkpoint(ROOT / run_dir / "checkpoint.pt")
     model_cfg = model_config_from_dict(payload["model_config"])
     trainer_cfg = TrainerConfig(**{**payload["trainer"], "progress": False})
     data_cfg = DataGenConfig(**payload["data"])
@@ -147,7 +147,7 @@ def bench_ablation(train_samples: int = 10000, epochs: int = 3) -> dict:
         run_dir = RUNS / "ablation" / name.split(":")[0].replace(" ", "_")[:40]
         _clear(run_dir)
         t0 = time.perf_counter()
-        summary = train_run(cfg, run_dir)
+        summary = train_run(cfg, ROOT / run_dir)
         rows.append({"name": name, "val_accuracy": summary["val_accuracy"],
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(rows[-1], flush=True)
@@ -232,18 +232,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="digits,memory,ablation,fashion_mnist",
                         help="comma-separated sections to (re)measure")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown from benchmarks/results/train.json")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "train.json"
-    res = json.loads(path.read_text()) if path.exists() else {}
-    for section in args.only.split(","):
+    res = json.loads(relative(path.read_text())) if path.exists() else {}
+    sections = [] if args.render else args.only.split(",")
+    if args.render:
+        path.write_text(json.dumps(res, indent=2))
+        (RESULTS / "train.md").write_text(relative(render(res)))
+        write_benchmarks_md()
+    for section in sections:
         fn = {"digits": bench_digits, "fashion_mnist": bench_fashion_mnist,
               "memory": bench_memory, "ablation": bench_ablation}[section]
         print(f"== {section}", flush=True)
         res[section] = fn()
         res["date"], res["commit"] = date.today().isoformat(), git_rev()
-        path.write_text(json.dumps(res, indent=2))
-        (RESULTS / "train.md").write_text(render(res))
+        path.write_text(relative(json.dumps(res, indent=2)))
+        (RESULTS / "train.md").write_text(relative(render(res)))
         write_benchmarks_md()
 
 
