@@ -19,6 +19,8 @@ import yaml
 ENV_DIR = "CTXCONV_MCU_DIR"
 _PACKAGE = "ctxconv.configs"
 _SUBDIR = "mcu"
+#: Default float32 cost relative to the int8 conv cost when a profile gives none.
+FP32_MAC_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,18 @@ class CostModel:
     pool_cycles_per_element: float  # per input tap of a pooling window
     add_cycles_per_element: float
     op_overhead_cycles: float  # per op invocation
+    #: Optional: cycles per float32 multiply-accumulate of on-device training kernels. None:
+    #: ``FP32_MAC_FACTOR`` x the int8 conv figure (the int8 SIMD kernels retire two MACs
+    #: per instruction from packed bytes; float32 retires one MAC per FMA and loads four
+    #: bytes per operand).
+    fp32_cycles_per_mac: float | None = None
+
+    @property
+    def fp32_mac_cycles(self) -> float:
+        """Cycles per float32 MAC: the profile's figure, else the documented default."""
+        if self.fp32_cycles_per_mac is not None:
+            return self.fp32_cycles_per_mac
+        return FP32_MAC_FACTOR * self.conv_cycles_per_mac
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,12 @@ def profile_from_dict(data: Any, src: str = "<dict>") -> McuProfile:
                     "add_cycles_per_element",
                     "op_overhead_cycles",
                 )
-            }
+            },
+            fp32_cycles_per_mac=(
+                None
+                if cost.get("fp32_cycles_per_mac") is None
+                else _number(cost["fp32_cycles_per_mac"], "cost.fp32_cycles_per_mac", src, False)
+            ),
         ),
         scratch=ScratchModel(
             **{
