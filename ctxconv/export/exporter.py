@@ -180,6 +180,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         np.savez_compressed(tmp / "test_vectors.npz", images=raw_test, labels=labels)
         manifest["test_vectors"] = {"file": "test_vectors.npz", "count": int(len(labels)),
                                     "split": "test", "layout": "NHWC", "dtype": "uint8"}
+        # the calibration images with labels: labelled data for on-device training
+        n_calib = int(calib.shape[0])
+        np.savez_compressed(tmp / "train_vectors.npz",
+                            images=_raw_images(train.tensors[0][:n_calib], info),
+                            labels=train.tensors[1][:n_calib].numpy())
+        manifest["train_vectors"] = {"file": "train_vectors.npz", "count": n_calib,
+                                     "split": "train (the calibration images)",
+                                     "layout": "NHWC", "dtype": "uint8"}
 
         # accuracy: float torch and the exported pipeline (onnxruntime, batched) per mode
         loader = make_loader(test, 1000, shuffle=False)

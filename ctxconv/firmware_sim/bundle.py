@@ -50,8 +50,18 @@ class ExportBundle:
 
     def test_vectors(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw test images (N, H, W, C) uint8 and labels (N,)."""
-        info = self.manifest.get("test_vectors") or {}
-        path = self.path / info.get("file", "test_vectors.npz")
+        return self._vectors("test_vectors", limit)
+
+    def train_vectors(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw training images with labels (the calibration set) for on-device training."""
+        if "train_vectors" not in self.manifest:
+            raise ModelFileError(f"{self.path} carries no training vectors: re-export with "
+                                 "this version of ctxconv-export")
+        return self._vectors("train_vectors", limit)
+
+    def _vectors(self, key: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+        info = self.manifest.get(key) or {}
+        path = self.path / info.get("file", f"{key}.npz")
         try:
             with np.load(path) as data:
                 images, labels = data["images"], data["labels"]

@@ -2,11 +2,12 @@
 
 One training step of block i is a fixed schedule (``FO_STEPS``); every buffer lives over
 an inclusive range of those steps and ``greedy_offsets`` places them, so buffers that are
-never live together share bytes. The device schedule assumed here processes the batch
-image by image where it can: the im2col rows, the pre-activation and its gradient exist
-for one image (row) at a time and are recomputed in the backward pass from the kept int8
-block inputs; what must survive from forward to backward is kept for the whole batch
-(ReLU masks as one byte per element, the pooled grid z, scores and their gradients).
+never live together share bytes. The device schedule assumed here streams the conv one
+output row of one image at a time (as CMSIS-NN's partial im2col does): the im2col rows,
+the pre-activation and its gradient exist for one output row and are recomputed in the
+backward pass from the kept int8 block inputs; what must survive from forward to
+backward is kept for the whole batch (ReLU masks bit-packed, the pooled grid z, scores
+and their gradients).
 
 Forward-only (this block trained, earlier blocks frozen int8) is set beside backprop
 through the whole network (``backprop_buffers``): every block's weights, gradients and
@@ -104,6 +105,8 @@ def forward_only_buffers(geom: BlockGeometry, batch: int, state_bytes_per_param:
     head_w = "head_weight" in names
     rows = body_rows(geom, batch, objective)
     per_image_map = geom.pixels * geom.filters  # H*W*O
+    row_cols = F32 * geom.out_size * geom.taps  # im2col of one output row
+    row_map = F32 * geom.out_size * geom.filters  # one output row of the pre-activation
     k = geom.num_classes
     bufs = [
         NamedBuffer("weights (fp32, trained)", F32 * n_train, _IN, _UPD),
@@ -114,21 +117,20 @@ def forward_only_buffers(geom: BlockGeometry, batch: int, state_bytes_per_param:
                     batch * geom.pixels * geom.in_channels, _IN, _BODY if conv_w else _FWD),
         NamedBuffer("contexts (fp32 one-hot)", F32 * context_rows(geom, batch, objective) * k,
                     _IN, _BODY if (body and geom.contextual) else _LOSS),
-        NamedBuffer("im2col (one image)", F32 * geom.pixels * geom.taps, _FWD, _FWD),
-        NamedBuffer("pre-activation (one image)", F32 * per_image_map, _FWD, _FWD),
+        NamedBuffer("im2col (one row)", row_cols, _FWD, _FWD),
+        NamedBuffer("pre-activation (one row)", row_map, _FWD, _FWD),
         NamedBuffer("pooled grid z", F32 * rows * geom.n_flat, _FWD, _HEAD if head_w else _LOSS),
         NamedBuffer("scores", F32 * rows * k, _LOSS, _LOSS),
         NamedBuffer("score gradients", F32 * rows * k, _LOSS, _HEAD),
     ]
     if body:
         bufs += [
-            NamedBuffer("ReLU masks (uint8 batch)", rows * per_image_map, _FWD, _BODY),
+            NamedBuffer("ReLU masks (bits, batch)", -(-rows * per_image_map // 8), _FWD, _BODY),
             NamedBuffer("grid gradients dz", F32 * rows * geom.n_flat, _HEAD, _BODY),
-            NamedBuffer("pre-act gradient (one image)", F32 * per_image_map, _BODY, _BODY),
+            NamedBuffer("pre-act gradient (one row)", row_map, _BODY, _BODY),
         ]
     if conv_w:
-        bufs.append(NamedBuffer("im2col (backward, one image)", F32 * geom.pixels * geom.taps,
-                                _BODY, _BODY))
+        bufs.append(NamedBuffer("im2col (backward, one row)", row_cols, _BODY, _BODY))
     return [b for b in bufs if b.size > 0]
 
 
@@ -166,8 +168,10 @@ def backprop_layout(geoms: list[BlockGeometry], batch: int, state_bytes_per_para
         bufs += [
             NamedBuffer(f"block {i} contexts", F32 * context_rows(g, batch, objective) * k,
                         0, bwd[i]),
-            NamedBuffer(f"block {i} im2col (one image)", F32 * g.pixels * g.taps, fwd[i], fwd[i]),
-            NamedBuffer(f"block {i} pre-activation (one image)", F32 * fmap, fwd[i], fwd[i]),
+            NamedBuffer(f"block {i} im2col (one row)", F32 * g.out_size * g.taps,
+                        fwd[i], fwd[i]),
+            NamedBuffer(f"block {i} pre-activation (one row)", F32 * g.out_size * g.filters,
+                        fwd[i], fwd[i]),
             # the output h (fp32 batch) is block i+1's input for its weight gradient, and
             # its sign is block i's ReLU mask: kept from forward i to backward i
             NamedBuffer(f"block {i} output h (fp32 batch)", F32 * rows * fmap, fwd[i], bwd[i]),
@@ -177,10 +181,10 @@ def backprop_layout(geoms: list[BlockGeometry], batch: int, state_bytes_per_para
             # dL/dh of block i: from the head (and from block i+1's input gradient)
             NamedBuffer(f"block {i} output gradient (fp32 batch)", F32 * rows * fmap,
                         bwd[i + 1] if i + 1 < n else loss, bwd[i]),
-            NamedBuffer(f"block {i} im2col (backward, one image)", F32 * g.pixels * g.taps,
+            NamedBuffer(f"block {i} im2col (backward, one row)", F32 * g.out_size * g.taps,
                         bwd[i], bwd[i]),
         ]
         if i > 0:  # input gradient rows (col2im) of one image
-            bufs.append(NamedBuffer(f"block {i} input-gradient cols (one image)",
-                                    F32 * g.pixels * g.taps, bwd[i], bwd[i]))
+            bufs.append(NamedBuffer(f"block {i} input-gradient cols (one row)",
+                                    F32 * g.out_size * g.taps, bwd[i], bwd[i]))
     return place([b for b in bufs if b.size > 0], steps)

@@ -20,7 +20,8 @@ class SGD:
 
     def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = True,
                  weight_decay: float = 0.0) -> None:
-        self.lr, self.momentum, self.nesterov, self.weight_decay = lr, momentum, nesterov, weight_decay
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.weight_decay = weight_decay
         self.buf: dict[str, np.ndarray] = {}
 
     @property

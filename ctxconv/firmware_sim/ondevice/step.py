@@ -9,6 +9,7 @@ and negative pairs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ class StepResult:
     correct: int  # samples whose true context wins (bce: beats the sampled wrong one)
 
 
-def all_class_goodness(block: TrainableBlock, x: np.ndarray) -> tuple[np.ndarray, callable]:
+def all_class_goodness(block: TrainableBlock, x: np.ndarray) -> tuple[np.ndarray, Callable]:
     """Goodness (B, K) under every context, and a function mapping dL/dgoodness to the
     backward call's gradients."""
     g = block.geom
