@@ -68,7 +68,7 @@ def main() -> None:
                      f"{pct(a['onnx_vs_tflite'])} of {res['test_images']} |")
     lines += ["", f"Per-block agreement on {res['agreement']['samples']} test images, max |diff| "
               f"vs LiteRT reference kernels (LSB of each output):", "",
-              "| block | TFLM | onnxruntime | LiteRT default (XNNPACK) | float torch (max / mean) |",
+              "| block | TFLM | onnxruntime | LiteRT default (XNNPACK) | float torch on scores, LSB (max / mean) |",
               "|---|---|---|---|---|"]
     for row in res["agreement"]["blocks"]:
         tf = row["torch_float"]["scores"]

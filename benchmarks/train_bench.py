@@ -228,7 +228,9 @@ def render(res: dict) -> str:
                   f" | {bp['train_seconds']:.0f} s |",
                   f"| CwComp (AAAI 2024, published) | {pct(CWCOMP_FMNIST)} | | |", "",
                   f"Gap to backprop: {100 * (bp['test_accuracy']['onepass'] - s['test_accuracy']['onepass']):.2f} points. "
-                  f"Margin over CwComp: {100 * (s['test_accuracy']['onepass'] - CWCOMP_FMNIST):+.2f} points.", "",
+                  f"Margin over CwComp: {100 * (s['test_accuracy']['onepass'] - CWCOMP_FMNIST):+.2f} points. "
+                  "Training times are each run's own wall clock (not side by side; the "
+                  "throughput table below is).", "",
                   ]  # fmt: skip
     if "digits" in res:
         d = res["digits"]
