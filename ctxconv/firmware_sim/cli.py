@@ -56,16 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2))
     if not report["fits"]:
-        from ctxconv.firmware_sim.bundle import load_export
-        from ctxconv.firmware_sim.planner import DoesNotFitError, plan_pipeline
-        from ctxconv.firmware_sim.profiles import load_profile
-
-        bundle = load_export(args.export_dir)
-        profile = load_profile(args.mcu)
-        try:
-            plan_pipeline(bundle.graphs, bundle.num_classes, bundle.tflite, profile).require_fit()
-        except DoesNotFitError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {report['explanation']}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return 0
 

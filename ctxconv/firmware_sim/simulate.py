@@ -22,7 +22,12 @@ from ctxconv.firmware_sim.backends import BACKENDS, ReferenceRunner, make_runner
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.cost import estimate_latency, op_work
 from ctxconv.firmware_sim.own_plan import own_activation_peak
-from ctxconv.firmware_sim.planner import PipelinePlan, plan_block, plan_pipeline
+from ctxconv.firmware_sim.planner import (
+    DoesNotFitError,
+    PipelinePlan,
+    plan_block,
+    plan_pipeline,
+)
 from ctxconv.firmware_sim.profiles import McuProfile, load_profile
 
 
@@ -134,11 +139,16 @@ def simulate(export_dir: str | Path, opts: SimOptions | None = None,
     diffs = cache[("diffs", opts.bit_exact_images)]
     energies = [b["energy_mj"] for b in blocks]
     problems = plan.problems(profile)
+    try:
+        plan.require_fit(profile)
+        explanation = None
+    except DoesNotFitError as exc:  # the per-tensor breakdown, for people
+        explanation = str(exc)
     report = {
         "export_dir": str(bundle.path), "mcu": profile.name, "mode": mode,
         "backend": opts.backend, "images": int(len(labels)), "accuracy": accuracy,
         "export_accuracy": bundle.manifest.get("accuracy", {}).get("int8", {}).get(mode),
-        "fits": not problems, "problems": problems,
+        "fits": not problems, "problems": problems, "explanation": explanation,
         "arena_bytes": plan.arena_bytes, "sram_bytes": plan.sram_bytes,
         "sram_limit_bytes": profile.available_sram_bytes,
         "flash_bytes": plan.flash_bytes, "flash_limit_bytes": profile.available_flash_bytes,
