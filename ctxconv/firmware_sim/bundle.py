@@ -86,15 +86,72 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path} is not valid JSON ({exc}); re-export") from exc
     if not isinstance(manifest, dict):
         raise ModelFileError(f"{path}: expected a JSON object")
+    if not isinstance(manifest.get("files", {}), dict):
+        raise ModelFileError(f"{path}: 'files' must map names to sha256")
     missing = [k for k in _REQUIRED if k not in manifest]
     if missing:
         raise ModelFileError(f"{path} lacks {missing}: not a ctxconv export manifest")
     if manifest["format"] != EXPORT_FORMAT:
         raise ModelFileError(f"{path}: format {manifest['format']!r}, expected {EXPORT_FORMAT!r}")
-    blocks = manifest["blocks"]
-    if not isinstance(blocks, list) or not blocks:
-        raise ModelFileError(f"{path}: 'blocks' must be a non-empty list")
+    _validate_fields(manifest, path)
     return manifest
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise TypeError(where)
+    if not isinstance(value, kind):
+        raise TypeError(where)
+    return value
+
+
+def _validate_fields(manifest: dict[str, Any], path: Path) -> None:
+    """Every field the simulator reads exists and has the right type."""
+    where = "manifest"
+    num = (int, float)
+    try:
+        where = "int8"
+        _expect(manifest["int8"], bool, where)
+        where = "dataset.num_classes"
+        if _expect(manifest["dataset"]["num_classes"], int, where) < 2:
+            raise TypeError(where)
+        for key in ("pixel_scale", "mean", "std"):
+            where = f"input.{key}"
+            value = manifest["input"][key]
+            for v in value if isinstance(value, list) else [value]:
+                _expect(v, num, where)
+        where = "modes"
+        modes = _expect(manifest["modes"], list, where)
+        if not modes or any(m not in ("multipass", "onepass") for m in modes):
+            raise TypeError(where)
+        where = "blocks"
+        blocks = _expect(manifest["blocks"], list, where)
+        if not blocks:
+            raise TypeError(where)
+        for i, block in enumerate(blocks):
+            for key, kind in (("name", str), ("contextual", bool), ("score_block", bool),
+                              ("files", dict), ("inputs", list), ("outputs", list),
+                              ("macs", int)):
+                where = f"blocks[{i}].{key}"
+                _expect(block[key], kind, where)
+            for io in ("inputs", "outputs"):
+                for j, rec in enumerate(block[io]):
+                    where = f"blocks[{i}].{io}[{j}]"
+                    _expect(rec["name"], str, where + ".name")
+                    for d in _expect(rec["shape"], list, where + ".shape"):
+                        _expect(d, int, where + ".shape")
+                    if manifest["int8"]:
+                        _expect(rec["scale"], num, where + ".scale")
+                        _expect(rec["zero_point"], int, where + ".zero_point")
+            names = {r["name"] for r in block["inputs"]} | {r["name"] for r in block["outputs"]}
+            wanted = {"features_in", "features", "scores"} | (
+                {"context"} if block["contextual"] else set())
+            if names != wanted:
+                where = f"blocks[{i}] tensor names {sorted(names)}"
+                raise TypeError(where)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ModelFileError(f"{path}: field {where!r} is missing or malformed; the manifest "
+                             "was edited or damaged: re-export") from exc
 
 
 def _check_files(export_dir: Path, manifest: dict[str, Any]) -> None:
