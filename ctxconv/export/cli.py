@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     if args.calib_samples < 1 or args.verify_samples < 1:
         print("error: --calib-samples and --verify-samples must be >= 1", file=sys.stderr)
         return EXIT_ERROR

@@ -128,6 +128,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         floats.append(fb)
         size = fb.out_size
     calib = _nhwc(train.tensors[0][: opts.calib_samples]).astype(np.float64)
+    log.info("calibrating %d blocks on %d training images (%s)", len(floats), calib.shape[0],
+             opts.calib_method)
     ranges = calibrate(floats, calib, k, opts.calib_method, opts.calib_percentile)
     graphs = [build_block_graph(fb, r, k, int8=opts.int8) for fb, r in zip(floats, ranges,
                                                                             strict=True)]
@@ -155,6 +157,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
+        log.info("writing %s for %d blocks", " and ".join(opts.formats), len(graphs))
         for fb, graph in zip(floats, graphs, strict=True):
             files = {}
             if "tflite" in opts.formats:
@@ -190,6 +193,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                                      "layout": "NHWC", "dtype": "uint8"}
 
         # accuracy: float torch and the exported pipeline (onnxruntime, batched) per mode
+        log.info("measuring float and exported accuracy on %d test images", len(labels))
         loader = make_loader(test, 1000, shuffle=False)
         accuracy = {"float": {m: evaluate(model, loader, m) for m in modes}}
         if "onnx" in opts.formats:
@@ -199,6 +203,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
             preds = pipe.predict_modes(raw_test, modes)
             accuracy[key] = {m: float((p == labels).mean()) for m, p in preds.items()}
         manifest["accuracy"] = accuracy
+        log.info("verifying %d test images in every runtime (torch, onnxruntime, LiteRT, TFLM)",
+                 min(opts.verify_samples, len(labels)))
         agreement = verify_blocks(model, manifest, tmp, test, opts)
         manifest["agreement"] = agreement
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)

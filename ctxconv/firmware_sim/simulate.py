@@ -9,6 +9,7 @@ bit-exact with TFLM on every block.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from ctxconv.firmware_sim.planner import (
     plan_pipeline,
 )
 from ctxconv.firmware_sim.profiles import McuProfile, load_profile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,6 +117,7 @@ def simulate(export_dir: str | Path, opts: SimOptions | None = None,
         }  # fmt: skip
         if opts.measure_tflm:  # like for like: the Python TFLM runs the reference kernels
             if ("tflm_min", i) not in cache:
+                log.info("%s: bisecting TFLM's minimum arena", graph.name)
                 cache[("tflm_min", i)] = tflm_min_arena(bundle.tflite[i])
             row["tflm_min_arena_bytes"] = cache[("tflm_min", i)]
             row["planned_reference_arena_bytes"] = plan_block(graph, bundle.tflite[i]).arena_bytes
@@ -126,6 +130,7 @@ def simulate(export_dir: str | Path, opts: SimOptions | None = None,
     arenas = [b.arena_bytes for b in plan.blocks]
     key = ("accuracy", opts.backend, mode, len(labels))
     if key not in cache:
+        log.info("running %d test images (%s, %s backend)", len(labels), mode, opts.backend)
         pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend, arenas))
         t0 = time.perf_counter()
         preds = pipe.predict(raw, mode)
