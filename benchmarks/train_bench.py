@@ -110,6 +110,22 @@ def bench_memory(batch: int = 128) -> dict:
             "ratio_forward_only_over_backprop": round(peak / bp.total, 3)}
 
 
+def bench_score_blocks() -> dict:
+    """Validation accuracy of the trained Fashion-MNIST model per choice of scoring blocks."""
+    from ctxconv.train.checkpoint import restore_model
+
+    payload = load_checkpoint(ROOT / RUNS / "fashion_mnist" / "checkpoint.pt")
+    model = restore_model(payload)
+    _, val, _, _ = load_datasets(DataGenConfig(**payload["data"]))
+    loader = make_loader(val, 1000, shuffle=False)
+    n = len(model.blocks)
+    rows = {}
+    for blocks in ([*range(n)], [*range(1, n)], [n - 1]):
+        model.score_blocks = blocks
+        rows[str(blocks)] = evaluate(model, loader, "onepass")
+    return {"validation_accuracy": rows, "configured": payload["model_config"]["score_blocks"]}
+
+
 def bench_throughput(batch: int = 128, steps: int = 10, repeats: int = 3) -> dict:
     """Training images/s, forward-only per block vs backprop, interleaved in one run."""
     import torch.nn.functional as F
@@ -232,6 +248,12 @@ def render(res: dict) -> str:
                   "Training times are each run's own wall clock (not side by side; the "
                   "throughput table below is).", "",
                   ]  # fmt: skip
+    if "score_blocks" in res:
+        sb = res["score_blocks"]
+        lines += ["Which blocks' goodness is summed into the class scores (validation split, "
+                  "the trained model above; `model.score_blocks`): "
+                  + ", ".join(f"blocks {k} {pct(v)}" for k, v in sb["validation_accuracy"].items())
+                  + f". Configured: {sb['configured']}.", ""]
     if "digits" in res:
         d = res["digits"]
         s = d["summary"]
@@ -290,7 +312,8 @@ def render(res: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="digits,memory,throughput,ablation,fashion_mnist",
+    parser.add_argument("--only",
+                        default="digits,memory,throughput,ablation,fashion_mnist,score_blocks",
                         help="comma-separated sections to (re)measure")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the markdown from benchmarks/results/train.json")
@@ -306,7 +329,7 @@ def main() -> None:
     for section in sections:
         fn = {"digits": bench_digits, "fashion_mnist": bench_fashion_mnist,
               "memory": bench_memory, "ablation": bench_ablation,
-              "throughput": bench_throughput}[section]
+              "throughput": bench_throughput, "score_blocks": bench_score_blocks}[section]
         print(f"== {section}", flush=True)
         res[section] = fn()
         res["date"], res["commit"] = date.today().isoformat(), git_rev()
