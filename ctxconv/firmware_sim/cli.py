@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report))
     plot = Path(args.plot) if args.plot else Path(args.export_dir) / f"memory_{report['mcu']}.png"
     plot_memory(report, plot)
+    print(f"memory plot: {plot}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2))
     if not report["fits"]:
