@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(format_table(report))
     plot = Path(args.plot) if args.plot else Path(args.export_dir) / f"memory_{report['mcu']}.png"
     plot_memory(report, plot)
     print(f"memory plot: {plot}")
+    print(format_table(report))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2))
     if not report["fits"]:
