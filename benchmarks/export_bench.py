@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, relative, write_benchmarks_md  # noqa: E402
+from report import ROOT, git_rev, machine, write_section  # noqa: E402
 
 from ctxconv.export.pipeline import BlockPipeline  # noqa: E402
 from ctxconv.firmware_sim.backends import make_runners  # noqa: E402
@@ -52,8 +52,6 @@ def main() -> None:
            "full_test_agreement": agree, "test_images": int(len(labels)),
            "flash_bytes": sum((export_dir / b["files"]["tflite"]).stat().st_size
                               for b in manifest["blocks"])}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "export.json").write_text(relative(json.dumps(res, indent=2)))
     lines = ["## Export (`benchmarks/export_bench.py`)", "",
              f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}.", "",
              f"Command: `ctxconv-export benchmarks/runs/fashion_mnist --int8`: "
@@ -76,9 +74,7 @@ def main() -> None:
                      f"{row['onnxruntime']['max_diff']} | {row['litert']['max_diff']} | "
                      f"{tf['max']:.2f} / {tf['mean']:.2f} |")
     lines.append("")
-    (RESULTS / "export.md").write_text(relative("\n".join(lines)))
-    write_benchmarks_md()
-    print("\n".join(lines))
+    write_section("export", res, lines)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ shifted test vectors once, after training. Writes the "On-device adaptation" sec
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import date
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, relative, write_benchmarks_md  # noqa: E402
+from report import ROOT, git_rev, machine, write_section  # noqa: E402
 
 from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
 from ctxconv.firmware_sim.ondevice import (  # noqa: E402
@@ -75,8 +74,6 @@ def main() -> None:
            "clean_accuracy": clean, "shifted_before": before, "rows": rows,
            "train_vectors": int(len(labels)), "test_vectors": int(len(labels_test)),
            "epochs": EPOCHS, "batch": BATCH, "lr": LR}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ondevice_adapt.json").write_text(relative(json.dumps(res, indent=2)))
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     lines = ["## On-device adaptation (`benchmarks/ondevice_adapt_bench.py`)", "",
              f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. Command: "
@@ -92,9 +89,7 @@ def main() -> None:
         lines.append(f"| {r['update']} | {r['trained_params']:,} | {LR[r['update']]} | "
                      f"{pct(r['accuracy'])} | {'yes' if r['update'] == 'bias' else 'no'} |")
     lines.append("")
-    (RESULTS / "ondevice_adapt.md").write_text(relative("\n".join(lines)))
-    write_benchmarks_md()
-    print("\n".join(lines))
+    write_section("ondevice_adapt", res, lines)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ nRF52840's 256 KB at batch >= 1, for each --update mode.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, relative, write_benchmarks_md  # noqa: E402
+from report import ROOT, git_rev, machine, relative, write_section  # noqa: E402
 
 from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
 from ctxconv.firmware_sim.ondevice import (  # noqa: E402
@@ -111,8 +110,6 @@ def main() -> None:
     res.update(date=date.today().isoformat(), commit=git_rev(),
                wall_seconds=round(time.perf_counter() - t0, 1),
                export=str(export_dir), float_export=str(float_dir), optimizer=OPTIMIZER)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ondevice_train.json").write_text(relative(json.dumps(res, indent=2, default=str)))
     cmd = f"python benchmarks/ondevice_train_bench.py {relative(str(export_dir))}"
     lines = ["## On-device training (`benchmarks/ondevice_train_bench.py`)", "",
              f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. Command: "
@@ -127,9 +124,7 @@ def main() -> None:
              "(all weights, gradients, optimizer state, every block output kept for backward). "
              "`--update head|bias` trains only the goodness head or the biases; the rest stays "
              "int8 in flash.", "", *markdown(res), ""]
-    (RESULTS / "ondevice_train.md").write_text(relative("\n".join(lines)))
-    write_benchmarks_md()
-    print("\n".join(lines))
+    write_section("ondevice_train", res, lines)
 
 
 if __name__ == "__main__":

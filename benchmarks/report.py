@@ -42,6 +42,18 @@ def relative(text: str) -> str:
     return text.replace(str(ROOT) + "/", "")
 
 
+def write_section(name: str, res: dict, lines: list[str]) -> None:
+    """Save a section's raw numbers and markdown, rebuild BENCHMARKS.md, print the section."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(relative(json.dumps(res, indent=2, default=str)))
+    text = relative("\n".join(lines))
+    (RESULTS / f"{name}.md").write_text(text)
+    write_benchmarks_md()
+    print(text)
+
+
 def write_benchmarks_md() -> Path:
     parts = ["# Benchmarks\n",
              "Every number below is produced by a script in `benchmarks/`; each section names "

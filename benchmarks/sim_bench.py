@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, relative, write_benchmarks_md  # noqa: E402
+from report import ROOT, git_rev, machine, write_section  # noqa: E402
 
 from ctxconv.firmware_sim.bench_cli import markdown, run_bench  # noqa: E402
 from ctxconv.firmware_sim.profiles import list_profiles  # noqa: E402
@@ -34,8 +34,6 @@ def main() -> None:
     by_mode = {r["mode"]: r for r in rows if r["mcu"] == "nrf52840"}
     res = {"date": date.today().isoformat(), "commit": git_rev(), "wall_seconds": round(wall, 1),
            "bench": result, "num_classes": k}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sim.json").write_text(relative(json.dumps(res, indent=2, default=str)))
     kb = 1024
     lines = ["## On-device inference (`benchmarks/sim_bench.py`)", "",
              f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. Command: "
@@ -72,9 +70,7 @@ def main() -> None:
                   f"({one['accuracy']:.2%} vs {multi['accuracy']:.2%}). Without sharing, "
                   f"{k} full pipeline runs per image would cost {k}x the MACs "
                   f"({k * one['macs']:,}).", ""]
-    (RESULTS / "sim.md").write_text(relative("\n".join(lines)))
-    write_benchmarks_md()
-    print("\n".join(lines))
+    write_section("sim", res, lines)
 
 
 if __name__ == "__main__":
