@@ -13,15 +13,14 @@ from typing import Any
 from ctxconv.export.ir import ModelFileError
 from ctxconv.export.pipeline import BlockPipeline
 from ctxconv.firmware_sim.backends import BACKENDS, make_runners
-from ctxconv.firmware_sim.bundle import load_export
+from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.planner import plan_pipeline
 from ctxconv.firmware_sim.profiles import list_profiles, load_profile
 from ctxconv.firmware_sim.simulate import SimOptions, simulate
 
 
-def backend_throughput(export_dir: str, images: int, mode: str) -> dict[str, float]:
+def backend_throughput(bundle: ExportBundle, images: int, mode: str) -> dict[str, float]:
     """Images/s of the simulator per backend on the same test images."""
-    bundle = load_export(export_dir)
     raw, _ = bundle.test_vectors(images)
     plan = plan_pipeline(bundle.graphs, bundle.num_classes, bundle.tflite)
     out = {}
@@ -44,12 +43,12 @@ def run_bench(export_dir: str, mcus: list[str], images: int | None,
     for mcu in mcus:
         profile = load_profile(mcu)
         for mode in modes:
-            rep = simulate(export_dir, SimOptions(mcu=mcu, mode=mode, images=images), profile,
+            rep = simulate(bundle, SimOptions(mcu=mcu, mode=mode, images=images), profile,
                            cache)
             rows.append(rep)
     first = "onepass" if "onepass" in modes else modes[0]
     return {"export_dir": export_dir, "rows": rows,
-            "throughput": backend_throughput(export_dir, throughput_images, first),
+            "throughput": backend_throughput(bundle, throughput_images, first),
             "throughput_mode": first}
 
 

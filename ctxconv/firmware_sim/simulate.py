@@ -54,19 +54,21 @@ def _mode(bundle: ExportBundle, mode: str | None) -> str:
     return mode
 
 
-def block_inputs(bundle: ExportBundle, raw: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """The int8 inputs every block sees for ``raw`` images (reference chain)."""
+def reference_chain(bundle: ExportBundle, raw: np.ndarray
+                    ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """(inputs, outputs) of every block for ``raw`` images, run by the reference kernels."""
     pipe = BlockPipeline(bundle.manifest, [ReferenceRunner(g) for g in bundle.graphs])
     x = pipe.quantize_images(raw)
-    feeds = []
+    chain = []
     k = bundle.num_classes
     for i, block in enumerate(bundle.blocks):
         feed = {"features_in": x}
         if block["contextual"]:
             feed["context"] = np.concatenate([one_hot_int8(j % k, k, 1) for j in range(len(x))])
-        feeds.append(feed)
-        x = pipe.runners[i].run(feed)["features"]
-    return feeds
+        out = pipe.runners[i].run(feed)
+        chain.append((feed, out))
+        x = out["features"]
+    return chain
 
 
 def compare_with_tflm(bundle: ExportBundle, plan: PipelinePlan, raw: np.ndarray
@@ -74,8 +76,7 @@ def compare_with_tflm(bundle: ExportBundle, plan: PipelinePlan, raw: np.ndarray
     """Max |reference - TFLM| in LSB per block, TFLM given the planned arena."""
     tflm = make_runners(bundle, "tflm", [b.arena_bytes for b in plan.blocks])
     diffs = []
-    for i, feed in enumerate(block_inputs(bundle, raw)):
-        ref = ReferenceRunner(bundle.graphs[i]).run(feed)
+    for i, (feed, ref) in enumerate(reference_chain(bundle, raw)):
         got = tflm[i].run(feed)
         diffs.append(max(int(np.abs(ref[o].astype(np.int32) - got[o].astype(np.int32)).max())
                          for o in ref))
@@ -87,7 +88,7 @@ def _macs(graph) -> int:
                                                                       "FULLY_CONNECTED"))
 
 
-def simulate(export_dir: str | Path, opts: SimOptions | None = None,
+def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
              profile: McuProfile | None = None, cache: dict | None = None) -> dict[str, Any]:
     """The full report for one export, MCU and mode (a JSON-serialisable dict).
 
@@ -98,7 +99,7 @@ def simulate(export_dir: str | Path, opts: SimOptions | None = None,
     cache = {} if cache is None else cache
     if opts.backend not in BACKENDS:
         raise ValueError(f"unknown backend {opts.backend!r}; choose one of {BACKENDS}")
-    bundle = load_export(export_dir)
+    bundle = export if isinstance(export, ExportBundle) else load_export(export)
     profile = profile or load_profile(opts.mcu)
     mode = _mode(bundle, opts.mode)
     k = bundle.num_classes
