@@ -104,9 +104,12 @@ def evaluate_upto(
         x = x.contiguous(memory_format=torch.channels_last)
         total = None
         for i in range(upto + 1):
-            scores = model.blocks[i].all_class_goodness(x)  # (B, K)
-            if i < upto:
-                x = model.blocks[i](x)
+            block = model.blocks[i]
+            if i < upto:  # context-free (only the last block may be contextual): one pass
+                x = block(x)
+                scores = block.goodness.scores(x)  # (B, K)
+            else:
+                scores = block.all_class_goodness(x)
             if i in model.score_blocks or i == upto:
                 total = scores if total is None else total + scores
         correct_block += int((scores.argmax(1) == y).sum())
