@@ -111,12 +111,10 @@ class BlockPipeline:
     def predict_modes(self, raw: np.ndarray, modes: list[str]) -> dict[str, np.ndarray]:
         """Predictions per mode; without contextual blocks both modes run the same
         computation, so it runs once."""
-        contextual = any(b["contextual"] for b in self.blocks)
-        out: dict[str, np.ndarray] = {}
-        for mode in modes:
-            same = next((m for m in out if not contextual), None)
-            out[mode] = out[same] if same is not None else self.predict(raw, mode)
-        return out
+        if any(b["contextual"] for b in self.blocks) or not modes:
+            return {mode: self.predict(raw, mode) for mode in modes}
+        preds = self.predict(raw, modes[0])
+        return dict.fromkeys(modes, preds)
 
     def predict(self, raw: np.ndarray, mode: str, batch_size: int = 256) -> np.ndarray:
         """Predicted labels for raw images, in batches."""
