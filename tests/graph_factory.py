@@ -3,7 +3,7 @@
 ``tiny_block_graph`` builds a float graph with random weights, calibrates every
 activation's int8 range on random inputs with ``float_forward`` and quantizes it the
 way the exporter does (per-channel symmetric conv weights, int32 biases with
-scale = input_scale * weight_scale). Imports only numpy and ``ctxconv.export.ir``.
+scale = input_scale * weight_scale). Imports only numpy and ``ctxconv.blockgraph.ir``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ctxconv.export.ir import BlockGraph, Op, Quant, Tensor
+from ctxconv.blockgraph.ir import BlockGraph, Op, Quant, Tensor
 
 # --------------------------------------------------------------------------- float reference
 

@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
+from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.export.exporter import FORMATS, ExportOptions, export_run
 from ctxconv.export.fold import UnsupportedLayerError
-from ctxconv.export.ir import ModelFileError
 from ctxconv.export.quantize import CALIB_METHODS
 from ctxconv.export.verify import VerificationError, agreement_table
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctxconv.blockgraph.manifest import FORMAT, MANIFEST_NAME, io_records, validate_manifest
 from ctxconv.export.files import sha256
 from ctxconv.export.fold import FloatBlock, fold_block
-from ctxconv.export.ir import BlockGraph
 from ctxconv.export.onnx_writer import write_onnx
 from ctxconv.export.pipeline import CONTEXT_ON, BlockPipeline
 from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
@@ -38,8 +38,6 @@ from ctxconv.train.data import DataConfig, load_datasets, make_loader
 from ctxconv.train.inference import available_modes, evaluate
 
 log = logging.getLogger(__name__)
-MANIFEST_NAME = "manifest.json"
-FORMAT = "ctxconv-export-v1"
 FORMATS = ("onnx", "tflite")
 
 
@@ -54,18 +52,6 @@ class ExportOptions:
     test_samples: int | None = None  # None: the whole test split
     min_top1_agreement: float = 0.99  # per runtime vs the TFLite reference, on verify_samples
     max_lsb: int = 1  # onnxruntime / TFLM vs LiteRT reference, per block output
-
-
-def _io_records(graph: BlockGraph, names: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for name in names:
-        t = graph.tensors[name]
-        rec: dict[str, Any] = {"name": name, "shape": list(t.shape), "dtype": t.dtype,
-                               "layout": "NHWC" if len(t.shape) == 4 else "NC"}
-        if t.quant is not None:
-            rec.update(scale=float(t.quant.scale[0]), zero_point=int(t.quant.zero_point[0]))
-        out.append(rec)
-    return out
 
 
 def block_macs(fb: FloatBlock, num_classes: int) -> int:
@@ -169,8 +155,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
             manifest["blocks"].append({
                 "name": graph.name, "index": fb.index, "contextual": fb.contextual,
                 "score_block": fb.index in score_blocks, "files": files,
-                "inputs": _io_records(graph, graph.inputs),
-                "outputs": _io_records(graph, graph.outputs),
+                "inputs": io_records(graph, graph.inputs),
+                "outputs": io_records(graph, graph.outputs),
                 "pool": fb.pool, "kernel": int(fb.conv_weight.shape[-1]),
                 "filters": fb.out_channels, "head_grid": fb.head_grid,
                 "macs": block_macs(fb, k),
@@ -209,6 +195,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         manifest["agreement"] = agreement
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         manifest["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
+        validate_manifest(manifest)
         with open(tmp / MANIFEST_NAME, "w") as f:
             json.dump(manifest, f, indent=2)
         _move_into_place(tmp, out_dir)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.export.ir import BlockGraph, Op, Quant, Tensor
+from ctxconv.blockgraph.ir import BlockGraph, Op, Quant, Tensor
 from ctxconv.export.tflite_writer import check_graph, same_pads
 
 #: Default opset of the ``ai.onnx`` domain (onnxruntime fuses QDQ for opset >= 13).

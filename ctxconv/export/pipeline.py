@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-MODES = ("multipass", "onepass")
 CONTEXT_ON, CONTEXT_OFF = 127, -128  # the one-hot context in int8 (scale 1/255, zp -128)
 
 

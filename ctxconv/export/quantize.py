@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ctxconv.blockgraph.ir import BlockGraph, Op, Quant, Tensor
 from ctxconv.export.fold import FloatBlock, float_forward
-from ctxconv.export.ir import BlockGraph, Op, Quant, Tensor
 
 CALIB_METHODS = ("minmax", "percentile")
 #: The one-hot context as int8: 0 -> -128, 1 -> 127 exactly.

@@ -3,8 +3,9 @@
 Every runner takes the model as bytes or a path, exposes ``input_names`` and
 ``output_names``, and ``run({name: array (N, ...)}) -> {name: array (N, ...)}``.
 TFLite runtimes are batch-1, so they loop over the N samples; onnxruntime runs the
-whole batch. TFLite bytes are validated (``load_tflite_checked``) before a runtime
-sees them, because TFLM crashes on malformed models. A too-small TFLM arena also
+whole batch. TFLite bytes are validated by the block-graph reader
+(``ctxconv.blockgraph.tflite_reader.read_tflite``) before a runtime sees them, because
+TFLM crashes on malformed models. A too-small TFLM arena also
 crashes the process, so ``tflm_min_arena`` and ``run_tflm_isolated`` probe TFLM in
 child processes. The runtimes are imported lazily, when a runner is built; torch is
 never imported.
@@ -19,16 +20,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctxconv.export.ir import ModelFileError
-from ctxconv.export.tflite_check import (
-    TensorSpec,
-    activation_sizes,
-    check_tflite,
-    load_tflite_checked,
-)
+from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
+from ctxconv.blockgraph.tflite_reader import read_tflite
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,7 +36,6 @@ __all__ = [
     "OnnxRunner",
     "TFLMRunner",
     "TensorSpec",
-    "load_tflite_checked",
     "read_tflite_io",
     "run_tflm_isolated",
     "tflm_min_arena",
@@ -59,10 +55,38 @@ def _load(model: Model, name: str | None) -> tuple[bytes, str]:
         raise ModelFileError(f"cannot read model file {path}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, shape (batch 1), numpy dtype, quantization."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+
+
+def _specs(graph: BlockGraph, names: list[str]) -> list[TensorSpec]:
+    specs = []
+    for n in names:
+        t = graph.tensors[n]
+        q = t.quant
+        scale = () if q is None else tuple(float(s) for s in q.scale)
+        zps = () if q is None else tuple(int(z) for z in q.zero_point)
+        specs.append(TensorSpec(n, tuple(t.shape), t.dtype, scale, zps))
+    return specs
+
+
+def _io(data: bytes, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of validated TFLite bytes; ModelFileError if they are not."""
+    graph = read_tflite(data, name=name)
+    return _specs(graph, graph.inputs), _specs(graph, graph.outputs)
+
+
 def read_tflite_io(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Validated (inputs, outputs) specs of a TFLite block model."""
     data, name = _load(model, None)
-    return check_tflite(data, name=name)
+    return _io(data, name)
 
 
 @contextlib.contextmanager
@@ -177,7 +201,7 @@ class LiteRTRunner(_Runner):
         self, model: Model, reference_kernels: bool = True, name: str | None = None
     ) -> None:
         data, self.name = _load(model, name)
-        self._inputs, self._outputs = check_tflite(data, name=self.name)
+        self._inputs, self._outputs = _io(data, self.name)
         try:
             from ai_edge_litert import interpreter as lite
         except ImportError:  # pragma: no cover - depends on what is installed
@@ -217,7 +241,7 @@ class TFLMRunner(_Runner):
         self, model: Model, arena_size: int, name: str | None = None, check_arena: bool = True
     ) -> None:
         data, self.name = _load(model, name)
-        self._inputs, self._outputs = check_tflite(data, name=self.name)
+        self._inputs, self._outputs = _io(data, self.name)
         self.arena_size = int(arena_size)
         if check_arena:
             with tempfile.TemporaryDirectory() as tmp:
@@ -394,9 +418,10 @@ def tflm_min_arena(
     Raises RuntimeError if TFLM cannot run the model at all.
     """
     data, name = _load(model, None)
-    ins, _ = check_tflite(data, name=name)
+    graph = read_tflite(data, name=name)
+    ins = graph.inputs
     g = int(granularity)
-    acts = activation_sizes(data)
+    acts = [t.nbytes for t in graph.activations()]
     lo = max(int(lo if lo is not None else max(acts, default=0)), 0)
     hi = int(hi if hi is not None else 4 * sum(acts) + 64 * 1024)
     k = max(3, min(8, jobs or os.cpu_count() or 2))
@@ -437,7 +462,7 @@ def run_tflm_isolated(
     import numpy as np
 
     data, name = _load(model, None)
-    specs_in, specs_out = check_tflite(data, name=name)
+    specs_in, specs_out = _io(data, name)
     arrays, n = _check_batch("TFLM", name, specs_in, inputs)
     if n == 0:
         return {s.name: np.zeros((0, *s.shape[1:]), s.dtype) for s in specs_out}

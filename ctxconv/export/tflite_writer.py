@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.export.ir import BlockGraph, Op, Tensor
+from ctxconv.blockgraph.ir import BlockGraph, Op, Tensor
+from ctxconv.blockgraph.tflite_schema import schema
 
 #: Alignment of constant buffers inside the file (bytes).
 BUFFER_ALIGNMENT = 16
@@ -45,15 +46,6 @@ _ARITY: dict[str, tuple[int, int]] = {
 _MAX_DEPRECATED_CODE = 127
 
 _TENSOR_TYPES = {"float32": "FLOAT32", "int32": "INT32", "int8": "INT8"}
-
-
-def schema() -> ModuleType:
-    """The flatc-generated TFLite schema module (tflite-micro's, else LiteRT's)."""
-    try:
-        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-    except ImportError:  # pragma: no cover - depends on the installed wheels
-        from ai_edge_litert import schema_py_generated as fb
-    return fb
 
 
 # --------------------------------------------------------------------------- graph rules

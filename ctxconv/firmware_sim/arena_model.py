@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctxconv.export.ir import BlockGraph, Op, Tensor
+from ctxconv.blockgraph.ir import BlockGraph, Op, Tensor
 from ctxconv.firmware_sim.greedy import align_up
 
 

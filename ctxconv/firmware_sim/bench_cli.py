@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ctxconv.export.ir import ModelFileError
+from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.export.pipeline import BlockPipeline
 from ctxconv.firmware_sim.backends import BACKENDS, make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export

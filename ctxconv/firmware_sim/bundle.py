@@ -1,27 +1,24 @@
 """An export directory as the firmware sees it: manifest, block files, test vectors.
 
-Everything is checked before use: the manifest's format and fields, every file's
-sha256 against the manifest, and each ``.tflite`` parsed by the simulator's own reader.
+Everything is checked before use: the manifest's format and fields
+(``ctxconv.blockgraph.manifest``), every file's sha256 against the manifest, and each
+``.tflite`` parsed by the block-graph reader (``ctxconv.blockgraph.tflite_reader``).
 A malformed or hand-edited export raises ``ModelFileError`` naming the file and the
 problem; nothing here can crash the process.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
+from ctxconv.blockgraph.manifest import MANIFEST_NAME, read_manifest
+from ctxconv.blockgraph.tflite_reader import read_tflite
 from ctxconv.export.files import sha256
-from ctxconv.export.ir import BlockGraph, ModelFileError
-from ctxconv.firmware_sim.tflite_reader import read_tflite
-
-MANIFEST_NAME = "manifest.json"
-EXPORT_FORMAT = "ctxconv-export-v1"
-_REQUIRED = ("format", "int8", "dataset", "input", "modes", "blocks", "files")
 
 
 @dataclass
@@ -70,88 +67,6 @@ class ExportBundle:
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         return images, labels
-
-
-def read_manifest(export_dir: Path) -> dict[str, Any]:
-    path = export_dir / MANIFEST_NAME
-    if not export_dir.is_dir():
-        raise ModelFileError(f"export directory {export_dir} does not exist: run "
-                             "ctxconv-export RUN_DIR --int8 first")
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelFileError(f"{export_dir} has no {MANIFEST_NAME}: is it an export "
-                             "directory written by ctxconv-export?") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path} is not valid JSON ({exc}); re-export") from exc
-    if not isinstance(manifest, dict):
-        raise ModelFileError(f"{path}: expected a JSON object")
-    if not isinstance(manifest.get("files", {}), dict):
-        raise ModelFileError(f"{path}: 'files' must map names to sha256")
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise ModelFileError(f"{path} lacks {missing}: not a ctxconv export manifest")
-    if manifest["format"] != EXPORT_FORMAT:
-        raise ModelFileError(f"{path}: format {manifest['format']!r}, expected {EXPORT_FORMAT!r}")
-    _validate_fields(manifest, path)
-    return manifest
-
-
-def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise TypeError(where)
-    if not isinstance(value, kind):
-        raise TypeError(where)
-    return value
-
-
-def _validate_fields(manifest: dict[str, Any], path: Path) -> None:
-    """Every field the simulator reads exists and has the right type."""
-    where = "manifest"
-    num = (int, float)
-    try:
-        where = "int8"
-        _expect(manifest["int8"], bool, where)
-        where = "dataset.num_classes"
-        if _expect(manifest["dataset"]["num_classes"], int, where) < 2:
-            raise TypeError(where)
-        for key in ("pixel_scale", "mean", "std"):
-            where = f"input.{key}"
-            value = manifest["input"][key]
-            for v in value if isinstance(value, list) else [value]:
-                _expect(v, num, where)
-        where = "modes"
-        modes = _expect(manifest["modes"], list, where)
-        if not modes or any(m not in ("multipass", "onepass") for m in modes):
-            raise TypeError(where)
-        where = "blocks"
-        blocks = _expect(manifest["blocks"], list, where)
-        if not blocks:
-            raise TypeError(where)
-        for i, block in enumerate(blocks):
-            for key, kind in (("name", str), ("contextual", bool), ("score_block", bool),
-                              ("files", dict), ("inputs", list), ("outputs", list),
-                              ("macs", int)):
-                where = f"blocks[{i}].{key}"
-                _expect(block[key], kind, where)
-            for io in ("inputs", "outputs"):
-                for j, rec in enumerate(block[io]):
-                    where = f"blocks[{i}].{io}[{j}]"
-                    _expect(rec["name"], str, where + ".name")
-                    for d in _expect(rec["shape"], list, where + ".shape"):
-                        _expect(d, int, where + ".shape")
-                    if manifest["int8"]:
-                        _expect(rec["scale"], num, where + ".scale")
-                        _expect(rec["zero_point"], int, where + ".zero_point")
-            names = {r["name"] for r in block["inputs"]} | {r["name"] for r in block["outputs"]}
-            wanted = {"features_in", "features", "scores"} | (
-                {"context"} if block["contextual"] else set())
-            if names != wanted:
-                where = f"blocks[{i}] tensor names {sorted(names)}"
-                raise TypeError(where)
-    except (KeyError, TypeError, IndexError) as exc:
-        raise ModelFileError(f"{path}: field {where!r} is missing or malformed; the manifest "
-                             "was edited or damaged: re-export") from exc
 
 
 def _check_files(export_dir: Path, manifest: dict[str, Any]) -> None:

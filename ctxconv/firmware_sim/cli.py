@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ctxconv.export.ir import ModelFileError
+from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.firmware_sim.backends import BACKENDS
 from ctxconv.firmware_sim.profiles import list_profiles
 from ctxconv.firmware_sim.simulate import SimOptions, format_table, plot_memory, simulate

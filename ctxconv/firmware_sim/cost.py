@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctxconv.export.ir import BlockGraph, Op
+from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.firmware_sim.profiles import McuProfile
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ctxconv.export.ir import BlockGraph, Op, Quant, Tensor
+from ctxconv.blockgraph.ir import BlockGraph, Op, Quant, Tensor
 from ctxconv.firmware_sim import kernels as K
 from ctxconv.firmware_sim.fixedpoint import (
     activation_range_int8,

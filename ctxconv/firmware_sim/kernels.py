@@ -27,7 +27,7 @@ from ctxconv.firmware_sim.fixedpoint import (
 )
 
 if TYPE_CHECKING:
-    from ctxconv.export.ir import BlockGraph
+    from ctxconv.blockgraph.ir import BlockGraph
 
 _F32_EXACT = 1 << 24  # integers below this are exact in float32
 

@@ -10,7 +10,7 @@ greedy-by-size planner as TFLM's; there is no interpreter overhead (tail).
 
 from __future__ import annotations
 
-from ctxconv.export.ir import BlockGraph
+from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.firmware_sim.greedy import Buffer, greedy_offsets
 
 

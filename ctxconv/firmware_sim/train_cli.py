@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.export.ir import ModelFileError
+from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.ondevice.accounting import ExportModel, backprop_report, block_report
 from ctxconv.firmware_sim.ondevice.geometry import UPDATE_MODES

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctxconv.export.ir import BlockGraph, Op, Quant, Tensor
+from ctxconv.blockgraph.ir import BlockGraph, Op, Quant, Tensor
 
 
 def _act(name: str, shape: tuple[int, ...], scale: float, zp: int) -> Tensor:

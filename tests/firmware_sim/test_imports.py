@@ -1,4 +1,5 @@
-"""The firmware simulator must not pull in torch or the training code."""
+"""The firmware simulator and the block-graph format must not pull in torch or the
+training code; the format imports nothing of export or firmware_sim either."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import sys
 import pytest
 
 MODULES = [
+    "ctxconv.blockgraph",
+    "ctxconv.blockgraph.ir",
+    "ctxconv.blockgraph.manifest",
+    "ctxconv.blockgraph.tflite_reader",
+    "ctxconv.blockgraph.tflite_schema",
     "ctxconv.firmware_sim",
     "ctxconv.firmware_sim.arena_model",
     "ctxconv.firmware_sim.cost",
@@ -17,7 +23,6 @@ MODULES = [
     "ctxconv.firmware_sim.kernels",
     "ctxconv.firmware_sim.planner",
     "ctxconv.firmware_sim.profiles",
-    "ctxconv.firmware_sim.tflite_reader",
 ]
 
 # Fail any attempt to import torch (even when it is installed), then check sys.modules.
@@ -32,6 +37,9 @@ sys.meta_path.insert(0, _NoTorch())
 importlib.import_module(sys.argv[1])
 bad = [m for m in sys.modules if m == "torch" or m.startswith(("torch.", "ctxconv.train"))]
 assert not bad, bad
+if sys.argv[1].startswith("ctxconv.blockgraph"):
+    bad = [m for m in sys.modules if m.startswith(("ctxconv.export", "ctxconv.firmware_sim"))]
+    assert not bad, bad
 """
 
 

@@ -17,7 +17,7 @@ from graph_factory import (
     tiny_float_graph,
 )
 
-from ctxconv.export.ir import BlockGraph
+from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.firmware_sim.kernels import run_graph
 
 # Half an LSB, plus TFLM's double rounding: SaturatingRoundingDoublingHighMul rounds to

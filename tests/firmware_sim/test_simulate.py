@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctxconv.export.ir import ModelFileError
+from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.export.pipeline import BlockPipeline
 from ctxconv.firmware_sim.backends import make_runners
 from ctxconv.firmware_sim.bench_cli import main as bench_main

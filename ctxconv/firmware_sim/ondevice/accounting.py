@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ctxconv.export.ir import BlockGraph
+from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.firmware_sim.cost import estimate_latency, op_work
 from ctxconv.firmware_sim.ondevice.geometry import BlockGeometry, trainable_names
 from ctxconv.firmware_sim.ondevice.memory import (

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.export.ir import BlockGraph, ModelFileError
+from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.ondevice.block import TrainableBlock, random_params
 from ctxconv.firmware_sim.ondevice.geometry import BlockGeometry

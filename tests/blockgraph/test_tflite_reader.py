@@ -9,10 +9,10 @@ import pytest
 from fw_graphs import add_graph, chain_graph, conv_graph, fc_graph
 from graph_factory import tiny_block_graph, tiny_float_graph
 
-from ctxconv.export.ir import BlockGraph, ModelFileError
+from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
+from ctxconv.blockgraph.tflite_reader import read_tflite
 from ctxconv.export.tflite_writer import write_tflite
 from ctxconv.firmware_sim.kernels import run_graph
-from ctxconv.firmware_sim.tflite_reader import read_tflite
 
 
 def _options(op) -> dict:
@@ -138,8 +138,8 @@ def test_litert_schema_fallback(monkeypatch):
     """The reader works with LiteRT's copy of the generated schema too."""
     from ai_edge_litert import schema_py_generated
 
-    import ctxconv.firmware_sim.tflite_reader as reader
+    import ctxconv.blockgraph.tflite_reader as reader
 
-    monkeypatch.setattr(reader, "_schema", lambda: schema_py_generated)
+    monkeypatch.setattr(reader, "schema", lambda: schema_py_generated)
     g = tiny_block_graph(3, contextual_add=True)
     assert_same_ir(g, reader.read_tflite(write_tflite(g)))
