@@ -124,3 +124,26 @@ class BlockGraph:
 
     def activations(self) -> list[Tensor]:
         return [t for t in self.tensors.values() if not t.is_constant]
+
+def compute_padding(
+    in_size: int, filter_size: int, stride: int, padding: str
+) -> tuple[int, int, int]:
+    """TFLite output size and (before, after) padding along one spatial axis.
+
+    SAME: out = ceil(in / stride); VALID: out = floor((in - filter) / stride) + 1.
+    total = max(0, (out - 1) * stride + filter - in); before = total // 2 (the
+    odd pixel goes after), as in ComputePaddingHeightWidth.
+    """
+    if padding == "SAME":
+        out = (in_size + stride - 1) // stride
+    elif padding == "VALID":
+        out = (in_size + stride - filter_size) // stride
+    else:
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    if out <= 0:
+        raise ValueError(
+            f"filter {filter_size} with stride {stride} and {padding} padding "
+            f"leaves no output for input size {in_size}"
+        )
+    total = max(0, (out - 1) * stride + filter_size - in_size)
+    return out, total // 2, total - total // 2

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
+from ctxconv.blockgraph.manifest import MANIFEST_NAME
+from ctxconv.export.c_writer import CGenerationError, write_c_for_export
 from ctxconv.export.exporter import FORMATS, ExportOptions, export_run
 from ctxconv.export.fold import UnsupportedLayerError
 from ctxconv.export.quantize import CALIB_METHODS
@@ -32,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "calibrated on training images); without: a float reference export. "
                     "Outputs are verified across torch, onnxruntime, LiteRT and TFLM.",
     )  # fmt: skip
-    p.add_argument("run_dir", help="directory written by ctxconv-train (holds checkpoint.pt)")
+    p.add_argument("run_dir", help="directory written by ctxconv-train (holds checkpoint.pt), "
+                                   "or an export directory (with --format c)")
     p.add_argument("--int8", action="store_true", help="quantize to full-integer int8")
-    p.add_argument("--format", type=_formats, default=FORMATS, metavar="onnx,tflite",
-                   help="formats to write (default: both)")
+    p.add_argument("--format", type=_formats, default=None, metavar="onnx,tflite,c",
+                   help="formats to write (default: all three with --int8, onnx,tflite "
+                        "without); RUN_DIR may be an export directory with --format c, to "
+                        "generate its C library from its .tflite files")
     p.add_argument("--out", default=None,
                    help="output directory (default: RUN_DIR/export, or RUN_DIR/export-float)")
     p.add_argument("--calib-samples", type=int, default=1000,
@@ -52,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _c_from_export(args: argparse.Namespace) -> int:
+    """``ctxconv-export EXPORT_DIR --format c``: the C library from an existing export."""
+    if args.format != ("c",):
+        print(f"error: {args.run_dir} is an export directory; only its C library can be "
+              "generated from it (--format c), other formats need the run directory",
+              file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        manifest, layout = write_c_for_export(args.run_dir)
+    except (ModelFileError, CGenerationError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote the C library to {Path(args.run_dir) / manifest['c']['dir']} "
+          f"(arena {layout.size} bytes)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
@@ -62,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                          calib_method=args.calib_method, verify_samples=args.verify_samples,
                          test_samples=args.test_samples, min_top1_agreement=args.min_agreement,
                          max_lsb=args.max_lsb)
+    if (Path(args.run_dir) / MANIFEST_NAME).is_file():  # an export directory: C only
+        return _c_from_export(args)
     try:
         manifest = export_run(args.run_dir, args.out, opts)
     except VerificationError as exc:

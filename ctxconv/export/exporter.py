@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ctxconv.blockgraph.manifest import FORMAT, MANIFEST_NAME, io_records, validate_manifest
-from ctxconv.export.files import sha256
+from ctxconv.export.c_writer import C_DIR, write_c_library
+from ctxconv.export.files import file_digests
 from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.onnx_writer import write_onnx
 from ctxconv.export.pipeline import CONTEXT_ON, BlockPipeline
@@ -38,13 +39,13 @@ from ctxconv.train.data import DataConfig, load_datasets, make_loader
 from ctxconv.train.inference import available_modes, evaluate
 
 log = logging.getLogger(__name__)
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "c")
 
 
 @dataclass
 class ExportOptions:
     int8: bool = True
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] | None = None  # None: all (int8), onnx + tflite (float)
     calib_samples: int = 1000
     calib_method: str = "minmax"
     calib_percentile: float = 99.99
@@ -90,6 +91,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     false in its manifest) when runtimes disagree beyond the thresholds.
     """
     opts = options or ExportOptions()
+    if opts.formats is None:
+        opts.formats = FORMATS if opts.int8 else ("onnx", "tflite")
+    if "c" in opts.formats and not opts.int8:
+        raise ValueError("the C library is full-integer: export with --int8 to write it")
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown or not opts.formats:
         raise ValueError(f"unknown export format(s) {unknown or opts.formats}; "
@@ -178,6 +183,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                                      "split": "train (the calibration images)",
                                      "layout": "NHWC", "dtype": "uint8"}
 
+        if "c" in opts.formats:
+            _, layout = write_c_library(manifest, graphs, tmp / C_DIR)
+            manifest["c"] = {"dir": C_DIR, "arena_bytes": layout.size}
+
         # accuracy: float torch and the exported pipeline (onnxruntime, batched) per mode
         log.info("measuring float and exported accuracy on %d test images", len(labels))
         loader = make_loader(test, 1000, shuffle=False)
@@ -194,7 +203,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         agreement = verify_blocks(model, manifest, tmp, test, opts)
         manifest["agreement"] = agreement
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
-        manifest["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
+        manifest["files"] = file_digests(tmp)
         validate_manifest(manifest)
         with open(tmp / MANIFEST_NAME, "w") as f:
             json.dump(manifest, f, indent=2)

@@ -6,7 +6,8 @@ turn raw images into the first block's int8 input, which blocks take a context a
 which blocks' goodness is summed into the class scores.
 
 - ``onepass``: every block once; each block's ``scores`` output holds the goodness under
-  all K contexts (linear in the one-hot context), dequantized and summed.
+  all K contexts (linear in the one-hot context), summed over blocks (int8 exports: in
+  fixed point, ``score_weights``, so every runtime gets the same integers).
 - ``multipass``: one pass per candidate context from the first contextual block on; the
   context-free prefix runs once and is shared. Candidate c's score is the goodness of
   the pass with context c. For a model without contextual blocks it equals onepass.
@@ -18,6 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+#: Class scores of an int8 export are summed in fixed point: block i adds
+#: (q - zero_point) * weight_i, weight_i = round(scale_i / max scale * 2^SCORE_BITS).
+SCORE_BITS = 16
 CONTEXT_ON, CONTEXT_OFF = 127, -128  # the one-hot context in int8 (scale 1/255, zp -128)
 
 
@@ -48,6 +52,20 @@ def one_hot_float(k: int, num_classes: int, n: int) -> np.ndarray:
     ctx = np.zeros((n, num_classes), np.float32)
     ctx[:, k] = 1.0
     return ctx
+
+
+def score_weights(manifest: dict[str, Any]) -> tuple[list[int], float]:
+    """Integer weight of each block's int8 scores in the class-score sum, and the real value
+    of one unit of that sum.
+
+    The sum is exact integer arithmetic, so every runtime (numpy, the generated C on any
+    core) gets the same scores and the same top-1; weights are relative to the largest score
+    scale to 2^-16, and 255 * 2^16 * blocks stays far below 2^31.
+    """
+    scales = [io_quant(b, "scores")[0] if b["score_block"] else 0.0 for b in manifest["blocks"]]
+    top = max(scales, default=0.0) or 1.0
+    weights = [int(round(s / top * (1 << SCORE_BITS))) for s in scales]
+    return weights, top / (1 << SCORE_BITS)
 
 
 class BlockPipeline:
@@ -87,23 +105,37 @@ class BlockPipeline:
 
     def scores(self, x: np.ndarray, mode: str) -> np.ndarray:
         """(N, K) class scores for block-0 inputs ``x`` (N, H, W, C)."""
+        total = self.score_sums(x, mode)
+        if not self.int8:
+            return total
+        return (total * score_weights(self.manifest)[1]).astype(np.float32)
+
+    def score_sums(self, x: np.ndarray, mode: str) -> np.ndarray:
+        """(N, K) summed class scores: int64 fixed point for int8 exports (``score_weights``,
+        what the generated C returns), float32 for float exports."""
         if mode not in self.modes:
             raise ValueError(f"mode {mode!r} is not available for this export; "
                              f"available: {self.modes}")
         n = x.shape[0]
-        total = np.zeros((n, self.num_classes), np.float32)
+        total = np.zeros((n, self.num_classes), np.int64 if self.int8 else np.float32)
+        weights = score_weights(self.manifest)[0] if self.int8 else []
+
+        def score(i: int, q: np.ndarray) -> np.ndarray:
+            if not self.int8:
+                return q
+            return (q.astype(np.int64) - self._score_quant(self.blocks[i])[1]) * weights[i]
+
         for i, block in enumerate(self.blocks):
-            scale, zp = self._score_quant(block)
             one_hot = one_hot_int8 if self.int8 else one_hot_float
             if block["contextual"]:  # one pass per candidate context (multipass only)
                 for k in range(self.num_classes):
                     out = self.block_outputs(i, x, one_hot(k, self.num_classes, n))
                     if block["score_block"]:
-                        total[:, k] += dequantize(out["scores"][:, k], scale, zp)
+                        total[:, k] += score(i, out["scores"][:, k])
                 continue  # a contextual block is the last one
             out = self.block_outputs(i, x)
             if block["score_block"]:
-                total += dequantize(out["scores"], scale, zp)
+                total += score(i, out["scores"])
             x = out["features"]
         return total
 

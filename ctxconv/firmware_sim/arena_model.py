@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ctxconv.blockgraph.greedy import align_up
 from ctxconv.blockgraph.ir import BlockGraph, Op, Tensor
-from ctxconv.firmware_sim.greedy import align_up
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def _check_files(export_dir: Path, manifest: dict[str, Any]) -> None:
         raise ModelFileError(f"{export_dir / MANIFEST_NAME}: 'files' must map names to sha256")
     for name, digest in files.items():
         path = export_dir / str(name)
-        if Path(str(name)).name != name:
+        if Path(str(name)).is_absolute() or ".." in Path(str(name)).parts:
             raise ModelFileError(f"manifest names a file outside the export directory: {name!r}")
         if not path.is_file():
             raise ModelFileError(f"{path} is listed in the manifest but missing")

@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
-from ctxconv.firmware_sim.backends import BACKENDS
 from ctxconv.firmware_sim.profiles import list_profiles
-from ctxconv.firmware_sim.simulate import SimOptions, format_table, plot_memory, simulate
+from ctxconv.firmware_sim.simulate import (
+    SIM_BACKENDS,
+    SimOptions,
+    format_table,
+    plot_memory,
+    simulate,
+)
 
 EXIT_ERROR, EXIT_DOES_NOT_FIT = 2, 4
 
@@ -28,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"MCU profile name or YAML path (packaged: {', '.join(list_profiles())})")
     p.add_argument("--mode", choices=("onepass", "multipass"), default=None,
                    help="inference mode (default: onepass when the export supports it)")
-    p.add_argument("--backend", choices=BACKENDS, default="reference")
+    p.add_argument("--backend", choices=SIM_BACKENDS, default="reference",
+                   help="firmware: build the export's generated C, run it on every test vector "
+                        "on this machine and on an emulated Cortex-M (QEMU), measure the binary")
+    p.add_argument("--emulated-images", type=int, default=20,
+                   help="firmware backend: test vectors run on the emulated MCU (default 20)")
     p.add_argument("--images", type=int, default=None, help="number of test images (default all)")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
     p.add_argument("--plot", default=None,
@@ -46,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --images must be >= 1", file=sys.stderr)
         return EXIT_ERROR
     opts = SimOptions(mcu=args.mcu, mode=args.mode, backend=args.backend, images=args.images,
-                      measure_tflm=not args.no_tflm_arena)
+                      measure_tflm=not args.no_tflm_arena, emulated_images=args.emulated_images)
     try:
         report = simulate(args.export_dir, opts)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:

@@ -12,21 +12,16 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ctxconv.blockgraph.fixedpoint import (
+    activation_range_int8,
+    channel_multipliers,
+    quantize_multiplier,
+)
+from ctxconv.blockgraph.fixedpoint import quant_scale as _scale
 from ctxconv.blockgraph.ir import BlockGraph, Op, Quant, Tensor
 from ctxconv.firmware_sim import kernels as K
-from ctxconv.firmware_sim.fixedpoint import (
-    activation_range_int8,
-    quantize_multiplier,
-    quantize_multipliers,
-)
 
 Kernel = Callable[[list[np.ndarray]], np.ndarray]
-
-
-def _scale(q: Quant | None, what: str) -> float:
-    if q is None:
-        raise ValueError(f"{what} has no quantization parameters")
-    return float(np.float32(q.scale[0]))
 
 
 def _zp(q: Quant | None) -> int:
@@ -41,20 +36,6 @@ def _pair(v: object, what: str) -> tuple[int, int]:
     return a, b
 
 
-def _channel_multipliers(
-    in_q: Quant | None, w_q: Quant | None, out_q: Quant | None, channels: int, what: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel QuantizeMultiplier(in_scale * w_scale[c] / out_scale) in double, as TFLM."""
-    in_s = np.float64(_scale(in_q, f"{what} input"))
-    out_s = np.float64(_scale(out_q, f"{what} output"))
-    if w_q is None:
-        raise ValueError(f"{what} weight has no quantization parameters")
-    w_s = np.asarray(w_q.scale, np.float32).astype(np.float64)
-    if w_s.size == 1:
-        w_s = np.repeat(w_s, channels)
-    if w_s.size != channels:
-        raise ValueError(f"{what}: {w_s.size} weight scales for {channels} output channels")
-    return quantize_multipliers(in_s * w_s / out_s)
 
 
 class CompiledGraph:
@@ -94,7 +75,7 @@ class CompiledGraph:
             pad = str(o["padding"])
             if not is_int8:
                 return lambda xs: K.conv2d_float(xs[0], wd, bd, stride, pad, relu)
-            mult, shift = _channel_multipliers(x.quant, w.quant, out.quant, wd.shape[0], what)
+            mult, shift = channel_multipliers(x.quant, w.quant, out.quant, wd.shape[0], what)
             in_zp, out_zp = _zp(x.quant), _zp(out.quant)
             return lambda xs: K.conv2d_int8(
                 xs[0], wd, bd, in_zp, out_zp, mult, shift, act, stride, pad
@@ -103,7 +84,7 @@ class CompiledGraph:
             din = wd.shape[1]
             if not is_int8:
                 return lambda xs: K.fully_connected_float(xs[0].reshape(-1, din), wd, bd, relu)
-            mult, shift = _channel_multipliers(x.quant, w.quant, out.quant, wd.shape[0], what)
+            mult, shift = channel_multipliers(x.quant, w.quant, out.quant, wd.shape[0], what)
             in_zp, out_zp, w_zp = _zp(x.quant), _zp(out.quant), _zp(w.quant)
             return lambda xs: K.fully_connected_int8(
                 xs[0].reshape(-1, din), wd, bd, in_zp, w_zp, out_zp, mult, shift, act

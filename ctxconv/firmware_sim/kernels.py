@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ctxconv.firmware_sim.fixedpoint import (
+from ctxconv.blockgraph.fixedpoint import (
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_smaller_than_one,
     wrap_int32,
 )
+from ctxconv.blockgraph.ir import compute_padding
 
 if TYPE_CHECKING:
     from ctxconv.blockgraph.ir import BlockGraph
@@ -32,28 +33,6 @@ if TYPE_CHECKING:
 _F32_EXACT = 1 << 24  # integers below this are exact in float32
 
 
-def compute_padding(
-    in_size: int, filter_size: int, stride: int, padding: str
-) -> tuple[int, int, int]:
-    """TFLite output size and (before, after) padding along one spatial axis.
-
-    SAME: out = ceil(in / stride); VALID: out = floor((in - filter) / stride) + 1.
-    total = max(0, (out - 1) * stride + filter - in); before = total // 2 (the
-    odd pixel goes after), as in ComputePaddingHeightWidth.
-    """
-    if padding == "SAME":
-        out = (in_size + stride - 1) // stride
-    elif padding == "VALID":
-        out = (in_size + stride - filter_size) // stride
-    else:
-        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
-    if out <= 0:
-        raise ValueError(
-            f"filter {filter_size} with stride {stride} and {padding} padding "
-            f"leaves no output for input size {in_size}"
-        )
-    total = max(0, (out - 1) * stride + filter_size - in_size)
-    return out, total // 2, total - total // 2
 
 
 def _windows(

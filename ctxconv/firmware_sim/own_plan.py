@@ -10,8 +10,8 @@ greedy-by-size planner as TFLM's; there is no interpreter overhead (tail).
 
 from __future__ import annotations
 
+from ctxconv.blockgraph.greedy import Buffer, greedy_offsets
 from ctxconv.blockgraph.ir import BlockGraph
-from ctxconv.firmware_sim.greedy import Buffer, greedy_offsets
 
 
 def own_activation_peak(graph: BlockGraph) -> int:

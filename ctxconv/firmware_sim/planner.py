@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ctxconv.blockgraph.greedy import ALIGNMENT, Buffer, align_up, greedy_offsets
 from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.firmware_sim.arena_model import DEFAULT_OVERHEAD, TflmOverhead
-from ctxconv.firmware_sim.greedy import ALIGNMENT, Buffer, align_up, greedy_offsets
 from ctxconv.firmware_sim.profiles import McuProfile
 
 

@@ -22,6 +22,7 @@ from ctxconv.export.runtimes import tflm_min_arena
 from ctxconv.firmware_sim.backends import BACKENDS, ReferenceRunner, make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.cost import estimate_latency, op_work
+from ctxconv.firmware_sim.firmware.check import firmware_table, run_firmware
 from ctxconv.firmware_sim.own_plan import own_activation_peak
 from ctxconv.firmware_sim.planner import (
     DoesNotFitError,
@@ -32,6 +33,8 @@ from ctxconv.firmware_sim.planner import (
 from ctxconv.firmware_sim.profiles import McuProfile, load_profile
 
 log = logging.getLogger(__name__)
+#: ``firmware``: the export's generated C, built and run on the host and on an emulated MCU
+SIM_BACKENDS = (*BACKENDS, "firmware")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class SimOptions:
     images: int | None = None  # None: every test vector
     measure_tflm: bool = True  # bisect TFLM's minimum arena per block
     bit_exact_images: int = 16  # images compared reference vs TFLM per block
+    emulated_images: int = 20  # firmware backend: images run on the emulated MCU
 
 
 def _mode(bundle: ExportBundle, mode: str | None) -> str:
@@ -97,8 +101,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     """
     opts = opts or SimOptions()
     cache = {} if cache is None else cache
-    if opts.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {opts.backend!r}; choose one of {BACKENDS}")
+    if opts.backend not in SIM_BACKENDS:
+        raise ValueError(f"unknown backend {opts.backend!r}; choose one of {SIM_BACKENDS}")
     bundle = export if isinstance(export, ExportBundle) else load_export(export)
     profile = profile or load_profile(opts.mcu)
     mode = _mode(bundle, opts.mode)
@@ -130,6 +134,10 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     raw, labels = bundle.test_vectors(opts.images)
     arenas = [b.arena_bytes for b in plan.blocks]
     key = ("accuracy", opts.backend, mode, len(labels))
+    firmware = None
+    if opts.backend == "firmware":
+        firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images)
+        cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
     if key not in cache:
         log.info("running %d test images (%s, %s backend)", len(labels), mode, opts.backend)
         pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend, arenas))
@@ -179,6 +187,12 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     if opts.measure_tflm:
         report["own_peak_over_tflm"] = round(report["own_peak_bytes"]
                                              / report["tflm_min_arena_bytes"], 4)
+    if firmware is not None:
+        emu = firmware.get("emulated")
+        if emu and opts.measure_tflm:
+            emu["ram_over_tflm_largest_block"] = round(
+                emu["ram_bytes"] / report["tflm_min_arena_bytes"], 4)
+        report["firmware"] = firmware
     return report
 
 
@@ -210,6 +224,8 @@ def format_table(report: dict[str, Any]) -> str:
         "verdict: " + ("FITS" if report["fits"] else "DOES NOT FIT: " + "; ".join(
             report["problems"])),
     ]  # fmt: skip
+    if "firmware" in report:
+        lines.append(firmware_table(report["firmware"]))
     return "\n".join(lines)
 
 

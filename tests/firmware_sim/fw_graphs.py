@@ -46,7 +46,7 @@ def conv_graph(
     out_zp = int(rng.integers(-60, 60))
     bias_scale = (np.float32(in_s) * w_s).astype(np.float32)
     bias = rng.integers(-2000, 2000, size=cout).astype(np.int32)
-    from ctxconv.firmware_sim.kernels import compute_padding
+    from ctxconv.blockgraph.ir import compute_padding
 
     ho = compute_padding(h, k[0], stride[0], padding)[0]
     wo = compute_padding(w, k[1], stride[1], padding)[0]
@@ -189,7 +189,7 @@ def chain_graph(
     rng = np.random.default_rng(seed)
     t: dict[str, Tensor] = {}
     ops: list[Op] = []
-    from ctxconv.firmware_sim.kernels import compute_padding
+    from ctxconv.blockgraph.ir import compute_padding
 
     h, w, c = size[0], size[1], cin
     s, zp = float(rng.uniform(0.01, 0.1)), int(rng.integers(-100, 100))

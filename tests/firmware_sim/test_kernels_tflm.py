@@ -7,10 +7,10 @@ import pytest
 from fw_graphs import add_graph, chain_graph, conv_graph, fc_graph, random_inputs
 from graph_factory import random_int8_inputs, tiny_block_graph
 
+from ctxconv.blockgraph.fixedpoint import quantize_multiplier
 from ctxconv.blockgraph.ir import BlockGraph, Quant
 from ctxconv.export.runtimes import TFLMRunner
 from ctxconv.export.tflite_writer import write_tflite
-from ctxconv.firmware_sim.fixedpoint import quantize_multiplier
 from ctxconv.firmware_sim.kernels import run_graph
 
 N = 6  # images per graph

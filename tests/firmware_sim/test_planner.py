@@ -6,9 +6,9 @@ import pytest
 from fw_graphs import chain_graph, conv_graph, fc_graph
 from graph_factory import tiny_block_graph
 
+from ctxconv.blockgraph.greedy import Buffer, greedy_offsets
 from ctxconv.export.runtimes import tflm_min_arena
 from ctxconv.export.tflite_writer import write_tflite
-from ctxconv.firmware_sim.greedy import Buffer, greedy_offsets
 from ctxconv.firmware_sim.planner import DoesNotFitError, plan_block, plan_pipeline
 from ctxconv.firmware_sim.profiles import load_profile
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctxconv.firmware_sim.greedy import ALIGNMENT, Buffer, greedy_offsets
+from ctxconv.blockgraph.greedy import ALIGNMENT, Buffer, greedy_offsets
 from ctxconv.firmware_sim.ondevice.geometry import BlockGeometry, trainable_names
 
 F32 = 4  # bytes per float32

@@ -10,8 +10,12 @@ All array math runs in int64: a product of two int32 values always fits.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ctxconv.blockgraph.ir import Quant
 
 _INT32_MIN = -(1 << 31)
 _INT32_MAX = (1 << 31) - 1
@@ -125,3 +129,26 @@ def activation_range_int8(relu: bool, scale: float, zero_point: int) -> tuple[in
     if relu:
         lo = max(lo, quantize_value(0.0, scale, zero_point))
     return lo, hi
+
+
+def quant_scale(q: Quant | None, what: str) -> float:
+    """A per-tensor scale as the float32 TFLite stores, ValueError when absent."""
+    if q is None:
+        raise ValueError(f"{what} has no quantization parameters")
+    return float(np.float32(q.scale[0]))
+
+
+def channel_multipliers(
+    in_q: Quant | None, w_q: Quant | None, out_q: Quant | None, channels: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel QuantizeMultiplier(in_scale * w_scale[c] / out_scale) in double, as TFLM."""
+    in_s = np.float64(quant_scale(in_q, f"{what} input"))
+    out_s = np.float64(quant_scale(out_q, f"{what} output"))
+    if w_q is None:
+        raise ValueError(f"{what} weight has no quantization parameters")
+    w_s = np.asarray(w_q.scale, np.float32).astype(np.float64)
+    if w_s.size == 1:
+        w_s = np.repeat(w_s, channels)
+    if w_s.size != channels:
+        raise ValueError(f"{what}: {w_s.size} weight scales for {channels} output channels")
+    return quantize_multipliers(in_s * w_s / out_s)

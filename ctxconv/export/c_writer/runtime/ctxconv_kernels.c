@@ -1,0 +1,346 @@
+/* ctxconv int8 kernels: see ctxconv_kernels.h. C99, no allocation, no floating point. */
+#include "ctxconv_kernels.h"
+
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && !defined(CTXCONV_NO_DSP)
+#include <arm_acle.h>
+#define CTXCONV_DSP 1
+#else
+#define CTXCONV_DSP 0
+#endif
+
+/* ------------------------------------------------------------------ requantization */
+
+/* gemmlowp SaturatingRoundingDoublingHighMul: for int32 operands the reference's
+ * sign-dependent nudge equals the floor of (a * b + 2^30) / 2^31. */
+static inline int32_t srdhm(int32_t a, int32_t b)
+{
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 30)) >> 31);
+}
+
+/* gemmlowp RoundingDivideByPOT: x / 2^e rounded half away from zero. */
+static inline int32_t rdbpot(int32_t x, int32_t e)
+{
+    const int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> e) + (remainder > threshold ? 1 : 0);
+}
+
+int32_t ctxconv_requantize(int32_t x, int32_t mult, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    /* x * 2^left in int32 with two's-complement wrap, as on the device */
+    const int32_t shifted = (int32_t)((uint32_t)x << left);
+    return rdbpot(srdhm(shifted, mult), right);
+}
+
+static inline int8_t clamp_s8(int32_t v, int32_t lo, int32_t hi)
+{
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/* ------------------------------------------------------------------ packed loads */
+
+static inline uint32_t load_u32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v); /* one LDR on cores with unaligned access */
+    return v;
+}
+
+#if CTXCONV_DSP
+static inline uint32_t sxtb16_ror8(uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+#endif
+
+/* ------------------------------------------------------------------ conv */
+
+/* One im2col column: the receptive field of output pixel (oy, ox) as int16 (x - zp),
+ * zero for padded taps and for the tail up to k_padded. */
+static void im2col(const ctxconv_conv_params *p, const int8_t *in, int32_t oy, int32_t ox,
+                   int16_t *col)
+{
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    const int32_t ix0 = ox * p->stride_w - p->pad_left;
+    const int32_t cin = p->in_c;
+    const int16_t off = (int16_t)p->in_offset;
+    int16_t *d = col;
+    for (int32_t ky = 0; ky < p->k_h; ++ky) {
+        const int32_t iy = iy0 + ky;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(d, 0, (size_t)(p->k_w * cin) * sizeof *d);
+            d += p->k_w * cin;
+            continue;
+        }
+        for (int32_t kx = 0; kx < p->k_w; ++kx) {
+            const int32_t ix = ix0 + kx;
+            if (ix < 0 || ix >= p->in_w) {
+                memset(d, 0, (size_t)cin * sizeof *d);
+            } else {
+                const int8_t *s = in + (iy * p->in_w + ix) * cin;
+                for (int32_t c = 0; c < cin; ++c) {
+                    d[c] = (int16_t)(s[c] + off);
+                }
+            }
+            d += cin;
+        }
+    }
+    const int32_t used = (int32_t)(d - col);
+    if (used < p->k_padded) {
+        memset(d, 0, (size_t)(p->k_padded - used) * sizeof *d);
+    }
+}
+
+/* Dot product of one weight row (reordered groups of 4) with one int16 column. */
+static int32_t dot_row_col(const int8_t *w, const int16_t *x, int32_t k_padded, int32_t acc)
+{
+#if CTXCONV_DSP
+    for (int32_t k = k_padded >> 2; k > 0; --k) {
+        const uint32_t wv = load_u32(w);
+        w += 4;
+        acc = (int32_t)__smlad(__sxtb16(wv), load_u32(x), (uint32_t)acc);
+        acc = (int32_t)__smlad(sxtb16_ror8(wv), load_u32(x + 2), (uint32_t)acc);
+        x += 4;
+    }
+#else
+    for (int32_t k = k_padded >> 2; k > 0; --k) {
+        acc += w[0] * x[0] + w[2] * x[1] + w[1] * x[2] + w[3] * x[3];
+        w += 4;
+        x += 4;
+    }
+#endif
+    return acc;
+}
+
+static inline int8_t conv_out(const ctxconv_conv_params *p, int32_t acc, int32_t ch)
+{
+    const int32_t v = ctxconv_requantize(acc, p->mult[ch], p->shift[ch]) + p->out_offset;
+    return clamp_s8(v, p->act_min, p->act_max);
+}
+
+/* Two output pixels (columns c0, c0 + k_padded) x all channels, two channels at a time. */
+static void conv_two_pixels(const ctxconv_conv_params *p, const int16_t *c0, int8_t *out)
+{
+    const int32_t kp = p->k_padded;
+    const int32_t cout = p->out_c;
+    const int16_t *c1 = c0 + kp;
+    int32_t ch = 0;
+    for (; ch + 1 < cout; ch += 2) {
+        const int8_t *w0 = p->weights + ch * kp;
+        const int8_t *w1 = w0 + kp;
+        int32_t a00 = p->bias[ch], a01 = a00, a10 = p->bias[ch + 1], a11 = a10;
+#if CTXCONV_DSP
+        const int16_t *x0 = c0, *x1 = c1;
+        for (int32_t k = kp >> 2; k > 0; --k) {
+            const uint32_t x0l = load_u32(x0), x0h = load_u32(x0 + 2);
+            const uint32_t x1l = load_u32(x1), x1h = load_u32(x1 + 2);
+            x0 += 4;
+            x1 += 4;
+            uint32_t wv = load_u32(w0);
+            w0 += 4;
+            uint32_t wl = __sxtb16(wv), wh = sxtb16_ror8(wv);
+            a00 = (int32_t)__smlad(wl, x0l, (uint32_t)a00);
+            a00 = (int32_t)__smlad(wh, x0h, (uint32_t)a00);
+            a01 = (int32_t)__smlad(wl, x1l, (uint32_t)a01);
+            a01 = (int32_t)__smlad(wh, x1h, (uint32_t)a01);
+            wv = load_u32(w1);
+            w1 += 4;
+            wl = __sxtb16(wv);
+            wh = sxtb16_ror8(wv);
+            a10 = (int32_t)__smlad(wl, x0l, (uint32_t)a10);
+            a10 = (int32_t)__smlad(wh, x0h, (uint32_t)a10);
+            a11 = (int32_t)__smlad(wl, x1l, (uint32_t)a11);
+            a11 = (int32_t)__smlad(wh, x1h, (uint32_t)a11);
+        }
+#else
+        a00 = dot_row_col(w0, c0, kp, a00);
+        a01 = dot_row_col(w0, c1, kp, a01);
+        a10 = dot_row_col(w1, c0, kp, a10);
+        a11 = dot_row_col(w1, c1, kp, a11);
+#endif
+        out[ch] = conv_out(p, a00, ch);
+        out[cout + ch] = conv_out(p, a01, ch);
+        out[ch + 1] = conv_out(p, a10, ch + 1);
+        out[cout + ch + 1] = conv_out(p, a11, ch + 1);
+    }
+    if (ch < cout) {
+        const int8_t *w0 = p->weights + ch * kp;
+        out[ch] = conv_out(p, dot_row_col(w0, c0, kp, p->bias[ch]), ch);
+        out[cout + ch] = conv_out(p, dot_row_col(w0, c1, kp, p->bias[ch]), ch);
+    }
+}
+
+static void conv_one_pixel(const ctxconv_conv_params *p, const int16_t *c0, int8_t *out)
+{
+    for (int32_t ch = 0; ch < p->out_c; ++ch) {
+        const int8_t *w = p->weights + ch * p->k_padded;
+        out[ch] = conv_out(p, dot_row_col(w, c0, p->k_padded, p->bias[ch]), ch);
+    }
+}
+
+void ctxconv_conv_s8(const ctxconv_conv_params *p, const int8_t *in, int8_t *out, int16_t *col)
+{
+    int32_t filled = 0;
+    int8_t *o = out;
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        for (int32_t ox = 0; ox < p->out_w; ++ox) {
+            im2col(p, in, oy, ox, col + filled * p->k_padded);
+            if (++filled == 2) {
+                conv_two_pixels(p, col, o);
+                o += 2 * p->out_c;
+                filled = 0;
+            }
+        }
+    }
+    if (filled) {
+        conv_one_pixel(p, col, o);
+    }
+}
+
+/* ------------------------------------------------------------------ fully connected */
+
+/* int8 x int8 dot product of length n. */
+static int32_t dot_s8(const int8_t *w, const int8_t *x, int32_t n, int32_t acc)
+{
+    int32_t k = 0;
+#if CTXCONV_DSP
+    for (; k + 4 <= n; k += 4) {
+        const uint32_t wv = load_u32(w + k), xv = load_u32(x + k);
+        acc = (int32_t)__smlad(__sxtb16(wv), __sxtb16(xv), (uint32_t)acc);
+        acc = (int32_t)__smlad(sxtb16_ror8(wv), sxtb16_ror8(xv), (uint32_t)acc);
+    }
+#endif
+    for (; k < n; ++k) {
+        acc += w[k] * x[k];
+    }
+    return acc;
+}
+
+static inline int8_t fc_out(const ctxconv_fc_params *p, int32_t acc, int32_t o)
+{
+    const int32_t v = ctxconv_requantize(acc, p->mult[o], p->shift[o]) + p->out_offset;
+    return clamp_s8(v, p->act_min, p->act_max);
+}
+
+void ctxconv_fc_s8(const ctxconv_fc_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t n = p->in_n;
+    int32_t o = 0;
+#if CTXCONV_DSP
+    for (; o + 1 < p->out_n; o += 2) { /* two rows share each unpacked input word */
+        const int8_t *w0 = p->weights + o * n, *w1 = w0 + n;
+        int32_t a0 = p->bias[o], a1 = p->bias[o + 1];
+        int32_t k = 0;
+        for (; k + 4 <= n; k += 4) {
+            const uint32_t xv = load_u32(in + k);
+            const uint32_t xl = __sxtb16(xv), xh = sxtb16_ror8(xv);
+            uint32_t wv = load_u32(w0 + k);
+            a0 = (int32_t)__smlad(__sxtb16(wv), xl, (uint32_t)a0);
+            a0 = (int32_t)__smlad(sxtb16_ror8(wv), xh, (uint32_t)a0);
+            wv = load_u32(w1 + k);
+            a1 = (int32_t)__smlad(__sxtb16(wv), xl, (uint32_t)a1);
+            a1 = (int32_t)__smlad(sxtb16_ror8(wv), xh, (uint32_t)a1);
+        }
+        for (; k < n; ++k) {
+            a0 += w0[k] * in[k];
+            a1 += w1[k] * in[k];
+        }
+        out[o] = fc_out(p, a0, o);
+        out[o + 1] = fc_out(p, a1, o + 1);
+    }
+#endif
+    for (; o < p->out_n; ++o) {
+        out[o] = fc_out(p, dot_s8(p->weights + o * n, in, n, p->bias[o]), o);
+    }
+}
+
+/* ------------------------------------------------------------------ pooling */
+
+/* The in-bounds taps [ys, ye) x [xs, xe) of output pixel (oy, ox). */
+typedef struct {
+    int32_t ys, ye, xs, xe;
+} pool_window;
+
+static inline pool_window window_of(const ctxconv_pool_params *p, int32_t oy, int32_t ox)
+{
+    const int32_t y0 = oy * p->stride_h - p->pad_top;
+    const int32_t x0 = ox * p->stride_w - p->pad_left;
+    pool_window w;
+    w.ys = y0 < 0 ? 0 : y0;
+    w.ye = y0 + p->f_h > p->in_h ? p->in_h : y0 + p->f_h;
+    w.xs = x0 < 0 ? 0 : x0;
+    w.xe = x0 + p->f_w > p->in_w ? p->in_w : x0 + p->f_w;
+    return w;
+}
+
+void ctxconv_max_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t ch = p->channels;
+    int8_t *o = out;
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        for (int32_t ox = 0; ox < p->out_w; ++ox, o += ch) {
+            const pool_window w = window_of(p, oy, ox);
+            for (int32_t c = 0; c < ch; ++c) {
+                int32_t m = -128;
+                for (int32_t y = w.ys; y < w.ye; ++y) {
+                    for (int32_t x = w.xs; x < w.xe; ++x) {
+                        const int32_t v = in[(y * p->in_w + x) * ch + c];
+                        m = v > m ? v : m;
+                    }
+                }
+                o[c] = clamp_s8(m, p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+void ctxconv_avg_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t ch = p->channels;
+    int8_t *o = out;
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        for (int32_t ox = 0; ox < p->out_w; ++ox, o += ch) {
+            const pool_window w = window_of(p, oy, ox);
+            const int32_t count = (w.ye - w.ys) * (w.xe - w.xs);
+            for (int32_t c = 0; c < ch; ++c) {
+                int32_t acc = 0;
+                for (int32_t y = w.ys; y < w.ye; ++y) {
+                    for (int32_t x = w.xs; x < w.xe; ++x) {
+                        acc += in[(y * p->in_w + x) * ch + c];
+                    }
+                }
+                /* round half away from zero; C division truncates toward zero */
+                acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                o[c] = clamp_s8(acc, p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ add */
+
+void ctxconv_add_s8(const ctxconv_add_params *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    int32_t j = 0;
+    for (int32_t i = 0; i < p->n; ++i) {
+        const int32_t sa = (int32_t)((uint32_t)(a[i] + p->a_offset) << p->left_shift);
+        const int32_t sb = (int32_t)((uint32_t)(b[j] + p->b_offset) << p->left_shift);
+        const int32_t ra = rdbpot(srdhm(sa, p->a_mult), -p->a_shift);
+        const int32_t rb = rdbpot(srdhm(sb, p->b_mult), -p->b_shift);
+        const int32_t v = rdbpot(srdhm(ra + rb, p->out_mult), -p->out_shift) + p->out_offset;
+        out[i] = clamp_s8(v, p->act_min, p->act_max);
+        if (++j == p->b_n) {
+            j = 0;
+        }
+    }
+}

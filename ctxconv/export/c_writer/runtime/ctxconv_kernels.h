@@ -1,0 +1,75 @@
+/* ctxconv int8 kernels: bit-exact with TensorFlow Lite Micro's int8 reference kernels.
+ *
+ * Activations are NHWC int8 with per-tensor (scale, zero point); conv and fully connected
+ * weights are int8 with per-output-channel requantization (multiplier, shift), computed by
+ * the generator with TFLite's QuantizeMultiplier. Requantization is TFLM's double rounding
+ * (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT). Integer arithmetic only.
+ *
+ * On cores with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4, M7, M33) the conv and
+ * fully connected inner loops use the dual 16-bit multiply-accumulate SMLAD; elsewhere a
+ * plain C loop computes the same integers.
+ */
+#ifndef CTXCONV_KERNELS_H
+#define CTXCONV_KERNELS_H
+
+#include <stdint.h>
+
+/* CONV_2D with per-channel requantization. The generator pads k_h * k_w * in_c up to
+ * k_padded (a multiple of 4) and stores each group of 4 weights as w0 w2 w1 w3, so that
+ * SXTB16 unpacks them into the pairs (w0, w1) and (w2, w3). */
+typedef struct {
+    int32_t in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t k_h, k_w, stride_h, stride_w, pad_top, pad_left;
+    int32_t k_padded;
+    int32_t in_offset;  /* minus the input zero point */
+    int32_t out_offset; /* the output zero point */
+    int32_t act_min, act_max;
+    const int8_t *weights;  /* out_c x k_padded */
+    const int32_t *bias;    /* out_c */
+    const int32_t *mult;    /* out_c */
+    const int32_t *shift;   /* out_c */
+} ctxconv_conv_params;
+
+/* FULLY_CONNECTED: y = W x + b with W (out_n, in_n) in natural order. The generator folds
+ * the input offset into the bias (bias + in_offset * sum(W row)), so the inner loop is a
+ * plain int8 dot product. */
+typedef struct {
+    int32_t in_n, out_n;
+    int32_t out_offset;
+    int32_t act_min, act_max;
+    const int8_t *weights; /* out_n x in_n */
+    const int32_t *bias;   /* out_n, input offset folded in */
+    const int32_t *mult;   /* out_n */
+    const int32_t *shift;  /* out_n */
+} ctxconv_fc_params;
+
+/* MAX_POOL_2D / AVERAGE_POOL_2D: input and output share their quantization. */
+typedef struct {
+    int32_t in_h, in_w, channels, out_h, out_w;
+    int32_t f_h, f_w, stride_h, stride_w, pad_top, pad_left;
+    int32_t act_min, act_max;
+} ctxconv_pool_params;
+
+/* ADD of a (n elements) and b (b_n elements, repeated along a: b_n divides n). */
+typedef struct {
+    int32_t n, b_n;
+    int32_t a_offset, b_offset, out_offset;
+    int32_t left_shift;
+    int32_t a_mult, a_shift, b_mult, b_shift, out_mult, out_shift;
+    int32_t act_min, act_max;
+} ctxconv_add_params;
+
+/* TFLite MultiplyByQuantizedMultiplier (double rounding). */
+int32_t ctxconv_requantize(int32_t x, int32_t mult, int32_t shift);
+
+/* col: scratch of 2 * k_padded int16 (the im2col columns of two output pixels). */
+void ctxconv_conv_s8(const ctxconv_conv_params *p, const int8_t *in, int8_t *out, int16_t *col);
+void ctxconv_fc_s8(const ctxconv_fc_params *p, const int8_t *in, int8_t *out);
+/* Pools may run in place (out == in) with VALID padding. */
+void ctxconv_max_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t *out);
+void ctxconv_avg_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t *out);
+/* May run in place (out == a). */
+void ctxconv_add_s8(const ctxconv_add_params *p, const int8_t *a, const int8_t *b, int8_t *out);
+
+#endif /* CTXCONV_KERNELS_H */

@@ -1,0 +1,206 @@
+"""The generated C, built and run, against the simulator's reference kernels.
+
+``run_firmware`` builds the export's C library with the test harness for this machine
+(every test vector) and, where the MCU's core is emulated, for the Cortex-M under QEMU
+(the first few vectors), and reports bit-exactness per block output and per class score,
+top-1, and what was measured on the binary (flash, static RAM, stack, instructions) beside
+the simulator's modelled figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxconv.export.c_writer import C_DIR
+from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
+from ctxconv.firmware_sim.backends import ReferenceRunner
+from ctxconv.firmware_sim.bundle import ExportBundle
+from ctxconv.firmware_sim.cost import estimate_latency
+from ctxconv.firmware_sim.firmware.build import ArmBuild, build_arm, build_host
+from ctxconv.firmware_sim.firmware.run import BlockShape, HarnessOutputs, run_harness
+from ctxconv.firmware_sim.firmware.targets import FirmwareError, target_for
+from ctxconv.firmware_sim.planner import PipelinePlan
+from ctxconv.firmware_sim.profiles import McuProfile
+
+log = logging.getLogger(__name__)
+HOST_SECONDS_PER_IMAGE = 0.5  # time limits: generous per image, never unbounded
+EMULATED_SECONDS_PER_IMAGE = 30.0
+
+
+class Reference:
+    """The reference kernels' outputs for the same images, in the harness's layout."""
+
+    def __init__(self, bundle: ExportBundle, raw: np.ndarray, per_block: bool) -> None:
+        pipe = BlockPipeline(bundle.manifest, [ReferenceRunner(g) for g in bundle.graphs])
+        k, n = bundle.num_classes, len(raw)
+        x = pipe.quantize_images(raw)
+        self.scores = {m: pipe.score_sums(x, m) for m in bundle.manifest["modes"]}
+        self.features: list[np.ndarray] = []
+        self.block_scores: list[np.ndarray] = []
+        for i, block in enumerate(bundle.blocks if per_block else []):
+            contexts = [one_hot_int8(c, k, n) for c in range(k)] if block["contextual"] else [None]
+            outs = [pipe.block_outputs(i, x, ctx) for ctx in contexts]
+            self.features.append(np.stack([o["features"].reshape(n, -1) for o in outs], 1))
+            self.block_scores.append(np.stack([o["scores"] for o in outs], 1))
+            x = outs[-1]["features"]
+
+
+def _equal_fraction(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of images (axis 0) whose arrays are identical."""
+    if len(a) == 0:
+        return float("nan")
+    same = (a.reshape(len(a), -1) == b.reshape(len(b), -1)).all(axis=1)
+    return float(same.mean())
+
+
+def compare(got: HarnessOutputs, ref: Reference, labels: np.ndarray) -> dict[str, Any]:
+    """Per block and per mode: fraction of images bit-identical; top-1 and accuracy."""
+    blocks = [{"features_equal": _equal_fraction(f, rf), "scores_equal": _equal_fraction(s, rs)}
+              for f, rf, s, rs in zip(got.features, ref.features, got.block_scores,
+                                      ref.block_scores, strict=True)]
+    modes = {}
+    for m, scores in got.scores.items():
+        top1 = scores.argmax(1)
+        modes[m] = {"scores_equal": _equal_fraction(scores, ref.scores[m]),
+                    "top1_equal": float((top1 == ref.scores[m].argmax(1)).mean()),
+                    "accuracy": float((top1 == labels).mean())}
+    exact = all(v == 1.0 for b in blocks for v in b.values()) and all(
+        v["scores_equal"] == 1.0 and v["top1_equal"] == 1.0 for v in modes.values())
+    return {"images": int(len(labels)), "bit_exact": exact, "blocks": blocks, "modes": modes}
+
+
+def _shapes(bundle: ExportBundle) -> list[BlockShape]:
+    return [BlockShape(bundle.num_classes if b["contextual"] else 1,
+                       bundle.graphs[i].tensors["features"].nbytes)
+            for i, b in enumerate(bundle.blocks)]
+
+
+def c_dir_of(bundle: ExportBundle) -> Path:
+    c_dir = bundle.path / C_DIR
+    if not (c_dir / "ctxconv_model.c").exists():
+        raise FirmwareError(f"{bundle.path} has no C library ({C_DIR}/): generate it with "
+                            f"`ctxconv-export {bundle.path} --format c`")
+    return c_dir
+
+
+def _measured(build: ArmBuild, got: HarnessOutputs, bundle: ExportBundle, plan: PipelinePlan,
+              profile: McuProfile) -> dict[str, Any]:
+    """Flash, RAM, stack and instructions measured on the binary, beside the model."""
+    k = bundle.num_classes
+    blocks = []
+    for i, (graph, block, bplan) in enumerate(zip(bundle.graphs, bundle.blocks, plan.blocks,
+                                                  strict=True)):
+        runs = k if block["contextual"] else 1
+        instr = float(np.median(got.instructions(got.block_ticks[i])))
+        macs = int(block["macs"]) * runs
+        modelled = estimate_latency(graph, profile).seconds * profile.clock_hz * runs
+        flash = build.library_bytes(f"{graph.name}_")
+        blocks.append({
+            "name": graph.name, "flash_bytes": flash, "modelled_flash_bytes": bplan.flash_bytes,
+            "flash_measured_over_modelled": round(flash / bplan.flash_bytes, 4),
+            "instructions": round(instr), "macs": macs,
+            "instructions_per_mac": round(instr / macs, 3) if macs else None,
+            "modelled_cycles": round(modelled),
+            "instructions_over_modelled_cycles": round(instr / modelled, 4),
+        })  # fmt: skip
+    lib_ram = build.library_bytes(kinds="bBdD")
+    io_bytes = int(np.prod(bundle.graphs[0].tensors["features_in"].shape)) + 4 * k
+    modes = {m: round(float(np.median(got.instructions(t)))) for m, t in got.mode_ticks.items()}
+    macs = sum(b["macs"] for b in blocks)
+    return {
+        "target": build.target.label,
+        "flash_bytes": build.flash_bytes, "library_flash_bytes": build.library_bytes(),
+        "kernel_code_bytes": build.library_bytes("ctxconv_", kinds="tT"),
+        "tflite_bytes": sum(len(t) for t in bundle.tflite),
+        "static_ram_bytes": lib_ram, "stack_high_water_bytes": got.stack_used,
+        "io_buffer_bytes": io_bytes, "ram_bytes": lib_ram + got.stack_used + io_bytes,
+        "modelled_sram_bytes": plan.sram_bytes,
+        "ram_measured_over_modelled": round((lib_ram + got.stack_used + io_bytes)
+                                            / plan.sram_bytes, 4),
+        "elf_sections": build.sections, "blocks": blocks,
+        "instructions_per_image": modes, "macs": macs,
+        "instructions_per_mac": {m: round(v / macs, 3) for m, v in modes.items()} if macs else {},
+    }  # fmt: skip
+
+
+def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
+                 raw: np.ndarray, labels: np.ndarray, emulated_images: int = 20,
+                 work_dir: Path | None = None) -> dict[str, Any]:
+    """Host build on ``raw`` (all given vectors), Cortex-M build + QEMU on the first few."""
+    c_dir = c_dir_of(bundle)
+    modes = list(bundle.manifest["modes"])
+    shapes = _shapes(bundle)
+    k = bundle.num_classes
+    with tempfile.TemporaryDirectory(prefix="ctxconv-fw-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        log.info("host build: compiling the C library and running %d test vectors", len(raw))
+        exe = build_host(c_dir, work, modes)
+        host = run_harness(exe, raw, work, shapes, k, modes, True,
+                           timeout=60 + HOST_SECONDS_PER_IMAGE * len(raw))
+        report: dict[str, Any] = {"c_dir": str(c_dir), "host": compare(host, Reference(
+            bundle, raw, True), labels)}
+        try:
+            target = target_for(profile)
+        except FirmwareError as exc:
+            report["emulated"] = None
+            report["emulated_unavailable"] = str(exc)
+            return report
+        n = min(emulated_images, len(raw))
+        log.info("Cortex-M build for %s (%s), %d images under QEMU", profile.name, target.core, n)
+        build = build_arm(c_dir, work, modes, target, profile)
+        got = run_harness(build.elf, raw[:n], work, shapes, k, modes, True,
+                          timeout=60 + EMULATED_SECONDS_PER_IMAGE * n, target=target)
+        emulated = compare(got, Reference(bundle, raw[:n], True), labels[:n])
+        emulated["bit_exact_vs_host"] = all(
+            np.array_equal(got.scores[m], host.scores[m][:n]) for m in modes) and all(
+            np.array_equal(a, b[:n]) for a, b in zip(got.features, host.features, strict=True))
+        emulated.update(_measured(build, got, bundle, plan, profile))
+        emulated["images"] = n
+        report["emulated"] = emulated
+    return report
+
+
+def firmware_table(fw: dict[str, Any]) -> str:
+    """The firmware part of a report, for people."""
+    kb = 1024
+    host = fw["host"]
+    lines = [f"generated C ({fw['c_dir']}), host build: {host['images']} test vectors, "
+             f"bit-exact with the reference kernels: {host['bit_exact']} ("
+             + ", ".join(f"{m} scores {v['scores_equal']:.2%}, top-1 {v['top1_equal']:.2%}"
+                         for m, v in host["modes"].items()) + ")"]
+    emu = fw.get("emulated")
+    if emu is None:
+        lines.append(f"emulated MCU: {fw.get('emulated_unavailable')}")
+        return "\n".join(lines)
+    lines += [
+        f"emulated {emu['target']}: {emu['images']} images, bit-exact with the reference "
+        f"kernels: {emu['bit_exact']}, with the host build: {emu['bit_exact_vs_host']}",
+        f"{'block':<8}{'flash KB':>10}{'model KB':>10}{'instr':>14}{'MACs':>12}{'instr/MAC':>11}"
+        f"{'model cyc':>14}{'meas/model':>11}",
+    ]  # fmt: skip
+    for b in emu["blocks"]:
+        ipm = f"{b['instructions_per_mac']:.2f}" if b["instructions_per_mac"] else "-"
+        lines.append(f"{b['name']:<8}{b['flash_bytes'] / kb:>10.1f}"
+                     f"{b['modelled_flash_bytes'] / kb:>10.1f}{b['instructions']:>14,}"
+                     f"{b['macs']:>12,}{ipm:>11}{b['modelled_cycles']:>14,}"
+                     f"{b['instructions_over_modelled_cycles']:>11.3f}")
+    per_image = ", ".join(f"{m} {v:,}" for m, v in emu["instructions_per_image"].items())
+    lines += [
+        f"binary: flash {emu['flash_bytes'] / kb:.1f} KB (library "
+        f"{emu['library_flash_bytes'] / kb:.1f} KB, kernels "
+        f"{emu['kernel_code_bytes'] / kb:.1f} KB; .tflite files "
+        f"{emu['tflite_bytes'] / kb:.1f} KB), RAM {emu['ram_bytes'] / kb:.1f} KB = static "
+        f"{emu['static_ram_bytes'] / kb:.1f} + stack high-water {emu['stack_high_water_bytes']} B"
+        f" + I/O {emu['io_buffer_bytes']} B (modelled {emu['modelled_sram_bytes'] / kb:.1f} KB, "
+        f"ratio {emu['ram_measured_over_modelled']:.3f})",
+        f"instructions per image: {per_image}",
+    ]  # fmt: skip
+    if "ram_over_tflm_largest_block" in emu:
+        lines.append(f"RAM / TFLM's measured minimum arena of the largest block: "
+                     f"{emu['ram_over_tflm_largest_block']:.3f}")
+    return "\n".join(lines)
