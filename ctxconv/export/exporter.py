@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ctxconv.blockgraph.manifest import FORMAT, MANIFEST_NAME, io_records, validate_manifest
-from ctxconv.export.c_writer import C_DIR, write_c_library
+from ctxconv.export.c_writer import C_DIR, c_record, write_c_library
 from ctxconv.export.files import file_digests
 from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.onnx_writer import write_onnx
@@ -185,7 +185,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
 
         if "c" in opts.formats:
             _, layout = write_c_library(manifest, graphs, tmp / C_DIR)
-            manifest["c"] = {"dir": C_DIR, "arena_bytes": layout.size}
+            manifest["c"] = c_record(layout)
 
         # accuracy: float torch and the exported pipeline (onnxruntime, batched) per mode
         log.info("measuring float and exported accuracy on %d test images", len(labels))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
+from ctxconv.firmware_sim.firmware.build import FirmwareDoesNotFit
 from ctxconv.firmware_sim.profiles import list_profiles
 from ctxconv.firmware_sim.simulate import (
     SIM_BACKENDS,
@@ -51,13 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-    if args.images is not None and args.images < 1:
-        print("error: --images must be >= 1", file=sys.stderr)
+    if (args.images is not None and args.images < 1) or args.emulated_images < 1:
+        print("error: --images and --emulated-images must be >= 1", file=sys.stderr)
         return EXIT_ERROR
     opts = SimOptions(mcu=args.mcu, mode=args.mode, backend=args.backend, images=args.images,
                       measure_tflm=not args.no_tflm_arena, emulated_images=args.emulated_images)
     try:
         report = simulate(args.export_dir, opts)
+    except FirmwareDoesNotFit as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

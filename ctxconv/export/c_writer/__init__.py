@@ -25,10 +25,16 @@ from ctxconv.export.c_writer.layout import ArenaLayout, plan_arena
 from ctxconv.export.c_writer.readme import readme
 from ctxconv.export.c_writer.sources import CGenerationError, header, source
 
-__all__ = ["C_DIR", "CGenerationError", "KERNEL_FILES", "write_c_for_export", "write_c_library"]
+__all__ = ["C_DIR", "KERNEL_FILES", "CGenerationError", "c_record", "write_c_for_export",
+           "write_c_library"]
 
 C_DIR = "c"  # the library's folder inside an export directory
 KERNEL_FILES = ("ctxconv_kernels.h", "ctxconv_kernels.c")
+
+
+def c_record(layout: ArenaLayout) -> dict[str, Any]:
+    """The manifest's ``c`` entry: the folder and the arena laid out in it."""
+    return {"dir": C_DIR, "arena_bytes": layout.size, "arena": layout.table()}
 
 
 def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
@@ -41,6 +47,10 @@ def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
         if b["contextual"] and i != len(blocks) - 1:
             raise CGenerationError(f"{g.name} is contextual but not the last block; the "
                                    "pipeline runs a contextual block once per class at the end")
+        allowed = ["features_in", "context"] if b["contextual"] else ["features_in"]
+        if g.inputs[0] != "features_in" or any(n not in allowed for n in g.inputs):
+            raise CGenerationError(f"{g.name} takes inputs {g.inputs}; a block takes "
+                                   f"{' and '.join(allowed)}")
         for name in ("features", "scores"):
             if name not in g.outputs:
                 raise CGenerationError(f"{g.name} has no {name!r} output")
@@ -98,7 +108,7 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
     tmp = Path(tempfile.mkdtemp(dir=export_dir, prefix=".c."))
     try:
         _, layout = write_c_library(manifest, graphs, tmp)
-        manifest["c"] = {"dir": C_DIR, "arena_bytes": layout.size}
+        manifest["c"] = c_record(layout)
         files = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{C_DIR}/")}
         files.update({f"{C_DIR}/{k}": v for k, v in file_digests(tmp).items()})
         manifest["files"] = dict(sorted(files.items()))

@@ -40,7 +40,7 @@ class Step:
 
     block: int
     op: Op
-    inputs: list[str]  # global tensor names (CONTEXT for the context input)
+    inputs: list[str | None]  # per op input: global name, CONTEXT, or None for a constant
     output: str
     scratch: str | None = None
 
@@ -57,6 +57,12 @@ class ArenaLayout:
 
     def offset(self, name: str) -> int:
         return self.offsets[name]
+
+    def table(self) -> list[dict[str, int | str]]:
+        """Every buffer with its offset and size, by offset (for manifests and errors)."""
+        rows = [{"buffer": r, "offset": self.offsets[r], "bytes": n}
+                for r, n in self.sizes.items()]
+        return sorted(rows, key=lambda r: (r["offset"], r["buffer"]))
 
 
 def global_name(block: int, tensor: str) -> str:
@@ -77,8 +83,8 @@ def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dic
             if not t.is_constant and name not in ("features_in", CONTEXT):
                 sizes[global_name(b, name)] = t.nbytes
         for j, op in enumerate(g.ops):
-            ins = [CONTEXT if n == CONTEXT else global_name(b, n)
-                   for n in op.inputs if not g.tensors[n].is_constant]
+            ins = [None if g.tensors[n].is_constant else
+                   CONTEXT if n == CONTEXT else global_name(b, n) for n in op.inputs]
             out = global_name(b, op.outputs[0])
             step = Step(b, op, ins, out)
             if op.kind == "RESHAPE":
@@ -88,6 +94,10 @@ def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dic
                 sizes[step.scratch] = 2 * 2 * conv_k_padded(op, g)  # two int16 columns
             steps.append(step)
     return steps, alias, sizes
+
+
+def _arena_inputs(step: Step) -> list[str]:
+    return [n for n in step.inputs if n is not None and n != CONTEXT]
 
 
 def _root(alias: dict[str, str], name: str) -> str:
@@ -116,7 +126,7 @@ def plan_arena(graphs: list[BlockGraph], contextual: list[bool]) -> ArenaLayout:
     def reads_of(root: str, after: int) -> list[int]:
         out = []
         for i, s in enumerate(steps):
-            if i > after and any(_root(alias, n) == root for n in s.inputs if n != CONTEXT):
+            if i > after and any(_root(alias, n) == root for n in _arena_inputs(s)):
                 out.append(i)
         return out
 
@@ -134,9 +144,7 @@ def plan_arena(graphs: list[BlockGraph], contextual: list[bool]) -> ArenaLayout:
     first: dict[str, int] = {INPUT: -1}
     last: dict[str, int] = {}
     for i, s in enumerate(steps):
-        for n in s.inputs:
-            if n == CONTEXT:
-                continue
+        for n in _arena_inputs(s):
             r = _root(alias, n)
             last[r] = max(last.get(r, i), i)
             if contextual[s.block] and first.get(r, i) < block_start[s.block]:

@@ -76,7 +76,7 @@ def _multipliers(step: Step, g: BlockGraph, channels: int) -> tuple[np.ndarray, 
     return channel_multipliers(x.quant, w.quant, out.quant, channels, f"{g.name} {op.kind}")
 
 
-def _arg(layout: ArenaLayout, name: str) -> str:
+def _arg(layout: ArenaLayout, name: str | None) -> str:
     return "context" if name == CONTEXT else f"A({layout.offset(name)})"
 
 
@@ -209,8 +209,15 @@ class BlockSource:
             f"{-zb}, {zo}, {ADD_LEFT_SHIFT}, {am[0]}, {am[1]}, {bm[0]}, {bm[1]}, {om[0]}, "
             f"{om[1]}, {lo}, {hi}}};\n")
         ins = dict(zip(op.inputs[:2], step.inputs[:2], strict=True))
-        self.body.append(f"ctxconv_add_s8(&{p}, {_arg(self.layout, ins[names[0]])}, "
-                         f"{_arg(self.layout, ins[names[1]])}, {_arg(self.layout, step.output)});")
+        args = []
+        for j, name in enumerate(names):
+            if ins[name] is None:  # a constant operand lives in flash
+                self.consts.append(c_array("int8_t", f"{p}_{'ab'[j]}", g.tensors[name].data))
+                args.append(f"{p}_{'ab'[j]}")
+            else:
+                args.append(_arg(self.layout, ins[name]))
+        self.body.append(f"ctxconv_add_s8(&{p}, {args[0]}, {args[1]}, "
+                         f"{_arg(self.layout, step.output)});")
 
 
 def input_table(manifest: dict[str, Any]) -> np.ndarray:

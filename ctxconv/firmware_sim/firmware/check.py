@@ -21,15 +21,21 @@ from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
 from ctxconv.firmware_sim.backends import ReferenceRunner
 from ctxconv.firmware_sim.bundle import ExportBundle
 from ctxconv.firmware_sim.cost import estimate_latency
-from ctxconv.firmware_sim.firmware.build import ArmBuild, build_arm, build_host
+from ctxconv.firmware_sim.firmware.build import (
+    ArmBuild,
+    FirmwareDoesNotFit,
+    build_arm,
+    build_host,
+)
 from ctxconv.firmware_sim.firmware.run import BlockShape, HarnessOutputs, run_harness
 from ctxconv.firmware_sim.firmware.targets import FirmwareError, target_for
 from ctxconv.firmware_sim.planner import PipelinePlan
 from ctxconv.firmware_sim.profiles import McuProfile
 
 log = logging.getLogger(__name__)
-HOST_SECONDS_PER_IMAGE = 0.5  # time limits: generous per image, never unbounded
-EMULATED_SECONDS_PER_IMAGE = 30.0
+# time limits: generous, never unbounded
+START_SECONDS, EMULATOR_START_SECONDS = 60.0, 60.0
+HOST_SECONDS_PER_IMAGE, EMULATED_SECONDS_PER_IMAGE = 0.5, 30.0
 
 
 class Reference:
@@ -80,6 +86,16 @@ def _shapes(bundle: ExportBundle) -> list[BlockShape]:
             for i, b in enumerate(bundle.blocks)]
 
 
+def arena_table(bundle: ExportBundle) -> str:
+    """The generated library's static arena, buffer by buffer (from the manifest)."""
+    c = bundle.manifest.get("c") or {}
+    rows = c.get("arena", [])
+    lines = [f"C library arena: {c.get('arena_bytes', '?')} B (+ stack and I/O buffers)",
+             f"  {'buffer':<28}{'offset':>10}{'bytes':>10}"]
+    lines += [f"  {r['buffer']:<28}{r['offset']:>10}{r['bytes']:>10}" for r in rows]
+    return "\n".join(lines)
+
+
 def c_dir_of(bundle: ExportBundle) -> Path:
     c_dir = bundle.path / C_DIR
     if not (c_dir / "ctxconv_model.c").exists():
@@ -128,40 +144,65 @@ def _measured(build: ArmBuild, got: HarnessOutputs, bundle: ExportBundle, plan: 
     }  # fmt: skip
 
 
+def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.ndarray,
+               work: Path) -> tuple[dict[str, Any], HarnessOutputs]:
+    """Build the library for this machine, run it on ``raw``, compare with the reference."""
+    modes = list(bundle.manifest["modes"])
+    log.info("host build: compiling the C library and running %d test vectors", len(raw))
+    exe = build_host(c_dir, work, modes)
+    got = run_harness(exe, raw, work, _shapes(bundle), bundle.num_classes, modes, True,
+                      timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * len(raw))
+    return compare(got, Reference(bundle, raw, True), labels), got
+
+
+def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
+                   plan: PipelinePlan | None,
+                   raw: np.ndarray, labels: np.ndarray, work: Path,
+                   host: HarnessOutputs | None = None) -> dict[str, Any]:
+    """Cross-compile for ``profile``'s core, run ``raw`` under QEMU, compare, and (given the
+    simulator's ``plan``) measure the binary beside the modelled figures."""
+    target = target_for(profile)
+    modes = list(bundle.manifest["modes"])
+    log.info("Cortex-M build for %s (%s), %d images under QEMU", profile.name, target.core,
+             len(raw))
+    try:
+        build = build_arm(c_dir, work, modes, target, profile)
+    except FirmwareDoesNotFit as exc:
+        raise FirmwareDoesNotFit(f"{exc} on {profile.name} ({profile.sram_bytes} B RAM, "
+                                 f"{profile.flash_bytes} B flash)\n{arena_table(bundle)}",
+                                 exc.overflows) from None
+    got = run_harness(build.elf, raw, work, _shapes(bundle), bundle.num_classes, modes, True,
+                      timeout=EMULATOR_START_SECONDS + EMULATED_SECONDS_PER_IMAGE * len(raw),
+                      target=target)
+    report = compare(got, Reference(bundle, raw, True), labels)
+    if host is not None:
+        n = len(raw)
+        report["bit_exact_vs_host"] = all(
+            np.array_equal(got.scores[m], host.scores[m][:n]) for m in modes) and all(
+            np.array_equal(a, b[:n]) for a, b in zip(got.features, host.features, strict=True))
+    if plan is not None:
+        report.update(_measured(build, got, bundle, plan, profile))
+    return report
+
+
 def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
                  raw: np.ndarray, labels: np.ndarray, emulated_images: int = 20,
                  work_dir: Path | None = None) -> dict[str, Any]:
     """Host build on ``raw`` (all given vectors), Cortex-M build + QEMU on the first few."""
     c_dir = c_dir_of(bundle)
-    modes = list(bundle.manifest["modes"])
-    shapes = _shapes(bundle)
-    k = bundle.num_classes
     with tempfile.TemporaryDirectory(prefix="ctxconv-fw-", dir=work_dir) as tmp:
         work = Path(tmp)
-        log.info("host build: compiling the C library and running %d test vectors", len(raw))
-        exe = build_host(c_dir, work, modes)
-        host = run_harness(exe, raw, work, shapes, k, modes, True,
-                           timeout=60 + HOST_SECONDS_PER_IMAGE * len(raw))
-        report: dict[str, Any] = {"c_dir": str(c_dir), "host": compare(host, Reference(
-            bundle, raw, True), labels)}
+        host_report, host = check_host(bundle, c_dir, raw, labels, work)
+        report: dict[str, Any] = {"c_dir": str(c_dir), "host": host_report}
         try:
-            target = target_for(profile)
+            target_for(profile)
         except FirmwareError as exc:
             report["emulated"] = None
             report["emulated_unavailable"] = str(exc)
             return report
         n = min(emulated_images, len(raw))
-        log.info("Cortex-M build for %s (%s), %d images under QEMU", profile.name, target.core, n)
-        build = build_arm(c_dir, work, modes, target, profile)
-        got = run_harness(build.elf, raw[:n], work, shapes, k, modes, True,
-                          timeout=60 + EMULATED_SECONDS_PER_IMAGE * n, target=target)
-        emulated = compare(got, Reference(bundle, raw[:n], True), labels[:n])
-        emulated["bit_exact_vs_host"] = all(
-            np.array_equal(got.scores[m], host.scores[m][:n]) for m in modes) and all(
-            np.array_equal(a, b[:n]) for a, b in zip(got.features, host.features, strict=True))
-        emulated.update(_measured(build, got, bundle, plan, profile))
-        emulated["images"] = n
-        report["emulated"] = emulated
+        report["emulated"] = check_emulated(bundle, c_dir, profile, plan, raw[:n], labels[:n],
+                                            work, host)
     return report
 
 

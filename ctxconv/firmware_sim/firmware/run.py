@@ -97,14 +97,16 @@ def _execute(cmd: list[str], cwd: Path, what: str, timeout: float) -> str:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        out = "".join(s.decode(errors="replace") if isinstance(s, bytes) else (s or "")
+                      for s in (exc.stdout, exc.stderr))
         raise FirmwareError(f"{what} did not finish within {timeout:.0f} s (stopped "
                             f"{_where(out)})") from None
+    console = proc.stdout + proc.stderr  # QEMU writes the semihosting console to stderr
     if proc.returncode != 0:
-        fault = next((ln for ln in proc.stdout.splitlines() if ln.startswith(("fault", "error"))),
-                     proc.stderr.strip()[-300:] or f"exit status {proc.returncode}")
-        raise FirmwareError(f"{what} failed {_where(proc.stdout)}: {fault}")
-    return proc.stdout
+        fault = next((ln for ln in console.splitlines() if ln.startswith(("fault", "error"))),
+                     console.strip()[-300:] or f"exit status {proc.returncode}")
+        raise FirmwareError(f"{what} failed {_where(console)}: {fault}")
+    return console
 
 
 def run_harness(program: Path, images: np.ndarray, work: Path, blocks: list[BlockShape],
