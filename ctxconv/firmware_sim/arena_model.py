@@ -17,7 +17,10 @@ to 4.8 % above the measured minimum, never below. ``fixed`` is the fitted 508 B 
 20 B margin for alignment noise. On a 32-bit MCU TFLM's pointer-sized fields shrink
 from 8 to 4 bytes (TfLiteEvalTensor 24 -> 12 B, NodeAndRegistration 64 -> ~32 B, ...),
 and the plain MicroAllocator records nothing, so there the model over-estimates by
-roughly 12 B per tensor and 40 B per op.
+roughly 12 B per tensor and 40 B per op. ``MCU_32BIT_OVERHEAD`` is that 32-bit model:
+the same structures with 4-byte pointers and size_t. It is modelled, not measured (no
+32-bit TFLM build runs here); the planner uses it for MCU profiles and the 64-bit fit,
+``DEFAULT_OVERHEAD``, wherever it is compared with the host's TFLM.
 """
 
 from __future__ import annotations
@@ -143,4 +146,18 @@ class TflmOverhead:
         return align_up(max(phases.values())), {"tail": tail, **phases}
 
 
+#: Fitted to the 64-bit host build of TFLM (what the Python interpreter measures).
 DEFAULT_OVERHEAD = TflmOverhead()
+#: Modelled for a 32-bit MCU build: pointer and size_t fields at 4 bytes. TfLiteEvalTensor
+#: 24 -> 12, NodeAndRegistration 64 -> 32, TfLiteTensor 64 -> 40 and its quantization 32 ->
+#: 20, AllocationInfo 32 -> 20, ScratchBufferRequest 16 -> 8; the greedy planner's 40 B per
+#: buffer hold no pointers; the fixed allocator/planner objects are estimated at 60 %.
+MCU_32BIT_OVERHEAD = TflmOverhead(
+    fixed=320, eval_tensor=12, node=32, io_tensor=40 + 20 + 4, temp_tensor=40, temp_quant=12,
+    scratch_requests=12 * 8, allocation_info=20,
+)  # fmt: skip
+
+
+def overhead_for(profile: object | None) -> TflmOverhead:
+    """The 32-bit model for an MCU profile, the host-fitted model without one."""
+    return DEFAULT_OVERHEAD if profile is None else MCU_32BIT_OVERHEAD

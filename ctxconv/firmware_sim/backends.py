@@ -16,6 +16,7 @@ import numpy as np
 from ctxconv.export.runtimes import LiteRTRunner, OnnxRunner, TFLMRunner
 from ctxconv.firmware_sim.bundle import ExportBundle
 from ctxconv.firmware_sim.interpreter import compile_graph
+from ctxconv.firmware_sim.planner import plan_block
 
 BACKENDS = ("reference", "tflm", "litert", "onnxruntime")
 
@@ -33,12 +34,15 @@ class ReferenceRunner:
 
 def make_runners(bundle: ExportBundle, backend: str,
                  arenas: list[int] | None = None) -> list[Any]:
-    """One runner per block; ``arenas`` (bytes per block) is required for ``tflm``."""
+    """One runner per block; ``tflm`` gets ``arenas`` (bytes per block), by default the
+    planner's figure for the host build of TFLM (an MCU profile's plan is for a 32-bit
+    build and is smaller than what the host interpreter needs)."""
     if backend == "reference":
         return [ReferenceRunner(g) for g in bundle.graphs]
     if backend == "tflm":
-        if arenas is None:
-            raise ValueError("the tflm backend needs an arena size per block (the plan's)")
+        if arenas is None:  # what the host's 64-bit TFLM with reference kernels needs
+            arenas = [plan_block(g, t).arena_bytes for g, t in zip(bundle.graphs, bundle.tflite,
+                                                                   strict=True)]
         return [TFLMRunner(data, arena, name=str(bundle.file(i, "tflite")))
                 for i, (data, arena) in enumerate(zip(bundle.tflite, arenas, strict=True))]
     if backend == "litert":

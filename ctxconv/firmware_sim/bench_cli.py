@@ -14,7 +14,6 @@ from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.export.pipeline import BlockPipeline
 from ctxconv.firmware_sim.backends import BACKENDS, make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
-from ctxconv.firmware_sim.planner import plan_pipeline
 from ctxconv.firmware_sim.profiles import list_profiles, load_profile
 from ctxconv.firmware_sim.simulate import SimOptions, simulate
 
@@ -22,11 +21,9 @@ from ctxconv.firmware_sim.simulate import SimOptions, simulate
 def backend_throughput(bundle: ExportBundle, images: int, mode: str) -> dict[str, float]:
     """Images/s of the simulator per backend on the same test images."""
     raw, _ = bundle.test_vectors(images)
-    plan = plan_pipeline(bundle.graphs, bundle.num_classes, bundle.tflite)
     out = {}
     for backend in BACKENDS:
-        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, backend,
-                                                           [b.arena_bytes for b in plan.blocks]))
+        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, backend))
         n = len(raw) if backend in ("reference", "onnxruntime") else min(len(raw), 200)
         t0 = time.perf_counter()
         pipe.predict(raw[:n], mode)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ctxconv.blockgraph.greedy import ALIGNMENT, Buffer, align_up, greedy_offsets
 from ctxconv.blockgraph.ir import BlockGraph, Op
-from ctxconv.firmware_sim.arena_model import DEFAULT_OVERHEAD, TflmOverhead
+from ctxconv.firmware_sim.arena_model import TflmOverhead, overhead_for
 from ctxconv.firmware_sim.profiles import McuProfile
 
 
@@ -182,13 +182,15 @@ def plan_block(
     graph: BlockGraph,
     tflite_bytes: bytes | None = None,
     profile: McuProfile | None = None,
-    overhead: TflmOverhead = DEFAULT_OVERHEAD,
+    overhead: TflmOverhead | None = None,
 ) -> MemoryPlan:
     """Plan one block's arena and flash.
 
     ``profile`` adds the scratch buffers its kernel library requests (CMSIS-NN im2col,
-    ESP-NN copies); without one, TFLM's reference kernels need none.
+    ESP-NN copies) and TFLM's 32-bit overhead (modelled); without one, TFLM's reference
+    kernels need no scratch and the overhead is the host-fitted 64-bit one.
     """
+    overhead = overhead or overhead_for(profile)
     graph.validate()
     life = _lifetimes(graph)
     entries: list[TensorPlan] = []
@@ -341,7 +343,7 @@ def plan_pipeline(
     tflite: list[bytes] | None = None,
     profile: McuProfile | None = None,
     shared_arena: bool = True,
-    overhead: TflmOverhead = DEFAULT_OVERHEAD,
+    overhead: TflmOverhead | None = None,
 ) -> PipelinePlan:
     """Plan blocks that run in sequence: graphs[i].outputs[0] feeds graphs[i+1].inputs[0].
 

@@ -26,7 +26,6 @@ from ctxconv.firmware_sim.firmware.check import firmware_table, run_firmware
 from ctxconv.firmware_sim.own_plan import own_activation_peak
 from ctxconv.firmware_sim.planner import (
     DoesNotFitError,
-    PipelinePlan,
     plan_block,
     plan_pipeline,
 )
@@ -75,10 +74,9 @@ def reference_chain(bundle: ExportBundle, raw: np.ndarray
     return chain
 
 
-def compare_with_tflm(bundle: ExportBundle, plan: PipelinePlan, raw: np.ndarray
-                      ) -> list[int]:
-    """Max |reference - TFLM| in LSB per block, TFLM given the planned arena."""
-    tflm = make_runners(bundle, "tflm", [b.arena_bytes for b in plan.blocks])
+def compare_with_tflm(bundle: ExportBundle, raw: np.ndarray) -> list[int]:
+    """Max |reference - TFLM| in LSB per block, TFLM given the planner's host arena."""
+    tflm = make_runners(bundle, "tflm")
     diffs = []
     for i, (feed, ref) in enumerate(reference_chain(bundle, raw)):
         got = tflm[i].run(feed)
@@ -132,7 +130,6 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
                                               / row["tflm_min_arena_bytes"], 4)
         blocks.append(row)
     raw, labels = bundle.test_vectors(opts.images)
-    arenas = [b.arena_bytes for b in plan.blocks]
     key = ("accuracy", opts.backend, mode, len(labels))
     firmware = None
     if opts.backend == "firmware":
@@ -140,7 +137,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
     if key not in cache:
         log.info("running %d test images (%s, %s backend)", len(labels), mode, opts.backend)
-        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend, arenas))
+        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend))
         t0 = time.perf_counter()
         preds = pipe.predict(raw, mode)
         seconds = time.perf_counter() - t0
@@ -148,7 +145,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     accuracy, seconds = cache[key]
     if ("diffs", opts.bit_exact_images) not in cache:
         cache[("diffs", opts.bit_exact_images)] = (
-            compare_with_tflm(bundle, plan, raw[: opts.bit_exact_images])
+            compare_with_tflm(bundle, raw[: opts.bit_exact_images])
             if opts.bit_exact_images else [])
     diffs = cache[("diffs", opts.bit_exact_images)]
     energies = [b["energy_mj"] for b in blocks]

@@ -86,7 +86,7 @@ def test_cli_json_and_plot(export_dir, tmp_path, capsys):
 def test_does_not_fit_gives_breakdown(export_dir, tmp_path, capsys):
     text = (Path(__file__).resolve().parents[2] / "ctxconv/configs/mcu/nrf52840.yaml").read_text()
     tiny = text.replace("name: nrf52840", "name: tiny").replace(
-        "sram_bytes: 262144", "sram_bytes: 20000").replace("sram_bytes: 16384", "sram_bytes: 16000")
+        "sram_bytes: 262144", "sram_bytes: 18000").replace("sram_bytes: 16384", "sram_bytes: 16000")
     path = tmp_path / "tiny.yaml"
     path.write_text(tiny)
     code = sim_main([str(export_dir), "--mcu", str(path), "--images", "10", "--no-tflm-arena",
