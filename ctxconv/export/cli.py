@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail when a runtime's top-1 agreement with LiteRT reference is lower")
     p.add_argument("--max-lsb", type=int, default=1,
                    help="fail when TFLM/onnxruntime outputs differ by more LSB (default 1)")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="export a run that ended at chance level on validation (refused "
+                        "otherwise)")
     return p
 
 
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = ExportOptions(int8=args.int8, formats=args.format, calib_samples=args.calib_samples,
                          calib_method=args.calib_method, verify_samples=args.verify_samples,
                          test_samples=args.test_samples, min_top1_agreement=args.min_agreement,
-                         max_lsb=args.max_lsb)
+                         max_lsb=args.max_lsb, allow_untrained=args.allow_untrained)
     if (Path(args.run_dir) / MANIFEST_NAME).is_file():  # an export directory: C only
         return _c_from_export(args)
     try:
