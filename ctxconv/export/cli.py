@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.blockgraph.manifest import MANIFEST_NAME
+from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.export.c_writer import CGenerationError, write_c_for_export
 from ctxconv.export.exporter import FORMATS, ExportOptions, export_run
 from ctxconv.export.fold import UnsupportedLayerError
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained", action="store_true",
                    help="export a run that ended at chance level on validation (refused "
                         "otherwise)")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -71,8 +73,7 @@ def _c_from_export(args: argparse.Namespace) -> int:
     try:
         manifest, layout = write_c_for_export(args.run_dir)
     except (ModelFileError, CGenerationError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, EXIT_ERROR, args.debug)
     print(f"wrote the C library to {Path(args.run_dir) / manifest['c']['dir']} "
           f"(arena {layout.size} bytes)")
     return 0
@@ -98,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_VERIFICATION
     except (UnsupportedLayerError, ModelFileError, ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, EXIT_ERROR, args.debug)
     print(agreement_table(manifest["agreement"]))
     for kind, accs in manifest["accuracy"].items():
         print(f"accuracy {kind:>6}: " + ", ".join(f"{m} {a:.2%}" for m, a in accs.items()))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxconv.blockgraph.ir import ModelFileError
+from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.export.pipeline import BlockPipeline
 from ctxconv.firmware_sim.backends import BACKENDS, make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
@@ -76,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=None, help="test images (default all)")
     p.add_argument("--json", dest="json_path", default=None)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     mcus = list_profiles() if args.mcu == "all" else [m.strip() for m in args.mcu.split(",")]
     try:
         result = run_bench(args.export_dir, mcus, args.images)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc, 2, args.debug)
     table = markdown(result)
     print(table)
     if args.out:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ctxconv.blockgraph.ir import ModelFileError
+from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.ondevice.accounting import ExportModel, backprop_report, block_report
 from ctxconv.firmware_sim.ondevice.geometry import UPDATE_MODES
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float export for the initial weights of --steps (default: "
                         "RUN_DIR/export-float when present, else the dequantized int8 weights)")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -187,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 b["steps"] = run_steps(int8, init, b["block"], args.steps, args.batch,
                                        args.optimizer, args.objective, args.update, args.lr)
     except (ModelFileError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, EXIT_ERROR, args.debug)
     print(format_table(rep))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(rep, indent=2))
