@@ -13,6 +13,7 @@ from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.export.c_writer import CGenerationError, write_c_for_export
 from ctxconv.export.exporter import FORMATS, ExportOptions, export_run
 from ctxconv.export.fold import UnsupportedLayerError
+from ctxconv.export.pipeline import modes_coincide
 from ctxconv.export.quantize import CALIB_METHODS
 from ctxconv.export.verify import VerificationError, agreement_table
 
@@ -101,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UnsupportedLayerError, ModelFileError, ValueError, RuntimeError, OSError) as exc:
         return report_error(exc, EXIT_ERROR, args.debug)
     print(agreement_table(manifest["agreement"]))
+    same = modes_coincide(manifest)
     for kind, accs in manifest["accuracy"].items():
-        print(f"accuracy {kind:>6}: " + ", ".join(f"{m} {a:.2%}" for m, a in accs.items()))
+        if same:  # one computation: one number
+            print(f"accuracy {kind:>6}: onepass = multipass {next(iter(accs.values())):.2%}")
+        else:
+            print(f"accuracy {kind:>6}: " + ", ".join(f"{m} {a:.2%}" for m, a in accs.items()))
     print(f"wrote {len(manifest['files'])} files to {manifest['export_dir']} "
           f"in {manifest['export_seconds']:.1f}s")
     return 0

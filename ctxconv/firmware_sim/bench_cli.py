@@ -12,7 +12,7 @@ from typing import Any
 
 from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.cli_errors import DEBUG_HELP, report_error
-from ctxconv.export.pipeline import BlockPipeline
+from ctxconv.export.pipeline import SAME_MODES_NOTE, BlockPipeline, modes_coincide
 from ctxconv.firmware_sim.backends import BACKENDS, make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.planner import plan_pipeline
@@ -38,7 +38,8 @@ def backend_throughput(bundle: ExportBundle, images: int, mode: str) -> dict[str
 def run_bench(export_dir: str, mcus: list[str], images: int | None,
               throughput_images: int = 2000) -> dict[str, Any]:
     bundle = load_export(export_dir)
-    modes = list(bundle.manifest["modes"])
+    same = modes_coincide(bundle.manifest)
+    modes = ["onepass"] if same else list(bundle.manifest["modes"])  # one row when identical
     cache: dict = {}
     rows = []
     for mcu in mcus:
@@ -50,7 +51,7 @@ def run_bench(export_dir: str, mcus: list[str], images: int | None,
     first = "onepass" if "onepass" in modes else modes[0]
     return {"export_dir": export_dir, "rows": rows,
             "throughput": backend_throughput(bundle, throughput_images, first),
-            "throughput_mode": first}
+            "throughput_mode": first, "modes_note": SAME_MODES_NOTE if same else None}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -58,13 +59,16 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| MCU | mode | latency ms | energy mJ | MACs | SRAM KB (limit) | arena KB | "
              "flash KB (limit) | accuracy | fits |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        mode = "onepass = multipass" if result.get("modes_note") else r["mode"]
         energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "n/a"
         lines.append(
-            f"| {r['mcu']} | {r['mode']} | {r['latency_ms']:.1f} | {energy} | {r['macs']:,} | "
+            f"| {r['mcu']} | {mode} | {r['latency_ms']:.1f} | {energy} | {r['macs']:,} | "
             f"{r['sram_bytes'] / kb:.1f} ({r['sram_limit_bytes'] / kb:.0f}) | "
             f"{r['arena_bytes'] / kb:.1f} | {r['flash_bytes'] / kb:.1f} "
             f"({r['flash_limit_bytes'] / kb:.0f}) | {r['accuracy']:.2%} | "
             f"{'yes' if r['fits'] else 'NO'} |")
+    if result.get("modes_note"):
+        lines += ["", result["modes_note"] + " (one row per MCU)."]
     lines += ["", f"Simulator throughput ({result['throughput_mode']}, images/s on this CPU): "
               + ", ".join(f"{b} {v:.0f}" for b, v in result["throughput"].items())]
     return "\n".join(lines)

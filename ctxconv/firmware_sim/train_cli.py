@@ -107,7 +107,10 @@ def run_steps(int8: ExportBundle, init: ExportBundle, index: int, steps: int, ba
         neg = wrong_labels(y, block.geom.num_classes, rng) if objective == "bce" else None
         losses.append(local_step(block, opt, x[idx], y, objective, names, neg, lr=lr).loss)
     host_ms = 1e3 * (time.perf_counter() - t0) / steps
-    return {"steps": steps, "first_loss": losses[0], "last_loss": losses[-1],
+    window = max(1, steps // 10)  # single-batch losses are noisy: average a tenth of the run
+    return {"steps": steps, "loss_window": window,
+            "first_loss": float(np.mean(losses[:window])),
+            "last_loss": float(np.mean(losses[-window:])),
             "accuracy_before": before, "accuracy_after": accuracy(block, x_test, labels_test),
             "host_ms_per_step": host_ms, "init": str(init.path.name),
             "data": "export training vectors; accuracy on the test vectors"}
@@ -154,17 +157,18 @@ def format_table(rep: dict[str, Any]) -> str:
               f"({bp['sram_bytes'] / worst:.2f}x the largest forward-only block), max batch "
               f"{bp['largest_batch']}, {bp['fp32_macs']['total'] / 1e6:.2f} MMAC, "
               f"{bp['ms_per_step']:.1f} ms/step, {'fits' if bp['fits_sram'] else 'does not fit'}",
-              "largest batch per profile: " + "; ".join(
-                  f"{p} " + "/".join(str(v) for v in vals)
-                  for p, vals in rep["largest_batch_per_profile"].items()),
+              "largest training batch per profile and block (0: not even batch 1 fits):",
+              *(f"  {p:<10} " + ", ".join(f"block {i} {v}" for i, v in enumerate(vals))
+                for p, vals in rep["largest_batch_per_profile"].items()),
               "SRAM KB at batch 1 by --update: " + "; ".join(
                   f"{m} " + "/".join(f"{v / KB:.1f}" for v in vals)
                   for m, vals in rep["sram_at_batch1_by_update"].items())]
     for b in rep["blocks"]:
         if "steps" in b:
             s = b["steps"]
-            lines.append(f"block {b['block']}: {s['steps']} simulated steps, loss "
-                         f"{s['first_loss']:.4f} -> {s['last_loss']:.4f}, accuracy on the test "
+            lines.append(f"block {b['block']}: {s['steps']} simulated steps, loss (mean of the "
+                         f"first / last {s['loss_window']} steps) {s['first_loss']:.4f} -> "
+                         f"{s['last_loss']:.4f}, accuracy on the test "
                          f"vectors {s['accuracy_before']:.2%} -> {s['accuracy_after']:.2%} "
                          f"({s['host_ms_per_step']:.1f} host ms/step, init {s['init']})")
     for b in rep["blocks"]:

@@ -159,3 +159,11 @@ def test_float_reference_export(run_dir, tmp_path):
     assert abs(acc["exported_float"]["onepass"] - acc["float"]["onepass"]) < 1e-6
     for row in manifest["agreement"]["blocks"]:
         assert row["onnxruntime"]["max_diff"] < 1e-3 and row["tflm"]["max_diff"] < 1e-3
+
+
+def test_cli_prints_one_accuracy_when_modes_are_one_computation(run_dir, tmp_path, capsys):
+    assert export_main([str(run_dir), "--int8", "--out", str(tmp_path / "x"),
+                        "--verify-samples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy  float: onepass = multipass " in out
+    assert "accuracy   int8: onepass = multipass " in out and "multipass, onepass" not in out
