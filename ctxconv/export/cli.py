@@ -9,9 +9,11 @@ from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.blockgraph.manifest import MANIFEST_NAME
+from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.export.c_writer import CGenerationError, write_c_for_export
 from ctxconv.export.exporter import FORMATS, ExportOptions, export_run
 from ctxconv.export.fold import UnsupportedLayerError
+from ctxconv.export.pipeline import modes_coincide
 from ctxconv.export.quantize import CALIB_METHODS
 from ctxconv.export.verify import VerificationError, agreement_table
 
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail when a runtime's top-1 agreement with LiteRT reference is lower")
     p.add_argument("--max-lsb", type=int, default=1,
                    help="fail when TFLM/onnxruntime outputs differ by more LSB (default 1)")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="export a run that ended at chance level on validation (refused "
+                        "otherwise)")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -68,8 +74,7 @@ def _c_from_export(args: argparse.Namespace) -> int:
     try:
         manifest, layout = write_c_for_export(args.run_dir)
     except (ModelFileError, CGenerationError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, EXIT_ERROR, args.debug)
     print(f"wrote the C library to {Path(args.run_dir) / manifest['c']['dir']} "
           f"(arena {layout.size} bytes)")
     return 0
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = ExportOptions(int8=args.int8, formats=args.format, calib_samples=args.calib_samples,
                          calib_method=args.calib_method, verify_samples=args.verify_samples,
                          test_samples=args.test_samples, min_top1_agreement=args.min_agreement,
-                         max_lsb=args.max_lsb)
+                         max_lsb=args.max_lsb, allow_untrained=args.allow_untrained)
     if (Path(args.run_dir) / MANIFEST_NAME).is_file():  # an export directory: C only
         return _c_from_export(args)
     try:
@@ -95,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_VERIFICATION
     except (UnsupportedLayerError, ModelFileError, ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, EXIT_ERROR, args.debug)
     print(agreement_table(manifest["agreement"]))
+    same = modes_coincide(manifest)
     for kind, accs in manifest["accuracy"].items():
-        print(f"accuracy {kind:>6}: " + ", ".join(f"{m} {a:.2%}" for m, a in accs.items()))
+        if same:  # one computation: one number
+            print(f"accuracy {kind:>6}: onepass = multipass {next(iter(accs.values())):.2%}")
+        else:
+            print(f"accuracy {kind:>6}: " + ", ".join(f"{m} {a:.2%}" for m, a in accs.items()))
     print(f"wrote {len(manifest['files'])} files to {manifest['export_dir']} "
           f"in {manifest['export_seconds']:.1f}s")
     return 0

@@ -26,6 +26,7 @@ from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.onnx_writer import write_onnx
 from ctxconv.export.pipeline import CONTEXT_ON, BlockPipeline
 from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
+from ctxconv.export.run_check import check_float_accuracy, check_learned, read_summary
 from ctxconv.export.runtimes import OnnxRunner
 from ctxconv.export.tflite_writer import write_tflite
 from ctxconv.export.verify import VerificationError, verify_blocks
@@ -53,6 +54,7 @@ class ExportOptions:
     test_samples: int | None = None  # None: the whole test split
     min_top1_agreement: float = 0.99  # per runtime vs the TFLite reference, on verify_samples
     max_lsb: int = 1  # onnxruntime / TFLM vs LiteRT reference, per block output
+    allow_untrained: bool = False  # export a run that ended at chance level on validation
 
 
 def block_macs(fb: FloatBlock, num_classes: int) -> int:
@@ -87,8 +89,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                options: ExportOptions | None = None) -> dict[str, Any]:
     """Export ``run_dir`` into ``out_dir`` (default RUN_DIR/export[-float]); returns the manifest.
 
-    Raises VerificationError (after writing the export, with ``verification.passed``
-    false in its manifest) when runtimes disagree beyond the thresholds.
+    Raises RunCheckError (nothing written) when the run ended at chance level or the float
+    accuracy measured here contradicts its ``summary.json``, and VerificationError (after
+    writing the export, with ``verification.passed`` false in its manifest) when runtimes
+    disagree beyond the thresholds.
     """
     opts = options or ExportOptions()
     if opts.formats is None:
@@ -103,6 +107,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     run_dir = Path(run_dir)
     payload = _load_run(run_dir)
     model = restore_model(payload, run_dir / CHECKPOINT_NAME)
+    summary = read_summary(run_dir)
+    check_learned(summary, run_dir, opts.allow_untrained)
     info = payload["dataset"]
     k = int(info["num_classes"])
     out_dir = Path(out_dir) if out_dir else run_dir / ("export" if opts.int8 else "export-float")
@@ -111,6 +117,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     data_cfg.dataset, data_cfg.num_classes = info["name"], None
     data_cfg.max_test_samples = opts.test_samples
     train, _, test, _ = load_datasets(data_cfg)
+    modes = available_modes(model)
+    # the float model on the test split, checked against what training recorded
+    log.info("measuring float accuracy on %d test images", len(test))
+    float_acc = {m: evaluate(model, make_loader(test, 1000, shuffle=False), m) for m in modes}
+    norm = json.loads(json.dumps({"mean": info["mean"], "std": info["std"]}))
+    run_check = check_float_accuracy(summary, float_acc, len(test), norm, run_dir)
 
     size = model.cfg.image_size
     floats: list[FloatBlock] = []
@@ -124,7 +136,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     ranges = calibrate(floats, calib, k, opts.calib_method, opts.calib_percentile)
     graphs = [build_block_graph(fb, r, k, int8=opts.int8) for fb, r in zip(floats, ranges,
                                                                             strict=True)]
-    modes = available_modes(model)
     score_blocks = set(model.score_blocks)
     manifest: dict[str, Any] = {
         "format": FORMAT, "int8": opts.int8, "created_unix": int(time.time()),
@@ -142,7 +153,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                          "calibration": {"method": opts.calib_method,
                                          "samples": int(calib.shape[0]),
                                          "split": "train"}} if opts.int8 else None,
-        "blocks": [],
+        "blocks": [], "run_check": run_check,
     }  # fmt: skip
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -187,10 +198,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
             _, layout = write_c_library(manifest, graphs, tmp / C_DIR)
             manifest["c"] = c_record(layout)
 
-        # accuracy: float torch and the exported pipeline (onnxruntime, batched) per mode
-        log.info("measuring float and exported accuracy on %d test images", len(labels))
-        loader = make_loader(test, 1000, shuffle=False)
-        accuracy = {"float": {m: evaluate(model, loader, m) for m in modes}}
+        # accuracy: float torch (above) and the exported pipeline (onnxruntime, batched)
+        log.info("measuring exported accuracy on %d test images", len(labels))
+        accuracy = {"float": float_acc}
         if "onnx" in opts.formats:
             pipe = BlockPipeline(manifest, [OnnxRunner(tmp / b["files"]["onnx"])
                                            for b in manifest["blocks"]])

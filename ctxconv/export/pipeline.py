@@ -25,6 +25,15 @@ SCORE_BITS = 16
 CONTEXT_ON, CONTEXT_OFF = 127, -128  # the one-hot context in int8 (scale 1/255, zp -128)
 
 
+SAME_MODES_NOTE = ("multipass = onepass: no block takes a context, so both modes are the "
+                   "same computation")
+
+
+def modes_coincide(manifest: dict[str, Any]) -> bool:
+    """True when the export offers both modes and they compute the same thing."""
+    return len(manifest["modes"]) > 1 and not any(b["contextual"] for b in manifest["blocks"])
+
+
 class BlockRunner(Protocol):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -142,7 +151,7 @@ class BlockPipeline:
     def predict_modes(self, raw: np.ndarray, modes: list[str]) -> dict[str, np.ndarray]:
         """Predictions per mode; without contextual blocks both modes run the same
         computation, so it runs once."""
-        if any(b["contextual"] for b in self.blocks) or not modes:
+        if len(modes) < 2 or not modes_coincide(self.manifest):
             return {mode: self.predict(raw, mode) for mode in modes}
         preds = self.predict(raw, modes[0])
         return dict.fromkeys(modes, preds)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ctxconv.blockgraph.ir import ModelFileError
-from ctxconv.export.pipeline import BlockPipeline
+from ctxconv.cli_errors import DEBUG_HELP, report_error
+from ctxconv.export.pipeline import SAME_MODES_NOTE, BlockPipeline, modes_coincide
 from ctxconv.firmware_sim.backends import BACKENDS, make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.profiles import list_profiles, load_profile
@@ -34,7 +35,8 @@ def backend_throughput(bundle: ExportBundle, images: int, mode: str) -> dict[str
 def run_bench(export_dir: str, mcus: list[str], images: int | None,
               throughput_images: int = 2000) -> dict[str, Any]:
     bundle = load_export(export_dir)
-    modes = list(bundle.manifest["modes"])
+    same = modes_coincide(bundle.manifest)
+    modes = ["onepass"] if same else list(bundle.manifest["modes"])  # one row when identical
     cache: dict = {}
     rows = []
     for mcu in mcus:
@@ -46,7 +48,7 @@ def run_bench(export_dir: str, mcus: list[str], images: int | None,
     first = "onepass" if "onepass" in modes else modes[0]
     return {"export_dir": export_dir, "rows": rows,
             "throughput": backend_throughput(bundle, throughput_images, first),
-            "throughput_mode": first}
+            "throughput_mode": first, "modes_note": SAME_MODES_NOTE if same else None}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -54,13 +56,16 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| MCU | mode | latency ms | energy mJ | MACs | SRAM KB (limit) | arena KB | "
              "flash KB (limit) | accuracy | fits |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        mode = "onepass = multipass" if result.get("modes_note") else r["mode"]
         energy = f"{r['energy_mj']:.3f}" if r["energy_mj"] is not None else "n/a"
         lines.append(
-            f"| {r['mcu']} | {r['mode']} | {r['latency_ms']:.1f} | {energy} | {r['macs']:,} | "
+            f"| {r['mcu']} | {mode} | {r['latency_ms']:.1f} | {energy} | {r['macs']:,} | "
             f"{r['sram_bytes'] / kb:.1f} ({r['sram_limit_bytes'] / kb:.0f}) | "
             f"{r['arena_bytes'] / kb:.1f} | {r['flash_bytes'] / kb:.1f} "
             f"({r['flash_limit_bytes'] / kb:.0f}) | {r['accuracy']:.2%} | "
             f"{'yes' if r['fits'] else 'NO'} |")
+    if result.get("modes_note"):
+        lines += ["", result["modes_note"] + " (one row per MCU)."]
     lines += ["", f"Simulator throughput ({result['throughput_mode']}, images/s on this CPU): "
               + ", ".join(f"{b} {v:.0f}" for b, v in result["throughput"].items())]
     return "\n".join(lines)
@@ -73,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=None, help="test images (default all)")
     p.add_argument("--json", dest="json_path", default=None)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     mcus = list_profiles() if args.mcu == "all" else [m.strip() for m in args.mcu.split(",")]
     try:
         result = run_bench(args.export_dir, mcus, args.images)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc, 2, args.debug)
     table = markdown(result)
     print(table)
     if args.out:

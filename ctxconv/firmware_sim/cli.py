@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
+from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.firmware_sim.firmware.build import FirmwareDoesNotFit
 from ctxconv.firmware_sim.profiles import list_profiles
 from ctxconv.firmware_sim.simulate import (
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "memory_<mcu>.png)")
     p.add_argument("--no-tflm-arena", action="store_true",
                    help="skip the bisection of TFLM's real minimum arena (faster)")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -60,11 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = simulate(args.export_dir, opts)
     except FirmwareDoesNotFit as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_DOES_NOT_FIT
+        return report_error(exc, EXIT_DOES_NOT_FIT, args.debug)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, EXIT_ERROR, args.debug)
     plot = Path(args.plot) if args.plot else Path(args.export_dir) / f"memory_{report['mcu']}.png"
     plot_memory(report, plot)
     print(f"memory plot: {plot}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
+from ctxconv.export.pipeline import BlockPipeline, modes_coincide, one_hot_int8
 from ctxconv.export.runtimes import tflm_min_arena
 from ctxconv.firmware_sim.backends import BACKENDS, ReferenceRunner, make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
@@ -157,6 +157,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         explanation = str(exc)
     report = {
         "export_dir": str(bundle.path), "mcu": profile.name, "mode": mode,
+        "modes_coincide": modes_coincide(bundle.manifest),
         "backend": opts.backend, "images": int(len(labels)), "accuracy": accuracy,
         "export_accuracy": bundle.manifest.get("accuracy", {}).get("int8", {}).get(mode),
         "fits": not problems, "problems": problems, "explanation": explanation,
@@ -198,7 +199,9 @@ def format_table(report: dict[str, Any]) -> str:
     kb = 1024
     lines = [f"{report['export_dir']} on {report['mcu']} ({report['profile']['core']}, "
              f"{report['profile']['clock_hz'] / 1e6:.0f} MHz, {report['profile']['kernel_library']}"
-             f"), mode {report['mode']}, backend {report['backend']}",
+             f"), mode {report['mode']}"
+             f"{' (= multipass, the same computation)' if report.get('modes_coincide') else ''}"
+             f", backend {report['backend']}",
              f"{'block':<8}{'arena KB':>10}{'TFLM min':>10}{'own peak':>10}{'flash KB':>10}"
              f"{'MACs':>12}{'latency ms':>12}{'energy mJ':>11}"]  # fmt: skip
     for b in report["blocks"]:
@@ -226,8 +229,20 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
-    """PNG: arena and flash per block against the profile's limits."""
+def _limit(ax, limit_kb: float, bars_kb: list[float], label: str) -> None:
+    """The MCU limit as a line, or, when it dwarfs the bars, as a note above a zoomed axis."""
+    top = max(bars_kb, default=0.0)
+    if top > 0 and limit_kb > 4 * top:
+        ax.set_ylim(0, top * 1.35)
+        ax.text(0.5, 0.97, f"{label}: {limit_kb:.0f} KB (off the scale: "
+                           f"{100 * top / limit_kb:.0f} % used at most)",
+                transform=ax.transAxes, ha="center", va="top", fontsize=7, color="red")
+    else:
+        ax.axhline(limit_kb, color="red", ls="--", label=f"{label}: {limit_kb:.0f} KB")
+
+
+def memory_figure(report: dict[str, Any]):
+    """Arena and flash per block (bars labelled in KB) against the profile's limits."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,29 +250,43 @@ def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
 
     names = [b["name"] for b in report["blocks"]]
     kb = 1024
-    fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(11, 4.5))
     x = np.arange(len(names))
-    ax_s.bar(x - 0.27, [b["arena_bytes"] / kb for b in report["blocks"]], 0.27,
-             label="planned arena (TFLM)")
-    if "tflm_min_arena_bytes" in report["blocks"][0]:
-        ax_s.bar(x, [b["tflm_min_arena_bytes"] / kb for b in report["blocks"]], 0.27,
-                 label="TFLM measured minimum")
-    ax_s.bar(x + 0.27, [b["own_peak_bytes"] / kb for b in report["blocks"]], 0.27,
-             label="ctxconv in-place plan")
-    ax_s.axhline(report["sram_limit_bytes"] / kb, color="red", ls="--",
-                 label=f"{report['mcu']} SRAM available")
-    ax_f.bar(x, [b["flash_bytes"] / kb for b in report["blocks"]], 0.5, label="block flash")
-    ax_f.axhline(report["flash_limit_bytes"] / kb, color="red", ls="--",
-                 label=f"{report['mcu']} flash available")
-    ax_f.bar(len(names), report["flash_bytes"] / kb, 0.5, color="gray", label="whole pipeline")
+    series = [("planned arena (TFLM)", "arena_bytes"),
+              ("TFLM measured minimum", "tflm_min_arena_bytes"),
+              ("ctxconv in-place plan", "own_peak_bytes")]  # fmt: skip
+    series = [(label, key) for label, key in series if key in report["blocks"][0]]
+    width = 0.8 / len(series)
+    sram_kb: list[float] = []
+    for j, (label, key) in enumerate(series):
+        vals = [b[key] / kb for b in report["blocks"]]
+        sram_kb += vals
+        bars = ax_s.bar(x + (j - (len(series) - 1) / 2) * width, vals, width, label=label)
+        ax_s.bar_label(bars, fmt="%.1f KB", fontsize=6, rotation=90, padding=2)
+    _limit(ax_s, report["sram_limit_bytes"] / kb, sram_kb, f"{report['mcu']} SRAM available")
+    flash_kb = [b["flash_bytes"] / kb for b in report["blocks"]] + [report["flash_bytes"] / kb]
+    bars = ax_f.bar(list(x) + [len(names)], flash_kb, 0.5,
+                    color=["C0"] * len(names) + ["gray"], label="block flash / whole pipeline")
+    ax_f.bar_label(bars, fmt="%.1f KB", fontsize=7, padding=2)
+    _limit(ax_f, report["flash_limit_bytes"] / kb, flash_kb, f"{report['mcu']} flash available")
     for ax, title in ((ax_s, "SRAM per block (KB)"), (ax_f, "Flash (KB)")):
         ax.set_title(title)
-        ax.legend(fontsize=7)
+        ax.set_ylabel("KB")
+        ax.legend(fontsize=7, loc="lower right")
         ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
     ax_s.set_xticks(x, names)
     ax_f.set_xticks(list(x) + [len(names)], names + ["total"])
     fig.suptitle(f"{report['mcu']}: {'fits' if report['fits'] else 'does not fit'}")
     fig.tight_layout()
+    return fig
+
+
+def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
+    """PNG of ``memory_figure``."""
+    import matplotlib.pyplot as plt
+
+    fig = memory_figure(report)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)

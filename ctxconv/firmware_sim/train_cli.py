@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ctxconv.blockgraph.ir import ModelFileError
+from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.ondevice.accounting import ExportModel, backprop_report, block_report
 from ctxconv.firmware_sim.ondevice.geometry import UPDATE_MODES
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float export for the initial weights of --steps (default: "
                         "RUN_DIR/export-float when present, else the dequantized int8 weights)")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -105,7 +107,10 @@ def run_steps(int8: ExportBundle, init: ExportBundle, index: int, steps: int, ba
         neg = wrong_labels(y, block.geom.num_classes, rng) if objective == "bce" else None
         losses.append(local_step(block, opt, x[idx], y, objective, names, neg, lr=lr).loss)
     host_ms = 1e3 * (time.perf_counter() - t0) / steps
-    return {"steps": steps, "first_loss": losses[0], "last_loss": losses[-1],
+    window = max(1, steps // 10)  # single-batch losses are noisy: average a tenth of the run
+    return {"steps": steps, "loss_window": window,
+            "first_loss": float(np.mean(losses[:window])),
+            "last_loss": float(np.mean(losses[-window:])),
             "accuracy_before": before, "accuracy_after": accuracy(block, x_test, labels_test),
             "host_ms_per_step": host_ms, "init": str(init.path.name),
             "data": "export training vectors; accuracy on the test vectors"}
@@ -152,17 +157,18 @@ def format_table(rep: dict[str, Any]) -> str:
               f"({bp['sram_bytes'] / worst:.2f}x the largest forward-only block), max batch "
               f"{bp['largest_batch']}, {bp['fp32_macs']['total'] / 1e6:.2f} MMAC, "
               f"{bp['ms_per_step']:.1f} ms/step, {'fits' if bp['fits_sram'] else 'does not fit'}",
-              "largest batch per profile: " + "; ".join(
-                  f"{p} " + "/".join(str(v) for v in vals)
-                  for p, vals in rep["largest_batch_per_profile"].items()),
+              "largest training batch per profile and block (0: not even batch 1 fits):",
+              *(f"  {p:<10} " + ", ".join(f"block {i} {v}" for i, v in enumerate(vals))
+                for p, vals in rep["largest_batch_per_profile"].items()),
               "SRAM KB at batch 1 by --update: " + "; ".join(
                   f"{m} " + "/".join(f"{v / KB:.1f}" for v in vals)
                   for m, vals in rep["sram_at_batch1_by_update"].items())]
     for b in rep["blocks"]:
         if "steps" in b:
             s = b["steps"]
-            lines.append(f"block {b['block']}: {s['steps']} simulated steps, loss "
-                         f"{s['first_loss']:.4f} -> {s['last_loss']:.4f}, accuracy on the test "
+            lines.append(f"block {b['block']}: {s['steps']} simulated steps, loss (mean of the "
+                         f"first / last {s['loss_window']} steps) {s['first_loss']:.4f} -> "
+                         f"{s['last_loss']:.4f}, accuracy on the test "
                          f"vectors {s['accuracy_before']:.2%} -> {s['accuracy_after']:.2%} "
                          f"({s['host_ms_per_step']:.1f} host ms/step, init {s['init']})")
     for b in rep["blocks"]:
@@ -187,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 b["steps"] = run_steps(int8, init, b["block"], args.steps, args.batch,
                                        args.optimizer, args.objective, args.update, args.lr)
     except (ModelFileError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error(exc, EXIT_ERROR, args.debug)
     print(format_table(rep))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(rep, indent=2))

@@ -6,29 +6,44 @@ Examples::
     ctxconv-train experiment=fashion_mnist          # the Fashion-MNIST benchmark model
     ctxconv-train trainer.epochs=3 hydra.run.dir=runs/quick
     ctxconv-train hydra.run.dir=runs/quick resume=true   # continue an interrupted run
+
+Override keys are checked against the schema before Hydra starts (``+`` cannot add a
+key); user errors print one line and exit with code 2 (``CTXCONV_DEBUG=1``: traceback).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ctxconv.cli_errors import report_error
+from ctxconv.train.checkpoint import CheckpointError
 from ctxconv.train.config import TrainAppConfig, register_configs
+from ctxconv.train.data import DatasetUnavailableError
+from ctxconv.train.overrides import check_override_keys
+from ctxconv.train.resume_config import resume_config
+from ctxconv.train.trainer import TrainingDivergedError
 
 log = logging.getLogger("ctxconv.train")
+EXIT_ERROR = 2
+USER_ERRORS = (CheckpointError, DatasetUnavailableError, TrainingDivergedError, ValueError,
+               FileNotFoundError)  # fmt: skip
 register_configs()
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="train")
-def _app(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> None:
     from ctxconv.train.run import train_run
 
-    app_cfg: TrainAppConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     run_dir = HydraConfig.get().runtime.output_dir
+    if cfg.resume:
+        cfg = resume_config(cfg, Path(run_dir), list(HydraConfig.get().overrides.task))
+    app_cfg: TrainAppConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     summary = train_run(app_cfg, run_dir)
     acc = ", ".join(f"{m} {a:.2%}" for m, a in summary["test_accuracy"].items())
     log.info(
@@ -41,7 +56,20 @@ def _app(cfg: DictConfig) -> None:
     print(json.dumps({"run_dir": run_dir, "test_accuracy": summary["test_accuracy"]}))
 
 
+@hydra.main(version_base=None, config_path="../configs", config_name="train")
+def _app(cfg: DictConfig) -> None:
+    try:
+        _run(cfg)
+    except USER_ERRORS as exc:
+        sys.exit(report_error(exc, EXIT_ERROR))
+
+
 def main() -> None:
+    overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+    try:
+        check_override_keys(overrides, TrainAppConfig)
+    except ValueError as exc:
+        sys.exit(report_error(exc, EXIT_ERROR))
     _app()
 
 

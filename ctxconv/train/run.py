@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from ctxconv.train.chance import chance_verdict
 from ctxconv.train.checkpoint import (
     CHECKPOINT_NAME,
+    SUMMARY_NAME,
     CheckpointError,
     check_same_model,
     load_checkpoint,
@@ -31,7 +33,6 @@ from ctxconv.train.plots import plot_training_curves
 from ctxconv.train.trainer import METRICS_NAME, BlockwiseTrainer
 
 log = logging.getLogger(__name__)
-SUMMARY_NAME = "summary.json"
 
 
 def _wandb_run(cfg: TrainAppConfig, run_dir: Path):
@@ -141,7 +142,19 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
         "seed": cfg.seed, "normalisation": {"mean": info.mean, "std": info.std},
         "train_size": info.train_size, "val_size": info.val_size, "test_size": info.test_size,
         "onepass_available": "onepass" in modes, "run_dir": str(run_dir),
+        "chance": chance_verdict(val_acc, val.tensors[1], info.num_classes),
     }  # fmt: skip
+    if summary["chance"]["at_chance"]:
+        log.warning(
+            "the run did not learn: best validation accuracy %.2f%% is at or below chance level "
+            "(%.2f%%; anything up to %.2f%% is indistinguishable from guessing). Try a lower "
+            "trainer.lr (now %g) or more epochs; ctxconv-export refuses this run unless "
+            "given --allow-untrained",
+            100 * summary["chance"]["best_val_accuracy"],
+            100 * summary["chance"]["chance_accuracy"],
+            100 * summary["chance"]["threshold"],
+            cfg.trainer.lr,
+        )
     # the final weights without optimizer state: what export reads
     final = load_checkpoint(run_dir / CHECKPOINT_NAME)
     for key in ("optimizer", "scheduler"):

@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
-from tqdm import tqdm
 
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ctxconv.train.data import make_loader
 from ctxconv.train.data_gen import DataGenConfig
 from ctxconv.train.model import ContextualNet
 from ctxconv.train.objectives import block_loss
+from ctxconv.train.progress import ThrottledBar
 
 log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
@@ -209,15 +209,12 @@ class BlockwiseTrainer:
             loader = make_loader(train, self.data_gen.batch_size, shuffle=True, seed=seed)
             block.train()
             total_loss, correct, seen = 0.0, 0, 0
-            bar = tqdm(
-                loader,
-                desc=f"block {b + 1}/{len(model.blocks)} epoch {epoch + 1}/{cfg.epochs}",
-                disable=not cfg.progress,
-                leave=False,
-                unit="batch",
-                mininterval=1.0,
+            bar = ThrottledBar(
+                len(loader),
+                f"block {b + 1}/{len(model.blocks)} epoch {epoch + 1}/{cfg.epochs}",
+                cfg.progress,
             )
-            for x, y in bar:
+            for x, y in loader:
                 if cfg.augment or cfg.flip:
                     x = augment_batch(x, cfg.augment, cfg.flip, gen)
                 x = self._frozen_input(b, x.contiguous(memory_format=torch.channels_last))
@@ -237,7 +234,8 @@ class BlockwiseTrainer:
                 total_loss += loss.item() * len(y)
                 correct += int(n_correct)
                 seen += len(y)
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+                bar.step(f"loss={total_loss / seen:.4f}, acc={correct / seen:.3f}")
+            bar.close()
             train_seconds = time.perf_counter() - t0
             seconds += train_seconds
             self.train_seconds += train_seconds

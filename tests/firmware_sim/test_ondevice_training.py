@@ -231,7 +231,7 @@ def test_block_from_float_export_matches_graph(exports: Path):
 def test_cli_report_and_steps(exports: Path, tmp_path: Path, capsys):
     out = tmp_path / "r.json"
     rc = train_cli([str(exports / "export"), "--mcu", "nrf52840", "--batch", "4",
-                    "--optimizer", "adam", "--steps", "3", "--json", str(out)])
+                    "--optimizer", "adam", "--steps", "20", "--json", str(out)])
     assert rc == 0
     rep = json.loads(out.read_text())
     assert [b["block"] for b in rep["blocks"]] == [0, 1]
@@ -240,7 +240,16 @@ def test_cli_report_and_steps(exports: Path, tmp_path: Path, capsys):
         assert b["steps"]["init"] == "export-float" and np.isfinite(b["steps"]["last_loss"])
     assert rep["blocks"][1]["flash_bytes"] > rep["blocks"][0]["flash_bytes"]
     assert rep["backprop"]["sram_bytes"] > max(b["sram_bytes"] for b in rep["blocks"])
-    assert "backprop" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "backprop" in text
+    assert "largest training batch per profile and block (0: not even batch 1 fits):" in text
+    for name, sizes in rep["largest_batch_per_profile"].items():  # one labelled line each
+        assert f"  {name:<10} block 0 {sizes[0]}, block 1 {sizes[1]}\n" in text
+    for b in rep["blocks"]:
+        s = b["steps"]
+        assert s["loss_window"] == 2
+        assert (f"block {b['block']}: 20 simulated steps, loss (mean of the first / last 2 "
+                f"steps) {s['first_loss']:.4f} -> {s['last_loss']:.4f}") in text
 
 
 def test_cli_errors_and_does_not_fit(exports: Path, tmp_path: Path, capsys):

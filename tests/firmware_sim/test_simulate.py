@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from ctxconv.blockgraph.ir import ModelFileError
-from ctxconv.export.pipeline import BlockPipeline
+from ctxconv.export.pipeline import BlockPipeline, modes_coincide
 from ctxconv.firmware_sim.backends import make_runners
 from ctxconv.firmware_sim.bench_cli import main as bench_main
 from ctxconv.firmware_sim.bundle import load_export
 from ctxconv.firmware_sim.cli import main as sim_main
-from ctxconv.firmware_sim.simulate import SimOptions, simulate
+from ctxconv.firmware_sim.simulate import SimOptions, format_table, memory_figure, simulate
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,40 @@ def test_bench_table(export_dir, tmp_path, capsys):
                        "--out", str(tmp_path / "b.md"), "--json", str(tmp_path / "b.json")])
     assert code == 0
     table = (tmp_path / "b.md").read_text()
-    assert table.count("| nrf52840 |") == 2 and table.count("| rp2040 |") == 2
+    # the tiny model has no contextual block: multipass and onepass are one computation
+    assert table.count("| nrf52840 | onepass = multipass |") == 1
+    assert table.count("| rp2040 |") == 1
+    assert "both modes are the same computation (one row per MCU)" in table
     result = json.loads((tmp_path / "b.json").read_text())
     assert set(result["throughput"]) == {"reference", "tflm", "litert", "onnxruntime"}
+
+
+def test_modes_coincide_only_without_contextual_blocks():
+    blocks = [{"contextual": False}, {"contextual": False}]
+    assert modes_coincide({"modes": ["multipass", "onepass"], "blocks": blocks})
+    assert not modes_coincide({"modes": ["multipass"], "blocks": blocks})
+    blocks[1]["contextual"] = True
+    assert not modes_coincide({"modes": ["multipass", "onepass"], "blocks": blocks})
+
+
+def test_sim_table_says_when_modes_are_one_computation(report):
+    assert report["modes_coincide"] is True
+    assert "mode onepass (= multipass, the same computation)" in format_table(report)
+
+
+def test_memory_plot_labels_kb_and_zooms_past_a_far_limit(report):
+    import matplotlib.pyplot as plt
+
+    fig = memory_figure(report)
+    ax_s, ax_f = fig.axes
+    labels = [t.get_text() for t in ax_s.texts]
+    arena_kb = report["blocks"][0]["arena_bytes"] / 1024
+    assert f"{arena_kb:.1f} KB" in labels  # every bar carries its value
+    limit_kb = report["sram_limit_bytes"] / 1024
+    assert ax_s.get_ylim()[1] < limit_kb / 4  # a few-KB bar stays visible ...
+    assert any(t.startswith(f"nrf52840 SRAM available: {limit_kb:.0f} KB (off the scale")
+               for t in labels)  # ... and the limit is still stated
+    assert all(t.get_text().endswith(" KB") or "off the scale" in t.get_text()
+               for t in ax_f.texts)
+    assert sum(t.get_text().endswith(" KB") for t in ax_f.texts) == len(report["blocks"]) + 1
+    plt.close(fig)

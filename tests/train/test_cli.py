@@ -1,16 +1,19 @@
 """ctxconv-train end to end through Hydra: overrides, run directory, the default job."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 TRAIN = [sys.executable, "-m", "ctxconv.train.cli"]
 
 
-def run(*args, check=True):
-    out = subprocess.run([*TRAIN, *args], capture_output=True, text=True, timeout=300)
+def run(*args, check=True, env=None):
+    out = subprocess.run([*TRAIN, *args], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **(env or {})})
     if check and out.returncode != 0:
         raise AssertionError(out.stdout + out.stderr)
     return out
@@ -19,7 +22,9 @@ def run(*args, check=True):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("trainer.epochz=3", "Key 'epochz' not in 'TrainerConfig'"),
+        ("trainer.epochz=3", "error: unknown key 'trainer.epochz' in override 'trainer.epochz=3'"
+         ": the ctxconv-train config has no such field; did you mean 'trainer.epochs'?"),
+        ("+trainer.epoch=3", "(a leading + cannot add one); did you mean 'trainer.epochs'?"),
         ("trainer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),
         ("data=imagenet", "Could not find 'data/imagenet'"),
     ],
@@ -41,3 +46,55 @@ def test_default_job_on_digits(tmp_path):
     for mode in ("multipass", "onepass"):
         assert summary["test_accuracy"][mode] >= 0.97, summary["test_accuracy"]
     assert "block 1 epoch 14" in out.stdout + out.stderr  # epoch lines are logged
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (lambda d: (d / "checkpoint.pt").write_bytes(b"x"), [],
+         "error: {d} already holds a run: add resume=true to continue it"),
+        (lambda d: None, ["resume=true"], "error: resume=true but {d} has no checkpoint.pt"),
+        (lambda d: None, ["data=mnist", "data.data_dir={d}/nowhere", "data.download=false"],
+         "error: dataset 'mnist' is not in {d}/nowhere and could not be downloaded"),
+    ],
+)
+def test_user_errors_print_one_line_without_traceback(tmp_path, setup, args, message):
+    setup(tmp_path)
+    args = [a.format(d=tmp_path) for a in args]
+    out = run(f"hydra.run.dir={tmp_path}", "trainer.progress=false", *args, check=False)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message.format(d=tmp_path) in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and out.stderr.count("error:") == 1
+
+
+def test_debug_env_shows_the_traceback(tmp_path):
+    out = run(f"hydra.run.dir={tmp_path}", "resume=true", check=False,
+              env={"CTXCONV_DEBUG": "1", "HYDRA_FULL_ERROR": "1"})
+    assert out.returncode != 0 and "Traceback" in out.stderr
+    assert "CheckpointError: resume=true but" in out.stderr
+
+
+def test_help_names_the_app_its_groups_and_the_readme():
+    text = run("--help").stdout
+    assert text.startswith("ctxconv-train: forward-only, block-wise training")
+    assert "powered by Hydra" not in text and "mcu" not in text
+    assert 'The README (section "Training: ctxconv-train")' in text
+    configs = Path(__file__).resolve().parents[2] / "ctxconv/configs"
+    for group in ("data", "model", "trainer", "experiment"):
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{group}="))
+        listed = line.split()[0].split("=", 1)[1].split("|")
+        assert sorted(listed) == sorted(p.stem for p in (configs / group).glob("*.yaml")), group
+    for option in ("hydra.run.dir=DIR", "resume=true", "overwrite=true", "trainer.epochs=N"):
+        assert option in text
+
+
+def test_resume_uses_the_stored_config(tmp_path):
+    """Resume needs no repeated overrides; a contradicting one is a one-line error."""
+    first = ["model.blocks=[[1,4,3],[2,4,3]]", "trainer.epochs=1", "data.max_train_samples=200"]
+    run(f"hydra.run.dir={tmp_path}", "trainer.progress=false", *first)
+    out = run(f"hydra.run.dir={tmp_path}", "resume=true", "trainer.progress=false")
+    assert json.loads(out.stdout.strip().splitlines()[-1])["run_dir"] == str(tmp_path)
+    out = run(f"hydra.run.dir={tmp_path}", "resume=true", "trainer.epochs=2", check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert ("'trainer.epochs=2' sets trainer.epochs=2 but the run has trainer.epochs=1"
+            in out.stderr)

@@ -1,0 +1,42 @@
+"""A training progress bar that redraws a few times a second, not on every batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+
+class ThrottledBar:
+    """Batch count and a postfix, pushed to tqdm at most once per ``interval`` seconds.
+
+    Calling ``tqdm.set_postfix`` on every batch redraws every batch and defeats
+    ``mininterval``; here the count and postfix are held back and flushed together.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool, interval: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic, **tqdm_kw) -> None:
+        self.bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False,
+                        unit="batch", mininterval=0, miniters=1, **tqdm_kw)
+        self.interval, self.clock = interval, clock
+        self.pending, self.postfix = 0, ""
+        self.last = clock()
+
+    def step(self, postfix: str) -> None:
+        """One batch done; ``postfix`` describes the running state (e.g. loss and accuracy)."""
+        self.pending += 1
+        self.postfix = postfix
+        if self.clock() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.bar.set_postfix_str(self.postfix, refresh=False)
+            self.bar.update(self.pending)
+            self.pending = 0
+        self.last = self.clock()
+
+    def close(self) -> None:
+        self.flush()
+        self.bar.close()
