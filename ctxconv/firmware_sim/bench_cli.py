@@ -33,7 +33,10 @@ def backend_throughput(bundle: ExportBundle, images: int, mode: str) -> dict[str
 
 
 def run_bench(export_dir: str, mcus: list[str], images: int | None,
-              throughput_images: int = 2000) -> dict[str, Any]:
+              throughput_images: int = 2000, firmware: bool = False,
+              emulated_images: int = 20) -> dict[str, Any]:
+    """Every profile x mode; with ``firmware`` also the generated C, built and run (host
+    build once, emulated Cortex-M per profile with an emulated core)."""
     bundle = load_export(export_dir)
     same = modes_coincide(bundle.manifest)
     modes = ["onepass"] if same else list(bundle.manifest["modes"])  # one row when identical
@@ -42,8 +45,10 @@ def run_bench(export_dir: str, mcus: list[str], images: int | None,
     for mcu in mcus:
         profile = load_profile(mcu)
         for mode in modes:
-            rep = simulate(bundle, SimOptions(mcu=mcu, mode=mode, images=images), profile,
-                           cache)
+            opts = SimOptions(mcu=mcu, mode=mode, images=images,
+                              backend="firmware" if firmware else "reference",
+                              emulated_images=emulated_images)
+            rep = simulate(bundle, opts, profile, cache)
             rows.append(rep)
     first = "onepass" if "onepass" in modes else modes[0]
     return {"export_dir": export_dir, "rows": rows,
@@ -64,10 +69,36 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['arena_bytes'] / kb:.1f} | {r['flash_bytes'] / kb:.1f} "
             f"({r['flash_limit_bytes'] / kb:.0f}) | {r['accuracy']:.2%} | "
             f"{'yes' if r['fits'] else 'NO'} |")
+    if any("firmware" in r for r in result["rows"]):
+        lines += ["", firmware_markdown(result["rows"])]
     if result.get("modes_note"):
         lines += ["", result["modes_note"] + " (one row per MCU)."]
     lines += ["", f"Simulator throughput ({result['throughput_mode']}, images/s on this CPU): "
               + ", ".join(f"{b} {v:.0f}" for b, v in result["throughput"].items())]
+    return "\n".join(lines)
+
+
+def firmware_markdown(rows: list[dict[str, Any]]) -> str:
+    """Measured on the generated C: the emulated binary per profile beside the model."""
+    kb = 1024
+    lines = ["Generated C, measured on the binary (emulated Cortex-M under QEMU; bit-exactness "
+             "of the host build on the same test vectors as the accuracy):", "",
+             "| MCU | mode | core (board) | instructions / image | ≥ ms at 1 instr/cycle | "
+             "RAM KB (static + stack + I/O) | flash KB | bit-exact (emulated / host) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fw = r["firmware"]
+        emu = fw.get("emulated")
+        host = "yes" if fw["host"]["bit_exact"] else "NO"
+        if emu is None:
+            lines.append(f"| {r['mcu']} | {r['mode']} | modelled only ({r['profile']['core']})"
+                         f" | | | | | - / {host} |")
+            continue
+        instr = emu["instructions_per_image"][r["mode"]]
+        lines.append(
+            f"| {r['mcu']} | {r['mode']} | {emu['target']} | {instr:,} | "
+            f"{1e3 * instr / r['profile']['clock_hz']:.1f} | {emu['ram_bytes'] / kb:.1f} | "
+            f"{emu['flash_bytes'] / kb:.1f} | {'yes' if emu['bit_exact'] else 'NO'} / {host} |")
     return "\n".join(lines)
 
 
@@ -76,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("export_dir")
     p.add_argument("--mcu", default="all", help="comma-separated profile names, or 'all'")
     p.add_argument("--images", type=int, default=None, help="test images (default all)")
+    p.add_argument("--firmware", action="store_true",
+                   help="also build and run the export's generated C (host + emulated MCU)")
+    p.add_argument("--emulated-images", type=int, default=20,
+                   help="with --firmware: test vectors run on each emulated MCU (default 20)")
     p.add_argument("--json", dest="json_path", default=None)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -83,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     mcus = list_profiles() if args.mcu == "all" else [m.strip() for m in args.mcu.split(",")]
     try:
-        result = run_bench(args.export_dir, mcus, args.images)
+        result = run_bench(args.export_dir, mcus, args.images, firmware=args.firmware,
+                           emulated_images=args.emulated_images)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
         return report_error(exc, 2, args.debug)
     table = markdown(result)

@@ -133,7 +133,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     key = ("accuracy", opts.backend, mode, len(labels))
     firmware = None
     if opts.backend == "firmware":
-        firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images)
+        firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images,
+                                cache=cache)
         cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
     if key not in cache:
         log.info("running %d test images (%s, %s backend)", len(labels), mode, opts.backend)

@@ -61,13 +61,16 @@ def bundle_of(blocks: list[BlockGraph], path: Path) -> ExportBundle:
                     "off": -128},
         "modes": ["multipass", "onepass"], "score_blocks": list(range(len(blocks))),
         "blocks": [{"name": g.name, "index": i, "contextual": False, "score_block": True,
-                    "files": {}, "inputs": io_records(g, g.inputs),
+                    "files": {"tflite": f"{g.name}.tflite"}, "inputs": io_records(g, g.inputs),
                     "outputs": io_records(g, g.outputs), "macs": 1}
                    for i, g in enumerate(blocks)],
         "files": {},
     }  # fmt: skip
     write_c_library(manifest, blocks, path / "c")
-    return ExportBundle(path, manifest, blocks, [write_tflite(g) for g in blocks])
+    tflite = [write_tflite(g) for g in blocks]
+    for g, data in zip(blocks, tflite, strict=True):
+        (path / f"{g.name}.tflite").write_bytes(data)
+    return ExportBundle(path, manifest, blocks, tflite)
 
 
 def random_images(bundle: ExportBundle, n: int, seed: int) -> np.ndarray:

@@ -88,6 +88,7 @@ def test_firmware_backend_report(export_dir, digits_export):
     assert fw["host"]["bit_exact"] and fw["host"]["images"] == 120
     emu = fw["emulated"]
     assert emu["bit_exact"] and emu["bit_exact_vs_host"] and emu["images"] == 4
+    assert emu["bit_exact_vs_tflm"]
     assert emu["target"] == "cortex-m4f (mps2-an386)"
     assert 0 < emu["static_ram_bytes"] <= report["sram_limit_bytes"]
     assert 0 < emu["stack_high_water_bytes"] < 8192
