@@ -37,6 +37,16 @@ def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> st
     return f"static const {ctype} {name}[{max(len(items), 1)}] = {{\n    {body}\n}};\n"
 
 
+def conv_weight_layout(rows: np.ndarray) -> np.ndarray:
+    """(cout, k_padded) int8 rows -> the C conv layout (``ctxconv_kernels.h``): channel
+    pairs interleaved in groups of 4 weights, an odd last row alone."""
+    cout, kp = rows.shape
+    groups = rows.reshape(cout, kp // 4, 4)
+    pairs = cout // 2 * 2
+    paired = groups[:pairs].reshape(pairs // 2, 2, kp // 4, 4).transpose(0, 2, 1, 3)
+    return np.concatenate([paired.reshape(-1), groups[pairs:].reshape(-1)])
+
+
 def _q(t: Tensor) -> tuple[float, int]:
     if t.quant is None or t.dtype != "int8":
         raise CGenerationError(f"tensor {t.name!r} is {t.dtype} without int8 quantization; "
@@ -129,7 +139,7 @@ class BlockSource:
         kp = conv_k_padded(op, g)
         rows = np.zeros((cout, kp), np.int64)
         rows[:, : kh * kw * cin] = w.reshape(cout, -1)
-        rows = rows.reshape(cout, kp // 4, 4)[:, :, [0, 2, 1, 3]]  # SXTB16 pairs
+        rows = conv_weight_layout(rows)
         mult, shift = _multipliers(step, g, cout)
         (_, in_zp), (_, out_zp) = _q(x), _q(out)
         lo, hi = _act(step, g)

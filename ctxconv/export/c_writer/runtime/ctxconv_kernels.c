@@ -31,13 +31,18 @@ static inline int32_t rdbpot(int32_t x, int32_t e)
     return (x >> e) + (remainder > threshold ? 1 : 0);
 }
 
-int32_t ctxconv_requantize(int32_t x, int32_t mult, int32_t shift)
+static inline int32_t requantize(int32_t x, int32_t mult, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
     /* x * 2^left in int32 with two's-complement wrap, as on the device */
     const int32_t shifted = (int32_t)((uint32_t)x << left);
     return rdbpot(srdhm(shifted, mult), right);
+}
+
+int32_t ctxconv_requantize(int32_t x, int32_t mult, int32_t shift)
+{
+    return requantize(x, mult, shift);
 }
 
 static inline int8_t clamp_s8(int32_t v, int32_t lo, int32_t hi)
@@ -65,96 +70,123 @@ static inline uint32_t sxtb16_ror8(uint32_t x)
 
 /* ------------------------------------------------------------------ conv */
 
-/* One im2col column: the receptive field of output pixel (oy, ox) as int16 (x - zp),
- * zero for padded taps and for the tail up to k_padded. */
+/* Layouts (ctxconv_kernels.h): k runs in groups of 4. Weights: a pair of output channels
+ * stores its two rows interleaved group by group (8 bytes per group), an odd last channel
+ * its row alone (4 bytes per group), each group in natural order w0 w1 w2 w3; SXTB16 makes
+ * the pairs (w0, w2) and (w1, w3) of them. The scratch holds the im2col columns of two
+ * output pixels interleaved the same way, per group x0[4] then x1[4], each as the int16
+ * (x - zero point) of inputs k0 k2 k1 k3 to match. */
+
+static const int8_t group_slot[4] = {0, 2, 1, 3};
+
+#if CTXCONV_DSP
+static inline uint32_t sxtab16_ror8(uint32_t acc, uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(acc), "r"(x));
+    return r;
+}
+#endif
+
+/* Four input bytes (+ offset) into one group of a column: slots k0 k2 k1 k3. */
+static inline void put_group(int16_t *d, const int8_t *s, int16_t off)
+{
+#if CTXCONV_DSP
+    const uint32_t offs = (uint32_t)(uint16_t)off * 0x10001u;
+    const uint32_t v = load_u32(s);
+    const uint32_t even = __sxtab16(offs, v), odd = sxtab16_ror8(offs, v);
+    memcpy(d, &even, 4);
+    memcpy(d + 2, &odd, 4);
+#else
+    d[0] = (int16_t)(s[0] + off);
+    d[1] = (int16_t)(s[2] + off);
+    d[2] = (int16_t)(s[1] + off);
+    d[3] = (int16_t)(s[3] + off);
+#endif
+}
+
+/* Write output pixel (oy, ox)'s receptive field as int16 (x - zero point) into column
+ * `which` (0 or 1) of the interleaved scratch; zero for padded taps and the k tail. */
 static void im2col(const ctxconv_conv_params *p, const int8_t *in, int32_t oy, int32_t ox,
-                   int16_t *col)
+                   int16_t *col, int32_t which)
 {
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
     const int32_t ix0 = ox * p->stride_w - p->pad_left;
     const int32_t cin = p->in_c;
     const int16_t off = (int16_t)p->in_offset;
-    int16_t *d = col;
+    int16_t *base = col + which * 4;
+    int32_t k = 0; /* position in the column */
     for (int32_t ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = iy0 + ky;
-        if (iy < 0 || iy >= p->in_h) {
-            memset(d, 0, (size_t)(p->k_w * cin) * sizeof *d);
-            d += p->k_w * cin;
-            continue;
-        }
         for (int32_t kx = 0; kx < p->k_w; ++kx) {
             const int32_t ix = ix0 + kx;
-            if (ix < 0 || ix >= p->in_w) {
-                memset(d, 0, (size_t)cin * sizeof *d);
-            } else {
-                const int8_t *s = in + (iy * p->in_w + ix) * cin;
-                for (int32_t c = 0; c < cin; ++c) {
-                    d[c] = (int16_t)(s[c] + off);
+            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+            const int8_t *s = in + (iy * p->in_w + ix) * cin;
+            if ((cin & 3) == 0) { /* whole groups: 4 channels at a time */
+                for (int32_t c = 0; c < cin; c += 4, k += 4) {
+                    int16_t *d = base + (k >> 2) * 8;
+                    if (inside) {
+                        put_group(d, s + c, off);
+                    } else {
+                        memset(d, 0, 4 * sizeof *d);
+                    }
                 }
+                continue;
             }
-            d += cin;
+            for (int32_t c = 0; c < cin; ++c, ++k) {
+                base[(k >> 2) * 8 + group_slot[k & 3]] = inside ? (int16_t)(s[c] + off) : 0;
+            }
         }
     }
-    const int32_t used = (int32_t)(d - col);
-    if (used < p->k_padded) {
-        memset(d, 0, (size_t)(p->k_padded - used) * sizeof *d);
+    for (; k < p->k_padded; ++k) {
+        base[(k >> 2) * 8 + group_slot[k & 3]] = 0;
     }
 }
 
-/* Dot product of one weight row (reordered groups of 4) with one int16 column. */
-static int32_t dot_row_col(const int8_t *w, const int16_t *x, int32_t k_padded, int32_t acc)
+/* One weight row (groups of 4 every `stride` bytes) with one column (groups every 8 int16,
+ * starting at x). */
+static int32_t dot_row_col(const int8_t *w, int32_t stride, const int16_t *x, int32_t groups,
+                           int32_t acc)
 {
+    for (int32_t g = 0; g < groups; ++g, w += stride, x += 8) {
 #if CTXCONV_DSP
-    for (int32_t k = k_padded >> 2; k > 0; --k) {
         const uint32_t wv = load_u32(w);
-        w += 4;
         acc = (int32_t)__smlad(__sxtb16(wv), load_u32(x), (uint32_t)acc);
         acc = (int32_t)__smlad(sxtb16_ror8(wv), load_u32(x + 2), (uint32_t)acc);
-        x += 4;
-    }
 #else
-    for (int32_t k = k_padded >> 2; k > 0; --k) {
-        acc += w[0] * x[0] + w[2] * x[1] + w[1] * x[2] + w[3] * x[3];
-        w += 4;
-        x += 4;
-    }
+        acc += w[0] * x[0] + w[2] * x[1] + w[1] * x[2] + w[3] * x[3]; /* x: k0 k2 k1 k3 */
 #endif
+    }
     return acc;
 }
 
 static inline int8_t conv_out(const ctxconv_conv_params *p, int32_t acc, int32_t ch)
 {
-    const int32_t v = ctxconv_requantize(acc, p->mult[ch], p->shift[ch]) + p->out_offset;
+    const int32_t v = requantize(acc, p->mult[ch], p->shift[ch]) + p->out_offset;
     return clamp_s8(v, p->act_min, p->act_max);
 }
 
-/* Two output pixels (columns c0, c0 + k_padded) x all channels, two channels at a time. */
-static void conv_two_pixels(const ctxconv_conv_params *p, const int16_t *c0, int8_t *out)
+/* Output pixels 0 and (when two) 1 of the scratch, all channels, two channels at a time. */
+static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_t pixels,
+                        int8_t *out)
 {
-    const int32_t kp = p->k_padded;
-    const int32_t cout = p->out_c;
-    const int16_t *c1 = c0 + kp;
+    const int32_t kp = p->k_padded, groups = kp >> 2, cout = p->out_c;
     int32_t ch = 0;
-    for (; ch + 1 < cout; ch += 2) {
-        const int8_t *w0 = p->weights + ch * kp;
-        const int8_t *w1 = w0 + kp;
+    for (; ch + 1 < cout && pixels == 2; ch += 2) {
+        const int8_t *w = p->weights + ch * kp;
         int32_t a00 = p->bias[ch], a01 = a00, a10 = p->bias[ch + 1], a11 = a10;
 #if CTXCONV_DSP
-        const int16_t *x0 = c0, *x1 = c1;
-        for (int32_t k = kp >> 2; k > 0; --k) {
-            const uint32_t x0l = load_u32(x0), x0h = load_u32(x0 + 2);
-            const uint32_t x1l = load_u32(x1), x1h = load_u32(x1 + 2);
-            x0 += 4;
-            x1 += 4;
-            uint32_t wv = load_u32(w0);
-            w0 += 4;
+        const int16_t *x = col;
+        for (int32_t g = groups; g > 0; --g, w += 8, x += 8) {
+            const uint32_t x0l = load_u32(x), x0h = load_u32(x + 2);
+            const uint32_t x1l = load_u32(x + 4), x1h = load_u32(x + 6);
+            uint32_t wv = load_u32(w);
             uint32_t wl = __sxtb16(wv), wh = sxtb16_ror8(wv);
             a00 = (int32_t)__smlad(wl, x0l, (uint32_t)a00);
             a00 = (int32_t)__smlad(wh, x0h, (uint32_t)a00);
             a01 = (int32_t)__smlad(wl, x1l, (uint32_t)a01);
             a01 = (int32_t)__smlad(wh, x1h, (uint32_t)a01);
-            wv = load_u32(w1);
-            w1 += 4;
+            wv = load_u32(w + 4);
             wl = __sxtb16(wv);
             wh = sxtb16_ror8(wv);
             a10 = (int32_t)__smlad(wl, x0l, (uint32_t)a10);
@@ -163,28 +195,24 @@ static void conv_two_pixels(const ctxconv_conv_params *p, const int16_t *c0, int
             a11 = (int32_t)__smlad(wh, x1h, (uint32_t)a11);
         }
 #else
-        a00 = dot_row_col(w0, c0, kp, a00);
-        a01 = dot_row_col(w0, c1, kp, a01);
-        a10 = dot_row_col(w1, c0, kp, a10);
-        a11 = dot_row_col(w1, c1, kp, a11);
+        a00 = dot_row_col(w, 8, col, groups, a00);
+        a01 = dot_row_col(w, 8, col + 4, groups, a01);
+        a10 = dot_row_col(w + 4, 8, col, groups, a10);
+        a11 = dot_row_col(w + 4, 8, col + 4, groups, a11);
 #endif
         out[ch] = conv_out(p, a00, ch);
         out[cout + ch] = conv_out(p, a01, ch);
         out[ch + 1] = conv_out(p, a10, ch + 1);
         out[cout + ch + 1] = conv_out(p, a11, ch + 1);
     }
-    if (ch < cout) {
-        const int8_t *w0 = p->weights + ch * kp;
-        out[ch] = conv_out(p, dot_row_col(w0, c0, kp, p->bias[ch]), ch);
-        out[cout + ch] = conv_out(p, dot_row_col(w0, c1, kp, p->bias[ch]), ch);
-    }
-}
-
-static void conv_one_pixel(const ctxconv_conv_params *p, const int16_t *c0, int8_t *out)
-{
-    for (int32_t ch = 0; ch < p->out_c; ++ch) {
-        const int8_t *w = p->weights + ch * p->k_padded;
-        out[ch] = conv_out(p, dot_row_col(w, c0, p->k_padded, p->bias[ch]), ch);
+    for (; ch < cout; ++ch) { /* one pixel, or the odd last channel */
+        const int32_t paired = ch + 1 < cout || (cout & 1) == 0;
+        const int8_t *w = p->weights + (ch & ~1) * kp + (paired ? (ch & 1) * 4 : 0);
+        const int32_t stride = paired ? 8 : 4;
+        for (int32_t i = 0; i < pixels; ++i) {
+            const int32_t acc = dot_row_col(w, stride, col + 4 * i, groups, p->bias[ch]);
+            out[i * cout + ch] = conv_out(p, acc, ch);
+        }
     }
 }
 
@@ -194,16 +222,16 @@ void ctxconv_conv_s8(const ctxconv_conv_params *p, const int8_t *in, int8_t *out
     int8_t *o = out;
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         for (int32_t ox = 0; ox < p->out_w; ++ox) {
-            im2col(p, in, oy, ox, col + filled * p->k_padded);
+            im2col(p, in, oy, ox, col, filled);
             if (++filled == 2) {
-                conv_two_pixels(p, col, o);
+                conv_pixels(p, col, 2, o);
                 o += 2 * p->out_c;
                 filled = 0;
             }
         }
     }
     if (filled) {
-        conv_one_pixel(p, col, o);
+        conv_pixels(p, col, 1, o);
     }
 }
 
@@ -228,7 +256,7 @@ static int32_t dot_s8(const int8_t *w, const int8_t *x, int32_t n, int32_t acc)
 
 static inline int8_t fc_out(const ctxconv_fc_params *p, int32_t acc, int32_t o)
 {
-    const int32_t v = ctxconv_requantize(acc, p->mult[o], p->shift[o]) + p->out_offset;
+    const int32_t v = requantize(acc, p->mult[o], p->shift[o]) + p->out_offset;
     return clamp_s8(v, p->act_min, p->act_max);
 }
 

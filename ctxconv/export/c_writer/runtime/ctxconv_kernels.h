@@ -15,8 +15,10 @@
 #include <stdint.h>
 
 /* CONV_2D with per-channel requantization. The generator pads k_h * k_w * in_c up to
- * k_padded (a multiple of 4) and stores each group of 4 weights as w0 w2 w1 w3, so that
- * SXTB16 unpacks them into the pairs (w0, w1) and (w2, w3). */
+ * k_padded (a multiple of 4) and interleaves the rows of output channels 2i and 2i + 1 in
+ * groups of 4 weights (8 bytes per group; an odd last channel's row stays alone), so one
+ * pass over the im2col columns of two pixels feeds four accumulators. Channel c's data
+ * starts at byte (c & ~1) * k_padded either way. */
 typedef struct {
     int32_t in_h, in_w, in_c;
     int32_t out_h, out_w, out_c;
@@ -63,7 +65,8 @@ typedef struct {
 /* TFLite MultiplyByQuantizedMultiplier (double rounding). */
 int32_t ctxconv_requantize(int32_t x, int32_t mult, int32_t shift);
 
-/* col: scratch of 2 * k_padded int16 (the im2col columns of two output pixels). */
+/* col: scratch of 2 * k_padded int16 (the im2col columns of two output pixels, interleaved
+ * in groups of 4). */
 void ctxconv_conv_s8(const ctxconv_conv_params *p, const int8_t *in, int8_t *out, int16_t *col);
 void ctxconv_fc_s8(const ctxconv_fc_params *p, const int8_t *in, int8_t *out);
 /* Pools may run in place (out == in) with VALID padding. */

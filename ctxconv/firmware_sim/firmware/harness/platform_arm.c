@@ -112,6 +112,9 @@ void platform_init(void)
     SYST_RVR = 0xFFFFFFu;
     SYST_CVR = 0;
     SYST_CSR = 7u; /* processor clock, interrupt on wrap, enabled */
+    while (SYST_CVR == 0) {
+        /* the first tick loads the reload value: count from there, not from 0 */
+    }
 }
 
 /* ------------------------------------------------------------------ start-up */
