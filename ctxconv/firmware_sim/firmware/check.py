@@ -83,7 +83,8 @@ def compare(got: HarnessOutputs, ref: Reference, labels: np.ndarray) -> dict[str
     return {"images": int(len(labels)), "bit_exact": exact, "blocks": blocks, "modes": modes}
 
 
-def _shapes(bundle: ExportBundle) -> list[BlockShape]:
+def block_shapes(bundle: ExportBundle) -> list[BlockShape]:
+    """What the harness writes per block of ``bundle`` (passes, feature bytes)."""
     return [BlockShape(bundle.num_classes if b["contextual"] else 1,
                        bundle.graphs[i].tensors["features"].nbytes)
             for i, b in enumerate(bundle.blocks)]
@@ -159,7 +160,7 @@ def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.nd
     log.info("host build: compiling the C library and running %d test vectors", len(raw))
     exe = build_host(c_dir, work, modes)
     n_blocks = len(raw) if per_block_images is None else min(per_block_images, len(raw))
-    args = (work, _shapes(bundle), bundle.num_classes, modes)
+    args = (work, block_shapes(bundle), bundle.num_classes, modes)
     got = run_harness(exe, raw[:n_blocks], *args, True,
                       timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * n_blocks)
     report = compare(got, Reference(bundle, raw[:n_blocks], True), labels[:n_blocks])
@@ -192,7 +193,7 @@ def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
         raise FirmwareDoesNotFit(f"{exc} on {profile.name} ({profile.sram_bytes} B RAM, "
                                  f"{profile.flash_bytes} B flash)\n{arena_table(bundle)}",
                                  exc.overflows) from None
-    got = run_harness(build.elf, raw, work, _shapes(bundle), bundle.num_classes, modes, True,
+    got = run_harness(build.elf, raw, work, block_shapes(bundle), bundle.num_classes, modes, True,
                       timeout=EMULATOR_START_SECONDS + EMULATED_SECONDS_PER_IMAGE * len(raw),
                       target=target)
     report = compare(got, Reference(bundle, raw, True), labels)

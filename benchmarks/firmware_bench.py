@@ -1,0 +1,147 @@
+"""Firmware benchmark: writes the "Firmware" section of BENCHMARKS.md.
+
+    python benchmarks/firmware_bench.py [EXPORT_DIR]   # default: benchmarks/runs/fashion_mnist/export
+
+The export's generated C library, measured: the host build on every test vector, the
+Cortex-M4 (nRF52840) and Cortex-M7 (STM32F746) builds on 20 vectors each under QEMU
+(bit-exactness against the host build, the reference kernels and TFLM; flash, RAM, stack and
+instructions measured on the binary beside the simulator's model), and the time from the
+digits export to 20 emulated images (generation + cross-compile + run).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import ROOT, git_rev, machine, write_section  # noqa: E402
+
+from ctxconv.export.c_writer import write_c_for_export  # noqa: E402
+from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
+from ctxconv.firmware_sim.firmware.build import build_arm  # noqa: E402
+from ctxconv.firmware_sim.firmware.check import block_shapes  # noqa: E402
+from ctxconv.firmware_sim.firmware.run import run_harness  # noqa: E402
+from ctxconv.firmware_sim.firmware.targets import target_for  # noqa: E402
+from ctxconv.firmware_sim.profiles import load_profile  # noqa: E402
+from ctxconv.firmware_sim.simulate import SimOptions, simulate  # noqa: E402
+
+KB = 1024
+PROFILES = ("nrf52840", "stm32f746")
+
+
+def digits_export() -> Path:
+    """The README's default digits model and its int8 export (made once)."""
+    run = ROOT / "benchmarks/runs/digits"
+    if not (run / "export/manifest.json").exists():
+        subprocess.run(["ctxconv-train", f"hydra.run.dir={run}", "overwrite=true",
+                        "trainer.progress=false"], check=True)
+        subprocess.run(["ctxconv-export", str(run), "--int8"], check=True)
+    return run / "export"
+
+
+def digits_turnaround(export_dir: Path, images: int = 20) -> dict:
+    """Seconds from an export to `images` emulated vectors: generate, cross-compile, run."""
+    t0 = time.perf_counter()
+    write_c_for_export(export_dir)
+    t_gen = time.perf_counter()
+    bundle = load_export(export_dir)
+    profile = load_profile("nrf52840")
+    modes = list(bundle.manifest["modes"])
+    raw, _ = bundle.test_vectors(images)
+    with tempfile.TemporaryDirectory() as tmp:
+        build = build_arm(export_dir / "c", Path(tmp), modes, target_for(profile), profile)
+        t_build = time.perf_counter()
+        run_harness(build.elf, raw, Path(tmp), block_shapes(bundle), bundle.num_classes, modes,
+                    False, timeout=600, target=build.target)
+    t_run = time.perf_counter()
+    return {"images": images, "generate_s": round(t_gen - t0, 2),
+            "cross_compile_s": round(t_build - t_gen, 2), "emulate_s": round(t_run - t_build, 2),
+            "total_s": round(t_run - t0, 2)}
+
+
+def main() -> None:
+    export_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks/runs/fashion_mnist/export"
+    if not (export_dir / "c/ctxconv_model.c").exists():
+        write_c_for_export(export_dir)
+    t0 = time.perf_counter()
+    cache: dict = {}
+    reports = {mcu: simulate(export_dir, SimOptions(mcu=mcu, backend="firmware",
+                                                    emulated_images=20), cache=cache)
+               for mcu in PROFILES}
+    wall = time.perf_counter() - t0
+    turnaround = digits_turnaround(digits_export())
+    res = {"date": date.today().isoformat(), "commit": git_rev(), "machine": machine(),
+           "wall_seconds": round(wall, 1), "reports": reports, "digits": turnaround,
+           "command": "python benchmarks/firmware_bench.py"}
+    nrf = reports["nrf52840"]
+    host = nrf["firmware"]["host"]
+    lines = ["## Firmware: the generated C on an emulated Cortex-M (`benchmarks/firmware_bench.py`)",
+             "",
+             f"Machine: {res['machine']}. Date: {res['date']}. Commit: {res['commit']}. Command: "
+             f"`{res['command']}` ({res['wall_seconds']:.0f} s for the Fashion-MNIST part; "
+             f"export `{export_dir.relative_to(ROOT) if export_dir.is_relative_to(ROOT) else export_dir}`). "
+             "Measured on the binary: flash and RAM from the linked ELF (`arm-none-eabi-size`, "
+             "`nm`), the stack high-water mark from a painted stack, instructions from QEMU "
+             "`-icount` (SysTick calibrated with a loop of known length; instructions, not "
+             "cycles). Modelled: the simulator's planner (TFLM arena, 32-bit overhead) and cycle "
+             "model. Host-measured: TFLM's minimum arena (64-bit Python build, bisected).", "",
+             "### Bit-exactness", "",
+             f"- Host build (`cc`, plain C kernels): **{host['images']}** test vectors, class "
+             "scores and top-1 equal to the reference kernels on "
+             + ", ".join(f"{m} {v['scores_equal']:.2%} / {v['top1_equal']:.2%}"
+                         for m, v in host["modes"].items())
+             + f"; every block's outputs equal on the first {host['block_images']}; accuracy "
+             + ", ".join(f"{m} {v['accuracy']:.2%}" for m, v in host["modes"].items()) + "."]
+    for mcu, rep in reports.items():
+        emu = rep["firmware"]["emulated"]
+        lines.append(f"- {mcu}, emulated {emu['target']} (SMLAD kernels): {emu['images']} "
+                     f"vectors, every block output and class score equal to the host build: "
+                     f"{emu['bit_exact_vs_host']}, to the reference kernels: {emu['bit_exact']}, "
+                     f"to TFLM: {emu['bit_exact_vs_tflm']}.")
+    emu = nrf["firmware"]["emulated"]
+    lines += ["", "### Per block on the Cortex-M4 (nRF52840)", "",
+              "| block | flash KB (measured) | flash KB (modelled: .tflite) | instructions / image | "
+              "MACs | instructions / MAC | modelled cycles | instructions / modelled cycles |",
+              "|---|---|---|---|---|---|---|---|"]
+    for b in emu["blocks"]:
+        lines.append(f"| {b['name']} | {b['flash_bytes'] / KB:.1f} | "
+                     f"{b['modelled_flash_bytes'] / KB:.1f} | {b['instructions']:,} | "
+                     f"{b['macs']:,} | {b['instructions_per_mac']:.2f} | {b['modelled_cycles']:,} "
+                     f"| {b['instructions_over_modelled_cycles']:.3f} |")
+    lines += ["", "### Whole binary, per target", "",
+              "| MCU (core) | flash KB (ELF) | library KB | .tflite KB | flash / (1.10 × .tflite + 16 KB) "
+              "| RAM KB: static + stack + I/O | TFLM min arena, largest block KB | RAM / TFLM | "
+              "modelled SRAM KB | instructions / image | instr / MAC | ≥ ms at 1 instr/cycle |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for mcu, rep in reports.items():
+        e = rep["firmware"]["emulated"]
+        budget = 1.10 * e["tflite_bytes"] + 16 * KB
+        mode = rep["mode"]
+        instr = e["instructions_per_image"][mode]
+        lines.append(
+            f"| {mcu} ({rep['profile']['core']}) | {e['flash_bytes'] / KB:.1f} | "
+            f"{e['library_flash_bytes'] / KB:.1f} | {e['tflite_bytes'] / KB:.1f} | "
+            f"{e['flash_bytes'] / budget:.3f} | {e['ram_bytes'] / KB:.1f} = "
+            f"{e['static_ram_bytes'] / KB:.1f} + {e['stack_high_water_bytes'] / KB:.2f} + "
+            f"{e['io_buffer_bytes'] / KB:.2f} | {rep['tflm_min_arena_bytes'] / KB:.1f} | "
+            f"{e['ram_over_tflm_largest_block']:.3f} | {rep['sram_bytes'] / KB:.1f} | "
+            f"{instr:,} | {e['instructions_per_mac'][mode]:.2f} | "
+            f"{1e3 * instr / rep['profile']['clock_hz']:.0f} |")
+    d = turnaround
+    lines += ["", f"Digits (the README's default model): generation {d['generate_s']:.1f} s + "
+              f"cross-compile {d['cross_compile_s']:.1f} s + {d['images']} images emulated "
+              f"{d['emulate_s']:.1f} s = **{d['total_s']:.1f} s**.", "",
+              "RP2040 (Cortex-M0+, no SMLAD) and ESP32-S3 (Xtensa) have no emulated target: "
+              "their figures stay modelled (`ctxconv-bench --firmware` says so per row)."]
+    (ROOT / "benchmarks/results").mkdir(parents=True, exist_ok=True)
+    write_section("firmware", json.loads(json.dumps(res, default=str)), lines)
+
+
+if __name__ == "__main__":
+    main()
