@@ -203,6 +203,8 @@ def format_table(report: dict[str, Any]) -> str:
              f"), mode {report['mode']}"
              f"{' (= multipass, the same computation)' if report.get('modes_coincide') else ''}"
              f", backend {report['backend']}",
+             "(arena, flash, latency, energy: modelled for the MCU; TFLM min: measured on the "
+             "host's 64-bit TFLM; own peak: ctxconv's in-place plan)",
              f"{'block':<8}{'arena KB':>10}{'TFLM min':>10}{'own peak':>10}{'flash KB':>10}"
              f"{'MACs':>12}{'latency ms':>12}{'energy mJ':>11}"]  # fmt: skip
     for b in report["blocks"]:
