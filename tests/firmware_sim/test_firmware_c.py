@@ -181,3 +181,26 @@ def test_emulator_fault_or_hang_is_a_clear_error(tmp_path, body, message, monkey
     with pytest.raises(FirmwareError, match=message):
         check_emulated(bundle, tmp_path / "c", load_profile("nrf52840"), None,
                        random_images(bundle, 2, 0), np.zeros(2, np.int64), tmp_path)
+
+
+def test_arena_placement_never_overlaps_live_bytes():
+    """Random shrinking buffers: at every step the occupied ranges are disjoint."""
+    from ctxconv.export.c_writer.layout import _place
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        profiles = {}
+        for r in range(int(rng.integers(1, 9))):
+            first = int(rng.integers(0, 10))
+            size = int(rng.integers(1, 400))
+            prof = {}
+            for t in range(first, first + int(rng.integers(1, 6))):
+                prof[t] = size
+                size = max(1, size - int(rng.integers(0, 200)))  # in-place shrinking
+            profiles[f"r{r}"] = prof
+        offsets, total = _place(profiles)
+        for t in range(20):
+            spans = sorted((offsets[r], offsets[r] + p[t]) for r, p in profiles.items() if t in p)
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), (profiles, offsets)
+            assert all(end <= total for _, end in spans)
+        assert all(off % 4 == 0 for off in offsets.values())

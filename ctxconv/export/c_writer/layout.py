@@ -13,14 +13,16 @@ offset in that array:
   reads from earlier blocks stay live until its last op.
 - Each conv gets an im2col scratch (two int16 columns) live during that op only.
 
-Buffers are then placed by the greedy-by-size first-fit planner (TFLM's), 4-byte aligned.
+Buffers are then placed greedy by size, lowest offset first (as TFLM's planner), 4-byte
+aligned, with one difference: a buffer an in-place op shrank (a pool writes its smaller
+output over the head of its input) frees its tail for the steps after that op.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ctxconv.blockgraph.greedy import Buffer, greedy_offsets
+from ctxconv.blockgraph.greedy import align_up
 from ctxconv.blockgraph.ir import BlockGraph, Op
 
 ALIGNMENT = 4
@@ -100,10 +102,15 @@ def _arena_inputs(step: Step) -> list[str]:
     return [n for n in step.inputs if n is not None and n != CONTEXT]
 
 
-def _root(alias: dict[str, str], name: str) -> str:
-    while name in alias:
-        name = alias[name]
-    return name
+def _follow(maps: tuple[dict[str, str], ...], name: str) -> str:
+    """Follow ``name`` through the alias maps until it names its own bytes."""
+    while True:
+        for m in maps:
+            if name in m:
+                name = m[name]
+                break
+        else:
+            return name
 
 
 def _in_place_ok(op: Op, graph: BlockGraph) -> bool:
@@ -115,63 +122,78 @@ def _in_place_ok(op: Op, graph: BlockGraph) -> bool:
     return False
 
 
+def _place(profiles: dict[str, dict[int, int]]) -> tuple[dict[str, int], int]:
+    """Greedy by peak size, lowest offset first, for buffers whose size changes per step.
+
+    ``profiles[r][t]`` is the bytes buffer ``r`` occupies (from its offset) at step t; two
+    buffers may share addresses at steps where their occupied ranges do not meet. A buffer
+    that an in-place op shrank frees its tail for the steps after that op.
+    """
+    order = sorted(profiles, key=lambda r: (-max(profiles[r].values()), r))
+    offsets: dict[str, int] = {}
+    for r in order:
+        prof = profiles[r]
+        shared = [(q, t) for q in offsets for t in prof if t in profiles[q]]
+        candidates = sorted({0} | {align_up(offsets[q] + profiles[q][t], ALIGNMENT)
+                                   for q, t in shared})
+        offsets[r] = next(off for off in candidates if all(
+            off >= offsets[q] + profiles[q][t] or offsets[q] >= off + prof[t]
+            for q, t in shared))
+    size = max((offsets[r] + max(p.values()) for r, p in profiles.items()), default=0)
+    return offsets, align_up(size, ALIGNMENT)
+
+
 def plan_arena(graphs: list[BlockGraph], contextual: list[bool]) -> ArenaLayout:
     """Lay out every activation of the pipeline in one arena (see the module docstring)."""
-    steps, alias, sizes = _schedule(graphs)
+    steps, views, sizes = _schedule(graphs)
+    in_place_of: dict[str, str] = {}  # in-place output -> the input whose bytes it reuses
+
+    def holder(name: str) -> str:  # the tensor whose bytes a view shows
+        return _follow((views,), name)
+
+    def root(name: str) -> str:  # the buffer: views and in-place chains resolved
+        return _follow((views, in_place_of), name)
+
     block_end = {s.block: i for i, s in enumerate(steps)}
-    block_start = {}
+    block_start: dict[int, int] = {}
     for i, s in enumerate(steps):
         block_start.setdefault(s.block, i)
-
-    def reads_of(root: str, after: int) -> list[int]:
-        out = []
-        for i, s in enumerate(steps):
-            if i > after and any(_root(alias, n) == root for n in _arena_inputs(s)):
-                out.append(i)
-        return out
+    written = {INPUT: -1} | {s.output: i for i, s in enumerate(steps) if s.op.kind != "RESHAPE"}
 
     in_place: list[str] = []
     for i, s in enumerate(steps):
         if s.op.kind == "RESHAPE" or not _in_place_ok(s.op, graphs[s.block]):
             continue
-        src = _root(alias, s.inputs[0])
-        held = contextual[s.block] and block_start[s.block] > _first_write(steps, alias, src)
-        outputs = {_root(alias, global_name(s.block, n)) for n in graphs[s.block].outputs}
-        if not held and not reads_of(src, i) and src not in outputs:
-            alias[s.output] = src
+        src = root(s.inputs[0])
+        read_later = any(root(n) == src for t in steps[i + 1:] for n in _arena_inputs(t))
+        held = contextual[s.block] and written[holder(s.inputs[0])] < block_start[s.block]
+        outputs = {root(global_name(s.block, n)) for n in graphs[s.block].outputs}
+        if not (read_later or held or src in outputs):
+            in_place_of[s.output] = s.inputs[0]
             in_place.append(s.output)
 
-    first: dict[str, int] = {INPUT: -1}
-    last: dict[str, int] = {}
+    # each tensor that owns bytes is live from its write to its last read
+    live: dict[str, list[int]] = {h: [w, w] for h, w in written.items()}
     for i, s in enumerate(steps):
         for n in _arena_inputs(s):
-            r = _root(alias, n)
-            last[r] = max(last.get(r, i), i)
-            if contextual[s.block] and first.get(r, i) < block_start[s.block]:
-                last[r] = max(last[r], block_end[s.block])  # re-read by every candidate pass
-        r = _root(alias, s.output)
-        first.setdefault(r, i)
-        last[r] = max(last.get(r, i), i)
+            h = holder(n)
+            end = i
+            if contextual[s.block] and written[h] < block_start[s.block]:
+                end = block_end[s.block]  # re-read by every candidate pass
+            live[h][1] = max(live[h][1], end)
         if s.scratch:
-            first[s.scratch] = last[s.scratch] = i
+            live[s.scratch] = [i, i]
     for b, g in enumerate(graphs):  # a block's outputs are read after its last op
         for n in g.outputs:
-            r = _root(alias, global_name(b, n))
-            last[r] = max(last.get(r, block_end[b]), block_end[b])
-    roots = sorted(first, key=lambda r: (first[r], r))
-    placed, size = greedy_offsets(
-        [Buffer(sizes[r], first[r] + 1, last[r] + 1) for r in roots], ALIGNMENT
-    )
-    root_offset = dict(zip(roots, placed, strict=True))
-    names = set(sizes) | set(alias)
-    offsets = {n: root_offset[_root(alias, n)] for n in names if _root(alias, n) in root_offset}
-    return ArenaLayout(steps, offsets, {r: sizes[r] for r in roots}, size, in_place)
-
-
-def _first_write(steps: list[Step], alias: dict[str, str], root: str) -> int:
-    if root == INPUT:
-        return -1
-    for i, s in enumerate(steps):
-        if _root(alias, s.output) == root:
-            return i
-    return len(steps)
+            h = holder(global_name(b, n))
+            live[h][1] = max(live[h][1], block_end[b])
+    profiles: dict[str, dict[int, int]] = {}
+    for h, (first, last) in live.items():
+        prof = profiles.setdefault(root(h), {})
+        for t in range(first, last + 1):
+            prof[t] = max(prof.get(t, 0), sizes[h])
+    root_offset, size = _place(profiles)
+    names = set(sizes) | set(views) | set(in_place_of)
+    offsets = {n: root_offset[root(n)] for n in names if root(n) in root_offset}
+    peaks = {r: max(p.values()) for r, p in profiles.items()}
+    return ArenaLayout(steps, offsets, peaks, size, in_place)
