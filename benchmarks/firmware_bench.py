@@ -96,7 +96,8 @@ def main() -> None:
              "scores and top-1 equal to the reference kernels on "
              + ", ".join(f"{m} {v['scores_equal']:.2%} / {v['top1_equal']:.2%}"
                          for m, v in host["modes"].items())
-             + f"; every block's outputs equal on the first {host['block_images']}; accuracy "
+             + "; every block's features equal on "
+             + f"{min(b['features_equal'] for b in host['blocks']):.2%} of them; accuracy "
              + ", ".join(f"{m} {v['accuracy']:.2%}" for m, v in host["modes"].items()) + "."]
     for mcu, rep in reports.items():
         emu = rep["firmware"]["emulated"]

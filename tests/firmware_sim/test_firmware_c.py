@@ -200,7 +200,8 @@ def test_arena_placement_never_overlaps_live_bytes():
             profiles[f"r{r}"] = prof
         offsets, total = _place(profiles)
         for t in range(20):
-            spans = sorted((offsets[r], offsets[r] + p[t]) for r, p in profiles.items() if t in p)
-            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), (profiles, offsets)
+            spans = sorted((offsets[r], offsets[r] + p[t]) for r, p in profiles.items()
+                           if t in p)
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), offsets
             assert all(end <= total for _, end in spans)
         assert all(off % 4 == 0 for off in offsets.values())
