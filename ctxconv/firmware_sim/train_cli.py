@@ -24,6 +24,7 @@ from ctxconv.cli_errors import DEBUG_HELP, report_error
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.ondevice.accounting import ExportModel, backprop_report, block_report
 from ctxconv.firmware_sim.ondevice.geometry import UPDATE_MODES
+from ctxconv.firmware_sim.ondevice.inplace import STORES, inplace_report
 from ctxconv.firmware_sim.ondevice.loading import block_from_export, geometries
 from ctxconv.firmware_sim.ondevice.losses import OBJECTIVES, wrong_labels
 from ctxconv.firmware_sim.ondevice.optim import OPTIMIZERS, make_optimizer
@@ -59,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float-export", default=None,
                    help="float export for the initial weights of --steps (default: "
                         "RUN_DIR/export-float when present, else the dequantized int8 weights)")
+    p.add_argument("--weights", choices=("fp32", "int8"), default="fp32",
+                   help="fp32: the trained parameters as float32 with gradients and optimizer "
+                        "state; int8: all weights stay int8 and are updated in place one "
+                        "output channel at a time (SGD, quantization-aware scaling, "
+                        "stochastic rounding)")
+    p.add_argument("--weight-store", choices=STORES, default="auto",
+                   help="with --weights int8: where the changing weights live (ram: copied "
+                        "to SRAM; flash: pages rewritten each step; auto: SRAM when it fits)")
+    p.add_argument("--epochs", type=int, default=0,
+                   help="with --weights int8: train every block in turn for N epochs on the "
+                        "export's training vectors (test accuracy, simulated device time)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="with --epochs: start every block from a seeded random init")
+    p.add_argument("--firmware-block", type=int, default=None,
+                   help="with --weights int8: also train this block in C (host build, and "
+                        "under QEMU for the MCU's core) and compare with the simulator")
+    p.add_argument("--firmware-steps", type=int, default=3, help="steps of --firmware-block")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
@@ -138,6 +157,76 @@ def report(int8: ExportBundle, mcu: str, batch: int, optimizer: str, objective: 
             "fits": all(b["fits"] for b in blocks)}
 
 
+def int8_report(int8: ExportBundle, mcu: str, batch: int, store: str) -> dict[str, Any]:
+    """All weights of every block trained in place as int8 (``ondevice/inplace``)."""
+    profile = load_profile(mcu)
+    model = ExportModel(geometries(int8), int8.graphs, [len(b) for b in int8.tflite], int8.tflite)
+    n = len(model.geoms)
+    blocks = [inplace_report(model, i, profile, batch, store) for i in range(n)]
+    per_profile = {}
+    for name in list_profiles():
+        p = load_profile(name)
+        per_profile[name] = [inplace_report(model, i, p, batch, store if store != "flash" or
+                                            name == profile.name else "auto")["largest_batch"]
+                             for i in range(n)]
+    return {"export": str(int8.path), "mcu": profile.name, "batch": batch, "weights": "int8",
+            "store": store, "optimizer": "sgd", "objective": "softmax", "blocks": blocks,
+            "largest_batch_per_profile": per_profile,
+            "backprop": backprop_report(model, profile, batch, "sgd", "softmax"),
+            "fits": all(b["fits"] for b in blocks)}
+
+
+def format_int8_table(rep: dict[str, Any]) -> str:
+    lines = [f"forward-only training on {rep['mcu']}, all weights int8 updated in place "
+             f"(batch {rep['batch']}, SGD, softmax, weight store {rep['store']})",
+             f"{'block':>5} {'params':>9} {'store':>6} {'SRAM KB':>9} {'avail KB':>9} "
+             f"{'flash KB':>9} {'max batch':>9} {'MMAC':>8} {'ms/step':>10}  verdict"]
+    for b in rep["blocks"]:
+        verdict = "fits" if b["fits"] else "DOES NOT FIT (" + ", ".join(
+            k for k, ok in (("SRAM", b["fits_sram"]), ("flash", b["fits_flash"])) if not ok) + ")"
+        macs = (b["macs"]["int8_macs"] + b["macs"]["fp32_macs"]) / 1e6
+        lines.append(f"{b['block']:>5} {b['trained_params']:>9,} {b['store']:>6} "
+                     f"{b['sram_bytes'] / KB:>9.1f} {b['available_sram_bytes'] / KB:>9.1f} "
+                     f"{b['flash_bytes'] / KB:>9.1f} {b['largest_batch']:>9} {macs:>8.2f} "
+                     f"{b['ms_per_step']:>10.1f}  {verdict}")
+        if b["store"] == "flash":
+            lines.append(f"      block {b['block']}: weights stay in flash, "
+                         f"{b['flash_pages_written_per_step']} pages erased and written per "
+                         f"step ({b['flash_write_ms_per_step']:.0f} ms); flash endurance "
+                         f"allows {b['max_steps_by_endurance']:,} steps")
+    lines += ["largest training batch per profile and block (0: not even batch 1 fits):",
+              *(f"  {p:<10} " + ", ".join(f"block {i} {v}" for i, v in enumerate(vals))
+                for p, vals in rep["largest_batch_per_profile"].items())]
+    t = rep.get("training")
+    if t:
+        init = "from scratch" if t["from_scratch"] else "from the export"
+        for b in t["blocks"]:
+            lines.append(f"block {b['block']}: {b['steps']} steps ({b['epochs']} epochs, batch "
+                         f"{b['batch']}, {init}), loss {b['first_loss']:.4f} -> "
+                         f"{b['last_loss']:.4f}, test "
+                         f"accuracy block {b['test_accuracy_block']:.2%}, summed over blocks "
+                         f"{b['test_accuracy_summed']:.2%}, simulated device time "
+                         f"{b['device_seconds']:.1f} s")
+        lines.append(f"test accuracy after training every block: {t['test_accuracy']:.2%}")
+    fw = rep.get("firmware")
+    if fw:
+        for where in ("host", "emulated"):
+            r = fw.get(where)
+            if r:
+                lines.append(f"block {fw['block']} trained in C ({where}, {fw['steps']} steps): "
+                             f"int8 weights {'bit-exact' if r['int8_bit_exact'] else 'DIFFER'}, "
+                             f"max relative error of float state and loss "
+                             f"{r['max_rel_error']:.2e}")
+        e = fw.get("emulated")
+        if e:
+            lines.append(f"  measured on {e['target']}: RAM {e['ram_bytes'] / KB:.1f} KB "
+                         f"(planner {e['modelled_sram_bytes'] / KB:.1f} KB), "
+                         f"{e['instructions_per_step']:,} instructions per step "
+                         f"(+{e['prefix_instructions_per_image']:,} per image for the frozen "
+                         f"prefix; planner {e['modelled_cycles_per_step']:,} cycles)")
+    return "\n".join(lines)
+
+
 def format_table(rep: dict[str, Any]) -> str:
     b0 = rep["batch"]
     lines = [f"forward-only training on {rep['mcu']} (batch {b0}, {rep['optimizer']}, "
@@ -185,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or args.steps < 0 or not args.lr > 0:
         print("error: --batch must be >= 1, --steps >= 0 and --lr > 0", file=sys.stderr)
         return EXIT_ERROR
+    if args.weights == "int8":
+        return main_int8(args)
     try:
         int8, init = _bundles(Path(args.export_dir), args.float_export)
         rep = report(int8, args.mcu, args.batch, args.optimizer, args.objective, args.update)
@@ -202,6 +293,50 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def main_int8(args: argparse.Namespace) -> int:
+    """--weights int8: accounting, optional block-by-block training and a C training run."""
+    from ctxconv.firmware_sim.firmware.targets import FirmwareError
+    from ctxconv.firmware_sim.firmware.toolchain import ToolMissing
+    from ctxconv.firmware_sim.ondevice.scratch import train_blocks
+
+    if args.epochs < 0 or args.firmware_steps < 1:
+        print("error: --epochs must be >= 0 and --firmware-steps >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        int8, _ = _bundles(Path(args.export_dir), args.float_export)
+        rep = int8_report(int8, args.mcu, args.batch, args.weight_store)
+        if args.epochs:
+            t = train_blocks(int8, args.epochs, args.batch, args.lr, args.seed,
+                             args.from_scratch)
+            for b, acc in zip(t["blocks"], rep["blocks"], strict=False):
+                b["device_seconds"] = b["steps"] * acc["ms_per_step"] / 1e3
+            rep["training"] = t
+        if args.firmware_block is not None:
+            from ctxconv.firmware_sim.firmware.train_check import check_training
+
+            rep["firmware"] = check_training(
+                int8, args.firmware_block, load_profile(args.mcu), args.firmware_steps,
+                args.batch, args.lr, args.seed, from_scratch=args.from_scratch)
+    except (ModelFileError, ValueError, OSError, FirmwareError, ToolMissing) as exc:
+        return report_error(exc, EXIT_ERROR, args.debug)
+    print(format_int8_table(rep))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(rep, indent=2, default=_jsonable))
+    if not rep["fits"]:
+        print(f"error: not every block can be trained on {rep['mcu']} at batch {args.batch}",
+              file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
+    return 0
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ from ctxconv.firmware_sim.profiles import McuProfile
 LIBRARY = ("ctxconv_model.c", "ctxconv_kernels.c")
 HARNESS = ("harness.c",)
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
+#: The training harness: one block trained in place (float32 steps repeated bit for bit
+#: from ondevice/qas.py, so nothing may be fused into a multiply-add).
+TRAIN_HARNESS = ("train_harness.c", "ctxconv_train.c")
+TRAIN_FLAGS = ("-ffp-contract=off",)
 DEFAULT_STACK_BYTES = 8192
 _OVERFLOW = re.compile(r"region [`']?(\w+)'? overflowed by (\d+) bytes")
 
@@ -77,13 +81,18 @@ def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def build_host(c_dir: Path, work: Path, modes: list[str]) -> Path:
-    """The library + harness for this machine (plain C kernels); returns the executable."""
+def build_host(c_dir: Path, work: Path, modes: list[str], harness: tuple[str, ...] = HARNESS,
+               defines: tuple[str, ...] = ()) -> Path:
+    """The library + harness for this machine (plain C kernels); returns the executable.
+
+    ``harness``: the harness sources (the inference harness, or ``TRAIN_HARNESS``);
+    ``defines``: extra compiler flags (the training block's geometry).
+    """
     h = harness_dir()
     exe = work / "host_harness"
     _run([host_cc(), *CFLAGS, "-pedantic", f"-I{c_dir}", f"-I{h}", _modes_define(modes),
-          *(str(c_dir / f) for f in LIBRARY), *(str(h / f) for f in HARNESS),
-          str(h / "platform_host.c"), "-o", str(exe)], "host build")
+          *defines, *(str(c_dir / f) for f in LIBRARY), *(str(h / f) for f in harness),
+          str(h / "platform_host.c"), "-o", str(exe), "-lm"], "host build")
     return exe
 
 
@@ -108,28 +117,34 @@ def _symbols(nm: str, path: Path, sized: bool) -> dict[str, tuple[str, int]]:
 
 
 def build_arm(c_dir: Path, work: Path, modes: list[str], target: ArmTarget,
-              profile: McuProfile, stack_bytes: int = DEFAULT_STACK_BYTES) -> ArmBuild:
-    """Cross-compile the library + harness for ``target`` within ``profile``'s memory."""
+              profile: McuProfile, stack_bytes: int = DEFAULT_STACK_BYTES,
+              harness: tuple[str, ...] = HARNESS, defines: tuple[str, ...] = (),
+              counted: tuple[str, ...] = ()) -> ArmBuild:
+    """Cross-compile the library + harness for ``target`` within ``profile``'s memory.
+
+    ``counted``: harness sources whose symbols count with the library's (the training step).
+    """
     tools = arm_tools()
     gcc, h = tools["arm-none-eabi-gcc"], harness_dir()
     what = f"Cortex-M build for {profile.name} ({target.core})"
     flags = [*target.cflags, *CFLAGS, "-ffunction-sections", "-fdata-sections",
              f"-I{c_dir}", f"-I{h}"]
     objs = []
-    for src in [*(c_dir / f for f in LIBRARY), *(h / f for f in HARNESS), h / "platform_arm.c"]:
+    for src in [*(c_dir / f for f in LIBRARY), *(h / f for f in harness), h / "platform_arm.c"]:
         obj = work / (src.stem + ".o")
-        _run([gcc, *flags, _modes_define(modes), "-c", str(src), "-o", str(obj)], what)
+        _run([gcc, *flags, _modes_define(modes), *defines, "-c", str(src), "-o", str(obj)],
+             what)
         objs.append(obj)
     script = work / f"{profile.name}.ld"
     script.write_text(linker_script(profile, stack_bytes))
     elf = work / "firmware.elf"
     _run([gcc, *target.cflags, "--specs=nano.specs", "--specs=nosys.specs", "-nostartfiles",
-          "-T", str(script), "-Wl,--gc-sections", *map(str, objs), "-o", str(elf)], what)
+          "-T", str(script), "-Wl,--gc-sections", *map(str, objs), "-o", str(elf), "-lm"], what)
     sizes = _run([tools["arm-none-eabi-size"], "-A", str(elf)], what).stdout
     sections = {p[0]: int(p[1]) for p in (ln.split() for ln in sizes.splitlines())
                 if len(p) == 3 and p[0].startswith(".") and p[1].isdigit()}
     library = set()
-    for obj in objs[: len(LIBRARY)]:
+    for obj in [*objs[: len(LIBRARY)], *(work / (Path(f).stem + ".o") for f in counted)]:
         library |= set(_symbols(tools["arm-none-eabi-nm"], obj, sized=False))
     linked = _symbols(tools["arm-none-eabi-nm"], elf, sized=True)
     return ArmBuild(elf, target, sections, {n: v for n, v in linked.items() if n in library},

@@ -89,6 +89,8 @@ def _where(stdout: str) -> str:
             return f"in block {parts[2]} of image {parts[1]}"
         if len(parts) == 3 and parts[0].startswith("classify_"):
             return f"in {parts[0]} of image {parts[1]}"
+        if len(parts) == 3 and parts[:2] == ["train", "step"]:
+            return f"in training step {parts[2]}"
     return "before the first block"
 
 
@@ -109,11 +111,11 @@ def _execute(cmd: list[str], cwd: Path, what: str, timeout: float) -> str:
     return console
 
 
-def run_harness(program: Path, images: np.ndarray, work: Path, blocks: list[BlockShape],
-                k: int, modes: list[str], per_block: bool, timeout: float,
-                target: ArmTarget | None = None) -> HarnessOutputs:
-    """Run ``program`` (host executable, or an ELF for ``target`` under QEMU) on ``images``."""
-    (work / "inputs.bin").write_bytes(encode_inputs(images, per_block))
+def run_program(program: Path, inputs: bytes, work: Path, timeout: float,
+                target: ArmTarget | None = None) -> bytes:
+    """Run a harness build (host executable, or an ELF for ``target`` under QEMU) on the
+    input file ``inputs``; returns its output file."""
+    (work / "inputs.bin").write_bytes(inputs)
     out = work / "outputs.bin"
     out.unlink(missing_ok=True)
     if target is None:
@@ -126,4 +128,12 @@ def run_harness(program: Path, images: np.ndarray, work: Path, blocks: list[Bloc
     _execute(cmd, work, what, timeout)
     if not out.exists():
         raise FirmwareError(f"{what} wrote no output file")
-    return decode_outputs(out.read_bytes(), len(images), blocks, k, modes, per_block)
+    return out.read_bytes()
+
+
+def run_harness(program: Path, images: np.ndarray, work: Path, blocks: list[BlockShape],
+                k: int, modes: list[str], per_block: bool, timeout: float,
+                target: ArmTarget | None = None) -> HarnessOutputs:
+    """Run ``program`` (host executable, or an ELF for ``target`` under QEMU) on ``images``."""
+    data = run_program(program, encode_inputs(images, per_block), work, timeout, target)
+    return decode_outputs(data, len(images), blocks, k, modes, per_block)

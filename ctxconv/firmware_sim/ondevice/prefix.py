@@ -49,8 +49,12 @@ class FrozenPrefix:
                 raise ValueError(f"block {i} is contextual: the blocks after it were trained on "
                                  "a context-free prefix, so only the last block may be contextual")
 
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
+    def quantized(self, raw: np.ndarray) -> np.ndarray:
+        """Raw images -> block ``index``'s input batch as the device holds it (int8)."""
         x = quantize_images(self.bundle, raw)
         for g in self.graphs:
             x = g.run({"features_in": x})["features"]
-        return dequantize_input(self.bundle, self.index, x)
+        return x
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        return dequantize_input(self.bundle, self.index, self.quantized(raw))

@@ -1,0 +1,170 @@
+"""Whole-block on-device training with int8 weights updated in place: writes the
+"On-device training, int8 in place" section of BENCHMARKS.md.
+
+    python benchmarks/ondevice_int8_bench.py [DIGITS_EXPORT [FASHION_EXPORT]]
+    # defaults: benchmarks/runs/digits/export (trained and exported with the CLIs when
+    # missing) and benchmarks/runs/fashion_mnist/export (skipped when missing)
+
+Per export and block on the nRF52840: SRAM at batch 1 and 8, where the changing weights
+live (SRAM, or flash pages rewritten each step), flash, largest batch, MACs and estimated
+ms per step; digits trained from scratch block by block in the simulator (test accuracy,
+simulated device time); and one block trained in C on the emulated Cortex-M4 against the
+simulator (bit-exactness, measured RAM and instructions beside the planner).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import ROOT, git_rev, machine, relative, write_section  # noqa: E402
+
+from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
+from ctxconv.firmware_sim.firmware.toolchain import missing_arm_tools  # noqa: E402
+from ctxconv.firmware_sim.firmware.train_check import check_training  # noqa: E402
+from ctxconv.firmware_sim.ondevice import ExportModel, geometries  # noqa: E402
+from ctxconv.firmware_sim.ondevice.inplace import inplace_report  # noqa: E402
+from ctxconv.firmware_sim.ondevice.scratch import train_blocks  # noqa: E402
+from ctxconv.firmware_sim.profiles import load_profile  # noqa: E402
+
+KB = 1024
+MCU = "nrf52840"
+EPOCHS, BATCH, LR, SEED = 3, 8, 0.05, 0
+FW_STEPS, FW_BATCH = 2, 4
+
+
+def ensure_digits(export_dir: Path) -> Path:
+    """The embedded default trained and exported with the CLIs when missing."""
+    if not (export_dir / "manifest.json").is_file():
+        run = export_dir.parent
+        subprocess.run(["ctxconv-train", f"hydra.run.dir={run}", "overwrite=true"], check=True)
+        subprocess.run(["ctxconv-export", str(run), "--int8", "--out", str(export_dir)],
+                       check=True)
+    return export_dir
+
+
+def accounting(export_dir: Path) -> list[dict]:
+    bundle = load_export(export_dir)
+    model = ExportModel(geometries(bundle), bundle.graphs, [len(b) for b in bundle.tflite],
+                        bundle.tflite)
+    p = load_profile(MCU)
+    rows = []
+    for i in range(len(model.geoms)):
+        r1, r8 = inplace_report(model, i, p, 1), inplace_report(model, i, p, 8)
+        rows.append({"block": i, "params": r1["trained_params"], "store_b1": r1["store"],
+                     "store_b8": r8["store"], "sram_b1": r1["sram_bytes"],
+                     "sram_b8": r8["sram_bytes"], "available": r1["available_sram_bytes"],
+                     "flash": r1["flash_bytes"], "largest_batch": r1["largest_batch"],
+                     "ms_b1": r1["ms_per_step"], "ms_b8": r8["ms_per_step"],
+                     "pages_b1": r1["flash_pages_written_per_step"],
+                     "flash_write_ms_b1": r1["flash_write_ms_per_step"],
+                     "endurance_steps": r1["max_steps_by_endurance"],
+                     "macs_b1": r1["macs"], "fits_b1": r1["fits"],
+                     "buffers_b1": r1["buffers"]})
+    return rows
+
+
+def table(name: str, rows: list[dict]) -> list[str]:
+    out = [f"**{name}** (nRF52840, {rows[0]['available'] / KB:.0f} KB SRAM available):", "",
+           "| block | params (all trained) | weights live in (b=1 / b=8) | SRAM b=1 KB | "
+           "SRAM b=8 KB | flash KB | largest batch | MMAC b=1 | ms/step b=1 | ms/step b=8 |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        macs = (r["macs_b1"]["int8_macs"] + r["macs_b1"]["fp32_macs"]) / 1e6
+        out.append(f"| {r['block']} | {r['params']:,} | {r['store_b1']} / {r['store_b8']} | "
+                   f"{r['sram_b1'] / KB:.1f} | {r['sram_b8'] / KB:.1f} | {r['flash'] / KB:.1f} "
+                   f"| {r['largest_batch']} | {macs:.2f} | {r['ms_b1']:.1f} | {r['ms_b8']:.1f} |")
+    ok = all(r["fits_b1"] for r in rows)
+    out += ["", f"- every block, all weights, trainable at batch 1: **{'yes' if ok else 'no'}**"]
+    for r in rows:
+        if r["store_b1"] == "flash":
+            out.append(f"- block {r['block']}: its int8 weights do not fit SRAM beside the step's "
+                       f"buffers, so they stay in flash: {r['pages_b1']} pages of 4 KB erased and "
+                       f"rewritten per step ({r['flash_write_ms_b1']:.0f} ms of the step, "
+                       f"nRF52840 maxima), flash endurance {r['endurance_steps']:,} steps")
+    return out
+
+
+def main() -> None:
+    digits = ensure_digits(Path(sys.argv[1]) if len(sys.argv) > 1
+                           else ROOT / "benchmarks/runs/digits/export")
+    fashion = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "benchmarks/runs/fashion_mnist/export"
+    t0 = time.perf_counter()
+    res: dict = {"digits": accounting(digits)}
+    if (fashion / "manifest.json").is_file():
+        res["fashion_mnist"] = accounting(fashion)
+    ts = time.perf_counter()
+    res["from_scratch"] = train_blocks(load_export(digits), EPOCHS, BATCH, LR, SEED, True)
+    res["from_scratch"]["wall_seconds"] = round(time.perf_counter() - ts, 1)
+    for b, acc in zip(res["from_scratch"]["blocks"], res["digits"], strict=True):
+        b["device_seconds"] = b["steps"] * acc["ms_b8"] / 1e3
+    missing = missing_arm_tools()
+    res["firmware"] = []
+    if missing is None:
+        bundle = load_export(digits)
+        for index, scratch in ((0, True), (1, False)):
+            res["firmware"].append(check_training(bundle, index, load_profile(MCU), FW_STEPS,
+                                                  FW_BATCH, LR, SEED, from_scratch=scratch))
+    res.update(date=date.today().isoformat(), commit=git_rev(),
+               wall_seconds=round(time.perf_counter() - t0, 1), digits_export=str(digits),
+               fashion_export=str(fashion))
+    cmd = f"python benchmarks/ondevice_int8_bench.py {relative(str(digits))} {relative(str(fashion))}"
+    lines = ["## On-device training, all weights int8 in place (`benchmarks/ondevice_int8_bench.py`)",
+             "", f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. Command: "
+             f"`{cmd}` ({res['wall_seconds']:.0f} s). `ctxconv-sim-train EXPORT --weights int8`: "
+             "every weight of the block stays int8 (per-output-channel scale) and is updated in "
+             "place one output channel, then one head row, at a time: that channel's gradient "
+             "(k*k*Cin floats, the only gradient buffer) from the kept int8 batch of block "
+             "inputs, ReLU masks (bits) and pooled grid; plain SGD (no state) with "
+             "quantization-aware scaling (Lin et al., NeurIPS 2022) and stochastic rounding; "
+             "a channel that outgrows int8 gets a larger scale. The weights that change live in "
+             "SRAM (counted) when they fit beside the step's buffers, else in flash, rewritten "
+             "page by page each step (page buffer counted in SRAM, erase/program time in the "
+             "step). Time: int8 conv MACs at the profile's int8 cost, float MACs at its float32 "
+             "cost (estimates, `ctxconv/configs/mcu/*.yaml`).", ""]
+    lines += table("digits (embedded default)", res["digits"])
+    if "fashion_mnist" in res:
+        lines += [""] + table("Fashion-MNIST", res["fashion_mnist"])
+    else:
+        lines += ["", f"Fashion-MNIST: no export at {relative(str(fashion))} when this ran."]
+    fs = res["from_scratch"]
+    lines += ["", f"**Digits trained from scratch in the simulator** (int8 weights throughout, "
+              f"{EPOCHS} epochs per block, batch {BATCH}, lr {LR}, the export's "
+              f"{fs['train_images']} training vectors, {fs['test_images']} test vectors; host "
+              f"{fs['wall_seconds']:.0f} s):", ""]
+    for b in fs["blocks"]:
+        lines.append(f"- block {b['block']}: loss {b['first_loss']:.3f} -> {b['last_loss']:.3f}, "
+                     f"test accuracy of the block {b['test_accuracy_block']:.2%}, summed over "
+                     f"blocks {b['test_accuracy_summed']:.2%}; simulated nRF52840 time "
+                     f"{b['device_seconds']:.0f} s ({b['steps']} steps)")
+    lines.append(f"- test accuracy of the model trained on the device: **{fs['test_accuracy']:.2%}**")
+    if res["firmware"]:
+        lines += ["", f"**Training step in C on the emulated MCU** (`harness/ctxconv_train.c`, "
+                  f"{FW_STEPS} steps of batch {FW_BATCH} on the export's training vectors, frozen "
+                  "prefix through the generated library; tolerance: int8 weights bit-exact, "
+                  "float32 scales, biases and loss max relative error <= 1e-5):", "",
+                  "| block | init | target | int8 weights | max rel. error | RAM measured KB "
+                  "| planner SRAM KB | instructions / step | planner cycles / step |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for f in res["firmware"]:
+            e = f["emulated"]
+            lines.append(f"| {f['block']} | {'random' if f['from_scratch'] else 'export'} | "
+                         f"{e['target']} | {'bit-exact' if e['int8_bit_exact'] else 'differ'} | "
+                         f"{e['max_rel_error']:.1e} | {e['ram_bytes'] / KB:.1f} | "
+                         f"{e['modelled_sram_bytes'] / KB:.1f} | {e['instructions_per_step']:,} "
+                         f"| {e['modelled_cycles_per_step']:,} |")
+        lines += ["", "RAM measured = static data of the binary (library arena, the step's "
+                  "buffers, the trained weights) + painted-stack high-water mark. The C step is "
+                  "plain scalar code (no SIMD), so it executes more instructions than the "
+                  "planner's cycle estimate, which assumes CMSIS-NN-class int8 kernels."]
+    else:
+        lines += ["", f"Training step in C: not run ({missing})."]
+    write_section("ondevice_int8", res, lines + [""])
+
+
+if __name__ == "__main__":
+    main()
