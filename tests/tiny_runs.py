@@ -17,3 +17,17 @@ def train_tiny(path: Path, epochs: int = 3, **model_kw) -> Path:
     cfg.trainer = TrainerConfig(epochs=epochs, lr=5e-3, progress=False)
     train_run(cfg, path)
     return path
+
+
+def small_app(blocks=None, max_train_samples: int = 300, **trainer_kw):
+    """Digits, a few hundred images, two small blocks, two epochs: a second or two."""
+    from ctxconv.train.config import TrainAppConfig
+    from ctxconv.train.data_gen import DataGenConfig
+    from ctxconv.train.model import ModelConfig
+    from ctxconv.train.trainer import TrainerConfig
+
+    cfg = TrainAppConfig()
+    cfg.data = DataGenConfig(dataset="digits", batch_size=64, max_train_samples=max_train_samples)
+    cfg.model = ModelConfig(blocks=blocks or [[1, 8, 3], [2, 12, 3]])
+    cfg.trainer = TrainerConfig(**{"epochs": 2, "lr": 5e-3, "progress": False, **trainer_kw})
+    return cfg

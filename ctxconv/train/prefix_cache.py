@@ -43,13 +43,12 @@ class CachePlan:
         return self.device is not None
 
 
-def cached_shape(model: ContextualNet, block: int, sample: torch.Tensor) -> tuple[int, ...]:
+def cached_shape(model: ContextualNet, block: int) -> tuple[int, ...]:
     """Per-sample shape of the cached input of ``block`` (after its own max-pool)."""
-    for b in model.blocks[:block]:
-        b.eval()  # frozen: a batch-norm in training mode would update its running stats
-    with torch.no_grad():
-        h = model.features(sample[:1], block)
-        return tuple(model.blocks[block].body.pool(h).shape[1:])
+    if block == 0:
+        return (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
+    size = model.blocks[block].out_size  # 'same' convolutions: the pooled input's size
+    return (int(model.cfg.blocks[block - 1][1]), size, size)
 
 
 def plan_cache(
@@ -62,7 +61,12 @@ def plan_cache(
     budget_bytes: int | None = None,
     share: int = 1,
 ) -> CachePlan:
-    """Decide whether and where to cache; ``share`` processes of this node split the budget."""
+    """Decide whether and where to cache.
+
+    ``budget_bytes`` (None: half the free memory of each place, split between the ``share``
+    processes of this node on the host) bounds the cache; the device comes first, then the
+    host, float32 first, then bfloat16.
+    """
     if mode not in CACHE_MODES:
         raise PrefixCacheError(
             f"unknown trainer.cache_prefix {mode!r}; choose one of {list(CACHE_MODES)}"
@@ -81,8 +85,9 @@ def plan_cache(
     elements = n * int(torch.Size(per_sample).numel())
     places = [device] if device.type == "cpu" else [device, torch.device("cpu")]
     for place in places:
+        split = max(share, 1) if place.type == "cpu" else 1  # each rank has its own GPU
         budget = budget_bytes if budget_bytes is not None else int(
-            available_memory(place) * BUDGET_FRACTION / max(share, 1))
+            available_memory(place) * BUDGET_FRACTION / split)
         for dtype in (torch.float32, torch.bfloat16):
             nbytes = elements * dtype.itemsize
             if nbytes <= budget:

@@ -86,6 +86,8 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     device = resolve_device(cfg.trainer.device, ctx.local_rank)
     check_precision(cfg.trainer.precision, device)
     distributed.init(ctx, device, cfg.data.batch_size)
+    if not ctx.is_main:  # one process speaks for the job
+        logging.getLogger("ctxconv").setLevel(logging.WARNING)
     try:
         with threads(cfg.threads):
             return _train_run(cfg, Path(distributed.broadcast(ctx, str(run_dir))), ctx, device)

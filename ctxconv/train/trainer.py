@@ -215,9 +215,8 @@ class BlockwiseTrainer:
         """Block ``b``'s training inputs: the prefix cache when planned, else the images."""
         cfg = self.cfg
         plan = plan_cache(cfg.cache_prefix, bool(cfg.augment or cfg.flip), b,
-                          cached_shape(self.model, b, images[:1].to(self.device)), len(images),
-                          self.device, self._budget(self.device)
-                          if cfg.cache_budget_gb is not None else None,
+                          cached_shape(self.model, b), len(images), self.device,
+                          None if cfg.cache_budget_gb is None else self._budget(self.device),
                           share=self.ctx.world_size)  # fmt: skip
         self.cache_plans[b] = plan.reason
         if not plan.enabled:
