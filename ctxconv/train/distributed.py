@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
+from ctxconv.train.data import make_loader
+
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -129,9 +131,14 @@ def shard_batches(
 ) -> Iterator[torch.Tensor]:
     """This rank's index batches for one epoch: a seeded shuffle of ``range(n)``, sharded.
 
-    ``DistributedSampler`` pads the order so every rank gets the same number of batches
-    (the all-reduce of each step needs every rank); ``batch_size`` is the global batch.
+    One process: exactly the order of ``make_loader(..., shuffle=True, seed=seed)``, so a
+    run trains as it always did. Several: ``DistributedSampler`` pads the order so every
+    rank gets the same number of batches (each step's all-reduce needs every rank);
+    ``batch_size`` is the global batch.
     """
+    if not ctx.enabled:
+        yield from make_loader(range(n), batch_size, shuffle=True, seed=seed)  # type: ignore[arg-type]
+        return
     sampler = DistributedSampler(range(n), num_replicas=ctx.world_size, rank=ctx.rank,
                                  shuffle=True, seed=seed)
     order = torch.tensor(list(sampler), dtype=torch.long)
