@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, relative, write_section  # noqa: E402
+from report import RESULTS, ROOT, git_rev, machine, write_section  # noqa: E402
 from train_bench import RUNS, _fmnist_app_config  # noqa: E402
 
 from ctxconv.train.baseline import train_backprop  # noqa: E402
@@ -170,8 +170,9 @@ def _train_seconds(args: list[str], run_dir: Path, torchrun: int = 0) -> dict:
                    stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"command": relative(" ".join(["ctxconv-train" if c == "ctxconv.train.cli" else c
-                                          for c in cmd[cmd.index("-m") + 1:]])),
+    shown = [f"torchrun --standalone --nproc-per-node {torchrun} -m ctxconv.train.cli"
+             if torchrun else "ctxconv-train", *args]
+    return {"command": " ".join(shown),
             "wall_seconds": round(wall, 1), "train_seconds": summary["train_seconds"],
             "test_accuracy": summary["test_accuracy"]}
 
