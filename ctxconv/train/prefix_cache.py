@@ -60,8 +60,9 @@ def plan_cache(
     device: torch.device,
     budget_bytes: int | None = None,
     share: int = 1,
+    epochs: int = 2,
 ) -> CachePlan:
-    """Decide whether and where to cache.
+    """Decide whether and where to cache for ``epochs`` epochs of ``block``.
 
     ``budget_bytes`` (None: half the free memory of each place, split between the ``share``
     processes of this node on the host) bounds the cache; the device comes first, then the
@@ -82,6 +83,8 @@ def plan_cache(
         return CachePlan(None, None, 0, "augmentation is on")
     if block == 0:
         return CachePlan(None, None, 0, "block 0 has no frozen prefix")
+    if epochs < 2 and mode == "auto":  # building the cache is one prefix pass already
+        return CachePlan(None, None, 0, "one epoch to go: the prefix runs once either way")
     elements = n * int(torch.Size(per_sample).numel())
     places = [device] if device.type == "cpu" else [device, torch.device("cpu")]
     for place in places:

@@ -211,18 +211,18 @@ class BlockwiseTrainer:
             return tensors
         return tuple(t.to(self.device) for t in tensors)
 
-    def _inputs(self, b: int, images: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def _inputs(self, b: int, images: torch.Tensor, epochs: int) -> tuple[torch.Tensor, bool]:
         """Block ``b``'s training inputs: the prefix cache when planned, else the images."""
         cfg = self.cfg
         plan = plan_cache(cfg.cache_prefix, bool(cfg.augment or cfg.flip), b,
                           cached_shape(self.model, b), len(images), self.device,
                           None if cfg.cache_budget_gb is None else self._budget(self.device),
-                          share=self.ctx.world_size)  # fmt: skip
+                          share=self.ctx.world_size, epochs=epochs)  # fmt: skip
         self.cache_plans[b] = plan.reason
         if not plan.enabled:
             return images, False
         t0 = time.perf_counter()
-        cache = build_cache(self.model, b, images, plan, self.device, cfg.eval_batch_size,
+        cache = build_cache(self.model, b, images, plan, self.device, self.data_gen.batch_size,
                             autocast(self.device, cfg.precision))
         log.info("block %d: frozen prefix cached (%s, %s) in %.1fs", b, plan.reason,
                  str(plan.dtype).removeprefix("torch."), time.perf_counter() - t0)
@@ -251,7 +251,7 @@ class BlockwiseTrainer:
             opt.load_state_dict(states["optimizer"])
             sched.load_state_dict(states["scheduler"])
         t_cache = time.perf_counter()
-        inputs, cached = self._inputs(b, images)
+        inputs, cached = self._inputs(b, images, cfg.epochs - first_epoch)
         cache_seconds = time.perf_counter() - t_cache  # counted in the block's first epoch
         objective = BlockObjective(block, cfg.objective, self.data_gen, cfg.threshold, cached)
         trained = distributed.wrap(objective, ctx, device)

@@ -65,6 +65,9 @@ def test_plan_decisions_and_errors():
     assert plan_cache("off", False, 1, shape, n, cpu, 2**30).reason == "cache_prefix=off"
     assert plan_cache("auto", True, 1, shape, n, cpu, 2**30).reason == "augmentation is on"
     assert not plan_cache("auto", False, 0, shape, n, cpu, 2**30).enabled
+    last = plan_cache("auto", False, 1, shape, n, cpu, 2**30, epochs=1)
+    assert not last.enabled and last.reason.startswith("one epoch to go")
+    assert plan_cache("on", False, 1, shape, n, cpu, 2**30, epochs=1).enabled
     plan = plan_cache("auto", False, 1, shape, n, cpu, 2**30)
     assert (plan.device, plan.dtype, plan.nbytes) == (cpu, torch.float32, 512_000)
     assert plan_cache("auto", False, 1, shape, n, cpu, 300_000).dtype == torch.bfloat16
