@@ -212,7 +212,9 @@ def bench_threads() -> dict:
 
 def render(res: dict) -> list[str]:
     lines = ["## Host training: cache, devices, processes (`benchmarks/host_train_bench.py`)", "",
-             f"Machine: {machine()}, shared with other jobs while measured. Date: {res['date']}. "
+             f"Machine: {machine()}, shared with other users' jobs while measured (load average 4-8 "
+             "on the 2 cores: single numbers carry that noise; ratios measured side by side "
+             f"hold better). Date: {res['date']}. "
              f"Commit: {res['commit']}. Command: `python benchmarks/host_train_bench.py`. "
              "No GPU was available: the GPU path (`trainer.device=cuda`, nccl, bf16) is built "
              "and its error paths tested, but no GPU number is measured here.", ""]
@@ -291,12 +293,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="throughput,epoch,torchrun,threads",
                         help="comma-separated sections to (re)measure")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown from benchmarks/results/host_train.json")
     args = parser.parse_args()
     torch.set_num_threads(default_threads())  # what ctxconv-train uses on this machine
     path = RESULTS / f"{NAME}.json"
     res = json.loads(path.read_text()) if path.exists() else {}
     fns = {"throughput": bench_throughput, "epoch": bench_epoch, "torchrun": bench_torchrun,
            "threads": bench_threads}
+    if args.render:
+        write_section(NAME, res, render(res))
+        return
     for section in args.only.split(","):
         print(f"== {section}", flush=True)
         res[section] = fns[section]()
