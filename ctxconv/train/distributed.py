@@ -27,7 +27,7 @@ from ctxconv.train.data import make_loader
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-class DistributedConfigError(RuntimeError):
+class DistributedConfigError(ValueError):
     """A torchrun environment that is incomplete or does not fit the run."""
 
 

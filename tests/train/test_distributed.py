@@ -134,3 +134,14 @@ def test_two_process_gloo_job_trains_resumes_and_exports(tmp_path, monkeypatch, 
     manifest = export_run(tmp_path / "two", tmp_path / "two" / "export",
                           ExportOptions(verify_samples=60))
     assert manifest["accuracy"]["int8"]["onepass"] >= 0.85
+
+
+def test_a_half_set_torchrun_environment_is_a_one_line_cli_error(tmp_path):
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    for var in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    out = subprocess.run([sys.executable, "-m", "ctxconv.train.cli", f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "WORLD_SIZE=2 but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT unset: start the job " \
+           "with torchrun" in out.stderr, out.stderr[-2000:]
