@@ -12,7 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["train", "export", "sim", "firmware", "ondevice_train", "ondevice_int8", "ondevice_adapt"]
+ORDER = ["train", "host_train", "export", "sim", "firmware", "ondevice_train", "ondevice_int8",
+         "ondevice_adapt"]
 
 
 def machine() -> str:

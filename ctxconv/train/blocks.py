@@ -118,8 +118,20 @@ class LinearGoodness(nn.Module):
         self.linear = nn.Linear(channels * self.grid * self.grid, num_classes)
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:  # (B, n, H, W) -> (B, K)
-        z = F.avg_pool2d(h, self.cell) if self.cell > 1 else h  # (B, n, g, g)
-        return self.linear(z.flatten(1))
+        return self.linear(self.pooled(h).flatten(1))
+
+    def pooled(self, h: torch.Tensor) -> torch.Tensor:  # (B, n, H, W) -> (B, n, g, g)
+        """Average over each c x c cell. A mean over a (B, g, c, g, c, n) view of channels-last
+        maps: its backward is a broadcast, where avg_pool2d's converts memory formats."""
+        if self.cell == 1:
+            return h
+        b, n, _, _ = h.shape
+        g, c = self.grid, self.cell
+        if h.is_contiguous(memory_format=torch.channels_last):
+            z = h.permute(0, 2, 3, 1).reshape(b * g * c * g, c, n).sum(1)  # columns of a cell
+            z = z.view(b * g, c, g * n).sum(1)  # then its rows: (B*g, g*n)
+            return z.view(b, g, g, n).permute(0, 3, 1, 2) * (1.0 / (c * c))
+        return F.avg_pool2d(h, c)
 
     def forward(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # -> (B,)
         return (self.scores(h) * context).sum(dim=1)

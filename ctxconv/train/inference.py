@@ -82,8 +82,10 @@ def available_modes(model: ContextualNet) -> list[str]:
 def predict(model: ContextualNet, loader, mode: str) -> torch.Tensor:
     """Predicted labels for every sample of ``loader`` (labels are never read)."""
     model.eval().to(memory_format=torch.channels_last)  # the trainer's fast CPU layout
+    device = next(model.parameters()).device
     preds = [
-        class_scores(model, batch[0].contiguous(memory_format=torch.channels_last), mode).argmax(1)
+        class_scores(model, batch[0].to(device).contiguous(memory_format=torch.channels_last),
+                     mode).argmax(1).cpu()
         for batch in loader
     ]
     return torch.cat(preds)

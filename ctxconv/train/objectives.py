@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -43,3 +45,29 @@ def block_loss(
     loss = F.binary_cross_entropy_with_logits(goodness - threshold, targets)
     correct = (goodness[:batch] > goodness[batch:]).sum()  # true beats the sampled wrong label
     return loss, correct
+
+
+class BlockObjective(torch.nn.Module):
+    """A block with its local loss as ``forward``, the unit DistributedDataParallel wraps.
+
+    ``input_pooled``: the inputs come from the prefix cache, the block's max-pool applied.
+    """
+
+    def __init__(
+        self,
+        block: ContextualConvBlock,
+        objective: str,
+        data_gen: DataGenConfig,
+        threshold: float = 0.0,
+        input_pooled: bool = False,
+    ) -> None:
+        super().__init__()
+        self.block, self.objective = block, objective
+        self.data_gen, self.threshold = data_gen, threshold
+        self.input_pooled = input_pooled
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from ctxconv.train.prefix_cache import pooled_input
+
+        with pooled_input(self.block) if self.input_pooled else contextlib.nullcontext():
+            return block_loss(self.block, x, labels, self.objective, self.data_gen, self.threshold)

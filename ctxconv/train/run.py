@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from ctxconv.train import distributed
 from ctxconv.train.chance import chance_verdict
 from ctxconv.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -27,6 +28,8 @@ from ctxconv.train.checkpoint import (
 )
 from ctxconv.train.config import TrainAppConfig
 from ctxconv.train.data import load_datasets, make_loader, set_seed
+from ctxconv.train.device import check_precision, resolve_device, threads
+from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import available_modes, evaluate
 from ctxconv.train.model import ModelConfig, build_model, count_params
 from ctxconv.train.plots import plot_training_curves
@@ -73,14 +76,34 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, 
 
 
 def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume), evaluate on the test split once per mode, write the run dir."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    """Train (or resume), evaluate on the test split once per mode, write the run dir.
+
+    Under torchrun every rank trains its shard and rank 0 alone writes ``run_dir``.
+    """
     if cfg.resume and cfg.overwrite:
         raise ValueError("resume=true and overwrite=true contradict each other: choose one")
-    payload = _prepare_run_dir(run_dir, cfg.resume, cfg.overwrite)
+    ctx = distributed.context_from_env()
+    device = resolve_device(cfg.trainer.device, ctx.local_rank)
+    check_precision(cfg.trainer.precision, device)
+    distributed.init(ctx, device, cfg.data.batch_size)
+    if not ctx.is_main:  # one process speaks for the job
+        logging.getLogger("ctxconv").setLevel(logging.WARNING)
+    try:
+        with threads(cfg.threads):
+            return _train_run(cfg, Path(distributed.broadcast(ctx, str(run_dir))), ctx, device)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _train_run(
+    cfg: TrainAppConfig, run_dir: Path, ctx: DistContext, device: torch.device
+) -> dict[str, Any]:
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        payload = _prepare_run_dir(run_dir, cfg.resume, cfg.overwrite)
+    distributed.barrier(ctx)  # rank 0 has checked (and cleared) the run directory
+    if not ctx.is_main:
+        payload = load_checkpoint(run_dir / CHECKPOINT_NAME) if cfg.resume else None
     set_seed(cfg.seed)
     train, val, test, info = load_datasets(cfg.data)
     cfg.data.num_classes = info.num_classes
@@ -104,10 +127,11 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
         log.info(
             "resuming %s after block %d epoch %d", run_dir, progress["block"], progress["epoch"]
         )
-    OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    if ctx.is_main:
+        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
     extra = {"dataset": asdict(info), "data": asdict(cfg.data), "seed": cfg.seed,
              "trainer": asdict(cfg.trainer)}
-    wandb_run = _wandb_run(cfg, run_dir)
+    wandb_run = _wandb_run(cfg, run_dir) if ctx.is_main else None
     on_epoch = (lambda row: wandb_run.log(row)) if wandb_run is not None else None
     trainer = BlockwiseTrainer(
         model,
@@ -118,6 +142,8 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
         on_epoch=on_epoch,
         checkpoint_extra=extra,
         initial_seconds=previous_seconds,
+        device=device,
+        dist_ctx=ctx,
     )
     log.info(
         "model: %d parameters, blocks %s, data %s (%s)",
@@ -128,6 +154,9 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     if not (progress and progress.get("done")):
         trainer.fit(train, val, progress, states)
+    if not ctx.is_main:  # rank 0 evaluates and writes; the others return its summary
+        distributed.barrier(ctx)
+        return json.loads((run_dir / SUMMARY_NAME).read_text())
     model.eval()
     modes = available_modes(model)
     eval_bs = cfg.trainer.eval_batch_size
@@ -143,6 +172,8 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
         "train_size": info.train_size, "val_size": info.val_size, "test_size": info.test_size,
         "onepass_available": "onepass" in modes, "run_dir": str(run_dir),
         "chance": chance_verdict(val_acc, val.tensors[1], info.num_classes),
+        "device": str(device), "precision": cfg.trainer.precision, "processes": ctx.world_size,
+        "prefix_cache": {str(b): why for b, why in trainer.cache_plans.items()},
     }  # fmt: skip
     if summary["chance"]["at_chance"]:
         log.warning(
@@ -167,4 +198,5 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     if wandb_run is not None:
         wandb_run.summary.update({f"test_accuracy/{m}": a for m, a in test_acc.items()})
         wandb_run.finish()
+    distributed.barrier(ctx)  # summary.json is written: the other ranks may read it
     return summary

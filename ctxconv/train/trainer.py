@@ -21,11 +21,15 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from ctxconv.train import distributed
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ctxconv.train.data import make_loader
 from ctxconv.train.data_gen import DataGenConfig
+from ctxconv.train.device import autocast, available_memory, resolve_device, to_cpu
+from ctxconv.train.distributed import DistContext
 from ctxconv.train.model import ContextualNet
-from ctxconv.train.objectives import block_loss
+from ctxconv.train.objectives import BlockObjective
+from ctxconv.train.prefix_cache import build_cache, cached_shape, plan_cache
 from ctxconv.train.progress import ThrottledBar
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,10 @@ class TrainerConfig:
     flip: bool = False  # random horizontal flip
     eval_batch_size: int = 1000
     progress: bool = True
+    device: str = "auto"  # auto (CUDA, else MPS, else CPU) | cpu | cuda | mps
+    precision: str = "fp32"  # fp32 | bf16 (autocast, where the device supports it)
+    cache_prefix: str = "auto"  # auto | on | off: frozen prefix output computed once per block
+    cache_budget_gb: float | None = None  # cache (and data on device) budget; None: half free
 
 
 class TrainingDivergedError(RuntimeError):
@@ -59,14 +67,16 @@ def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator)
     if shift > 0:
         b, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
-        dy = torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen)
-        dx = torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen)
-        rows = dy + torch.arange(h).view(1, h, 1)  # (B, H, 1)
-        cols = dx + torch.arange(w).view(1, 1, w)  # (B, 1, W)
-        x = padded.permute(0, 2, 3, 1)[torch.arange(b).view(b, 1, 1), rows, cols]
+        dev = x.device  # random draws on the CPU generator: the same on every device
+        dy = torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen).to(dev)
+        dx = torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen).to(dev)
+        rows = dy + torch.arange(h, device=dev).view(1, h, 1)  # (B, H, 1)
+        cols = dx + torch.arange(w, device=dev).view(1, 1, w)  # (B, 1, W)
+        batch = torch.arange(b, device=dev).view(b, 1, 1)
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols]
         x = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
     if flip:
-        mask = torch.rand(x.shape[0], generator=gen) < 0.5
+        mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 
@@ -99,9 +109,10 @@ def evaluate_upto(
 ) -> tuple[float, float]:
     """(accuracy of block ``upto`` alone, accuracy of scores summed over blocks <= upto)."""
     model.eval()
+    device = next(model.parameters()).device
     correct_block = correct_sum = 0
     for x, y in make_loader(data, batch_size, shuffle=False):
-        x = x.contiguous(memory_format=torch.channels_last)
+        x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
         total = None
         for i in range(upto + 1):
             block = model.blocks[i]
@@ -135,12 +146,17 @@ class BlockwiseTrainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         checkpoint_extra: dict[str, Any] | None = None,
         initial_seconds: float = 0.0,
+        device: torch.device | None = None,
+        dist_ctx: DistContext | None = None,
     ) -> None:
         self.model, self.cfg, self.data_gen = model, cfg, data_gen
         self.run_dir, self.seed = Path(run_dir), seed
         self.on_epoch = on_epoch
         self.checkpoint_extra = checkpoint_extra or {}
         self.train_seconds = initial_seconds  # across resumed invocations
+        self.ctx = dist_ctx or DistContext()
+        self.device = device if device is not None else resolve_device(cfg.device)
+        self.cache_plans: dict[int, str] = {}  # block -> what the prefix cache did, and why
 
     def _frozen_input(self, block_index: int, x: torch.Tensor) -> torch.Tensor:
         """Input of block ``block_index``: earlier blocks frozen, no graph kept."""
@@ -168,7 +184,8 @@ class BlockwiseTrainer:
     ) -> float:
         """Train all blocks; returns the training seconds of this call."""
         self._check_trainable()
-        self.model.to(memory_format=torch.channels_last)  # faster CPU convolutions
+        self.model.to(self.device, memory_format=torch.channels_last)  # faster convolutions
+        train = TensorDataset(*self._place(train.tensors))
         start_block, start_epoch = 0, 0
         if progress is not None:
             start_block, start_epoch = progress["block"], progress["epoch"] + 1
@@ -180,6 +197,37 @@ class BlockwiseTrainer:
             seconds += self._fit_block(b, train, val, start_epoch if resume else 0, resume)
         return seconds
 
+    def _budget(self, place: torch.device) -> int:
+        """Bytes this process may keep resident on ``place`` for data and cache."""
+        if self.cfg.cache_budget_gb is not None:
+            return int(self.cfg.cache_budget_gb * 2**30)
+        share = self.ctx.world_size if place.type == "cpu" else 1  # ranks share the host
+        return int(available_memory(place) * 0.5 / share)
+
+    def _place(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The training tensors on the device when they fit its budget, else left in place."""
+        nbytes = sum(t.numel() * t.element_size() for t in tensors)
+        if self.device.type == "cpu" or nbytes > self._budget(self.device):
+            return tensors
+        return tuple(t.to(self.device) for t in tensors)
+
+    def _inputs(self, b: int, images: torch.Tensor, epochs: int) -> tuple[torch.Tensor, bool]:
+        """Block ``b``'s training inputs: the prefix cache when planned, else the images."""
+        cfg = self.cfg
+        plan = plan_cache(cfg.cache_prefix, bool(cfg.augment or cfg.flip), b,
+                          cached_shape(self.model, b), len(images), self.device,
+                          None if cfg.cache_budget_gb is None else self._budget(self.device),
+                          share=self.ctx.world_size, epochs=epochs)  # fmt: skip
+        self.cache_plans[b] = plan.reason
+        if not plan.enabled:
+            return images, False
+        t0 = time.perf_counter()
+        cache = build_cache(self.model, b, images, plan, self.device, self.data_gen.batch_size,
+                            autocast(self.device, cfg.precision))
+        log.info("block %d: frozen prefix cached (%s, %s) in %.1fs", b, plan.reason,
+                 str(plan.dtype).removeprefix("torch."), time.perf_counter() - t0)
+        return cache, True
+
     def _fit_block(
         self,
         b: int,
@@ -188,39 +236,61 @@ class BlockwiseTrainer:
         first_epoch: int,
         states: dict[str, Any] | None,
     ) -> float:
-        cfg, model = self.cfg, self.model
+        cfg, model, ctx, device = self.cfg, self.model, self.ctx, self.device
         block = model.blocks[b]
         for p in model.parameters():
             p.requires_grad_(False)
         for p in block.parameters():
             p.requires_grad_(True)
-        steps_per_epoch = math.ceil(len(train) / self.data_gen.batch_size)
+        images, labels = train.tensors
+        per_rank = self.data_gen.batch_size // ctx.world_size
+        steps_per_epoch = math.ceil(math.ceil(len(train) / ctx.world_size) / per_rank)
         opt = make_optimizer(block.parameters(), cfg)
         sched = make_scheduler(opt, cfg, steps_per_epoch * cfg.epochs)
         if states is not None:
             opt.load_state_dict(states["optimizer"])
             sched.load_state_dict(states["scheduler"])
+        t_cache = time.perf_counter()
+        inputs, cached = self._inputs(b, images, cfg.epochs - first_epoch)
+        cache_seconds = time.perf_counter() - t_cache  # counted in the block's first epoch
+        objective = BlockObjective(block, cfg.objective, self.data_gen, cfg.threshold, cached)
+        trained = distributed.wrap(objective, ctx, device)
+        return self._epochs(b, trained, inputs, labels, cached, val, first_epoch,
+                            opt, sched, steps_per_epoch, cache_seconds)
+
+    def _epochs(self, b: int, trained: torch.nn.Module, inputs: torch.Tensor,
+                labels: torch.Tensor, cached: bool, val: TensorDataset, first_epoch: int,
+                opt: torch.optim.Optimizer, sched: Any, steps_per_epoch: int,
+                cache_seconds: float) -> float:
+        """The epochs of block ``b`` from ``first_epoch`` on; returns their seconds."""
+        cfg, model, ctx, device = self.cfg, self.model, self.ctx, self.device
+        block, amp = model.blocks[b], autocast(device, cfg.precision)
         seconds = 0.0
         for epoch in range(first_epoch, cfg.epochs):
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() - cache_seconds
+            cache_seconds = 0.0
             seed = _epoch_seed(self.seed, b, epoch)
             torch.manual_seed(seed)  # wrong-label draws
             gen = torch.Generator().manual_seed(seed)  # augmentation
-            loader = make_loader(train, self.data_gen.batch_size, shuffle=True, seed=seed)
             block.train()
-            total_loss, correct, seen = 0.0, 0, 0
+            total_loss = correct = seen = 0.0
             bar = ThrottledBar(
-                len(loader),
+                steps_per_epoch,
                 f"block {b + 1}/{len(model.blocks)} epoch {epoch + 1}/{cfg.epochs}",
-                cfg.progress,
+                cfg.progress and ctx.is_main,
             )
-            for x, y in loader:
-                if cfg.augment or cfg.flip:
-                    x = augment_batch(x, cfg.augment, cfg.flip, gen)
-                x = self._frozen_input(b, x.contiguous(memory_format=torch.channels_last))
-                loss, n_correct = block_loss(
-                    block, x, y, cfg.objective, self.data_gen, cfg.threshold
-                )
+            for idx in distributed.shard_batches(len(inputs), self.data_gen.batch_size, seed, ctx):
+                x = inputs[idx.to(inputs.device)].to(device, non_blocking=True)
+                y = labels[idx.to(labels.device)].to(device, non_blocking=True)
+                with amp:
+                    if cached:
+                        x = x.float().contiguous(memory_format=torch.channels_last)
+                    else:
+                        if cfg.augment or cfg.flip:
+                            x = augment_batch(x, cfg.augment, cfg.flip, gen)
+                        x = x.contiguous(memory_format=torch.channels_last)
+                        x = self._frozen_input(b, x)
+                    loss, n_correct = trained(x, y)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss is {loss.item()} in block {b} (of {len(model.blocks)}), epoch "
@@ -236,49 +306,60 @@ class BlockwiseTrainer:
                 seen += len(y)
                 bar.step(f"loss={total_loss / seen:.4f}, acc={correct / seen:.3f}")
             bar.close()
-            train_seconds = time.perf_counter() - t0
-            seconds += train_seconds
-            self.train_seconds += train_seconds
-            val_block, val_sum = evaluate_upto(model, val, b, cfg.eval_batch_size)
-            row = {
-                "block": b,
-                "epoch": epoch,
-                "train_loss": total_loss / max(seen, 1),
-                "train_acc": correct / max(seen, 1),
-                "val_acc_block": val_block,
-                "val_acc": val_sum,
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": train_seconds,
-            }
-            log.info(
-                "block %d epoch %d: loss %.4f train %.4f val(block) %.4f val %.4f (%.1fs)",
-                b,
-                epoch,
-                row["train_loss"],
-                row["train_acc"],
-                val_block,
-                val_sum,
-                train_seconds,
+            total_loss, correct, seen = distributed.sum_over_ranks(
+                ctx, [total_loss, correct, seen], device
             )
-            with open(self.run_dir / METRICS_NAME, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            save_checkpoint(
-                self.run_dir / CHECKPOINT_NAME,
-                {
-                    **self.checkpoint_extra,
-                    "model_config": asdict(model.cfg),
-                    "state_dict": model.state_dict(),
-                    "progress": {
-                        "block": b,
-                        "epoch": epoch,
-                        "epochs": cfg.epochs,
-                        "done": b == len(model.blocks) - 1 and epoch == cfg.epochs - 1,
-                    },
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "train_seconds": self.train_seconds,
-                },
-            )
-            if self.on_epoch is not None:
-                self.on_epoch(row)
+            seconds += self._end_epoch(b, epoch, t0, val, total_loss, correct, seen, opt, sched)
         return seconds
+
+    def _end_epoch(self, b: int, epoch: int, t0: float, val: TensorDataset, total_loss: float,
+                   correct: float, seen: float, opt: torch.optim.Optimizer, sched: Any) -> float:
+        """Validation, metrics line and checkpoint (rank 0 only); returns the epoch's seconds."""
+        cfg, model = self.cfg, self.model
+        train_seconds = time.perf_counter() - t0
+        self.train_seconds += train_seconds
+        if not self.ctx.is_main:
+            return train_seconds
+        val_block, val_sum = evaluate_upto(model, val, b, cfg.eval_batch_size)
+        row = {
+            "block": b,
+            "epoch": epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "val_acc_block": val_block,
+            "val_acc": val_sum,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": train_seconds,
+        }
+        log.info(
+            "block %d epoch %d: loss %.4f train %.4f val(block) %.4f val %.4f (%.1fs)",
+            b,
+            epoch,
+            row["train_loss"],
+            row["train_acc"],
+            val_block,
+            val_sum,
+            train_seconds,
+        )
+        with open(self.run_dir / METRICS_NAME, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        save_checkpoint(
+            self.run_dir / CHECKPOINT_NAME,
+            {
+                **self.checkpoint_extra,
+                "model_config": asdict(model.cfg),
+                "state_dict": to_cpu(model.state_dict()),
+                "progress": {
+                    "block": b,
+                    "epoch": epoch,
+                    "epochs": cfg.epochs,
+                    "done": b == len(model.blocks) - 1 and epoch == cfg.epochs - 1,
+                },
+                "optimizer": to_cpu(opt.state_dict()),
+                "scheduler": sched.state_dict(),
+                "train_seconds": self.train_seconds,
+            },
+        )
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+        return train_seconds
