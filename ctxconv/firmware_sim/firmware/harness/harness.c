@@ -121,11 +121,6 @@ int main(int argc, char **argv)
         }
         CTXCONV_HARNESS_MODES
     }
-    put_ticks(platform_calibrate());
-    const uint32_t stack = platform_stack_used();
-    put(&stack, sizeof stack);
-    platform_close();
-    platform_log("done\n");
-    platform_exit(0);
+    platform_finish();
     return 0;
 }

@@ -21,4 +21,18 @@ uint64_t platform_calibrate(void);
 uint32_t platform_stack_used(void);
 void platform_exit(int32_t code);
 
+/* The output file's trailer (calibration ticks as two uint32, the stack high-water mark),
+ * then close, say done and exit 0. */
+static inline void platform_finish(void)
+{
+    const uint64_t cal = platform_calibrate();
+    const uint32_t trailer[3] = {(uint32_t)cal, (uint32_t)(cal >> 32), platform_stack_used()};
+    if (platform_write(trailer, sizeof trailer)) {
+        platform_exit(3);
+    }
+    platform_close();
+    platform_log("done\n");
+    platform_exit(0);
+}
+
 #endif

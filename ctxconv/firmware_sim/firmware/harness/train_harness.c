@@ -119,11 +119,6 @@ int main(int argc, char **argv)
         put_ticks(t1 - t0);
     }
     state(1);
-    put_ticks(platform_calibrate());
-    const uint32_t stack = platform_stack_used();
-    put(&stack, sizeof stack);
-    platform_close();
-    platform_log("done\n");
-    platform_exit(0);
+    platform_finish();
     return 0;
 }
