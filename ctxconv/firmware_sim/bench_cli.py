@@ -34,7 +34,8 @@ def backend_throughput(bundle: ExportBundle, images: int, mode: str) -> dict[str
 
 def run_bench(export_dir: str, mcus: list[str], images: int | None,
               throughput_images: int = 2000, firmware: bool = False,
-              emulated_images: int = 20) -> dict[str, Any]:
+              emulated_images: int = 20, bit_exact_images: int | None = None
+              ) -> dict[str, Any]:
     """Every profile x mode; with ``firmware`` also the generated C, built and run (host
     build once, emulated Cortex-M per profile with an emulated core)."""
     bundle = load_export(export_dir)
@@ -47,7 +48,8 @@ def run_bench(export_dir: str, mcus: list[str], images: int | None,
         for mode in modes:
             opts = SimOptions(mcu=mcu, mode=mode, images=images,
                               backend="firmware" if firmware else "reference",
-                              emulated_images=emulated_images)
+                              emulated_images=emulated_images,
+                              bit_exact_images=bit_exact_images)
             rep = simulate(bundle, opts, profile, cache)
             rows.append(rep)
     first = "onepass" if "onepass" in modes else modes[0]
@@ -73,6 +75,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", firmware_markdown(result["rows"])]
     if result.get("modes_note"):
         lines += ["", result["modes_note"] + " (one row per MCU)."]
+    first = result["rows"][0] if result["rows"] else None
+    if first is not None and first.get("bit_exact_images"):
+        lines += ["", f"Reference kernels vs TFLM, block by block, on {first['bit_exact_images']} "
+                  f"of {first['test_vectors']} test vectors: "
+                  f"{'bit-exact' if first['bit_exact_vs_tflm'] else 'NOT bit-exact'} "
+                  f"(max LSB per block {first['max_lsb_vs_tflm']})."]
     lines += ["", f"Simulator throughput ({result['throughput_mode']}, images/s on this CPU): "
               + ", ".join(f"{b} {v:.0f}" for b, v in result["throughput"].items())]
     return "\n".join(lines)
@@ -111,15 +119,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="also build and run the export's generated C (host + emulated MCU)")
     p.add_argument("--emulated-images", type=int, default=20,
                    help="with --firmware: test vectors run on each emulated MCU (default 20)")
+    p.add_argument("--bit-exact-images", type=int, default=None, metavar="N",
+                   help="test vectors compared reference kernels vs TFLM (default: all)")
     p.add_argument("--json", dest="json_path", default=None)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    if args.bit_exact_images is not None and args.bit_exact_images < 0:
+        print("error: --bit-exact-images must be >= 0 (0 skips the check)", file=sys.stderr)
+        return 2
     mcus = list_profiles() if args.mcu == "all" else [m.strip() for m in args.mcu.split(",")]
     try:
         result = run_bench(args.export_dir, mcus, args.images, firmware=args.firmware,
-                           emulated_images=args.emulated_images)
+                           emulated_images=args.emulated_images,
+                           bit_exact_images=args.bit_exact_images)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
         return report_error(exc, 2, args.debug)
     table = markdown(result)

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emulated-images", type=int, default=20,
                    help="firmware backend: test vectors run on the emulated MCU (default 20)")
     p.add_argument("--images", type=int, default=None, help="number of test images (default all)")
+    p.add_argument("--bit-exact-images", type=int, default=None, metavar="N",
+                   help="test vectors compared reference kernels vs TFLM, block by block "
+                        "(default: every image run; TFLM takes a few ms per image per block)")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
     p.add_argument("--plot", default=None,
                    help="PNG of memory per block vs the MCU's limits (default EXPORT_DIR/"
@@ -57,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     if (args.images is not None and args.images < 1) or args.emulated_images < 1:
         print("error: --images and --emulated-images must be >= 1", file=sys.stderr)
         return EXIT_ERROR
+    if args.bit_exact_images is not None and args.bit_exact_images < 0:
+        print("error: --bit-exact-images must be >= 0 (0 skips the check)", file=sys.stderr)
+        return EXIT_ERROR
     opts = SimOptions(mcu=args.mcu, mode=args.mode, backend=args.backend, images=args.images,
-                      measure_tflm=not args.no_tflm_arena, emulated_images=args.emulated_images)
+                      measure_tflm=not args.no_tflm_arena, emulated_images=args.emulated_images,
+                      bit_exact_images=args.bit_exact_images)
     try:
         report = simulate(args.export_dir, opts)
     except FirmwareDoesNotFit as exc:

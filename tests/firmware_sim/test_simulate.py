@@ -13,7 +13,13 @@ from ctxconv.firmware_sim.backends import make_runners
 from ctxconv.firmware_sim.bench_cli import main as bench_main
 from ctxconv.firmware_sim.bundle import load_export
 from ctxconv.firmware_sim.cli import main as sim_main
-from ctxconv.firmware_sim.simulate import SimOptions, format_table, memory_figure, simulate
+from ctxconv.firmware_sim.simulate import (
+    SimOptions,
+    compare_with_tflm,
+    format_table,
+    memory_figure,
+    simulate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,41 @@ def test_report_fields_and_fit(report, digits_export):
 def test_reference_kernels_bit_exact_with_tflm(report):
     assert report["bit_exact_vs_tflm"] is True
     assert report["max_lsb_vs_tflm"] == [0, 0]
+    # by default every image run is compared, and the report says how many
+    assert report["bit_exact_images"] == report["images"] == 200
+    assert "bit-exact vs TFLM on 200 of " in format_table(report)
+
+
+def test_bit_exact_check_covers_every_test_vector_by_default(export_dir, digits_export):
+    rep = simulate(export_dir, SimOptions(measure_tflm=False))
+    total = json.loads((export_dir / "manifest.json").read_text())["test_vectors"]["count"]
+    assert rep["bit_exact_images"] == rep["test_vectors"] == rep["images"] == total > 256
+    assert rep["bit_exact_vs_tflm"] is True and rep["max_lsb_vs_tflm"] == [0, 0]
+    assert f"bit-exact vs TFLM on {total} of {total} test vectors: True" in format_table(rep)
+
+
+def test_bit_exact_images_limits_the_check(export_dir, capsys):
+    rep = simulate(export_dir, SimOptions(measure_tflm=False, bit_exact_images=5))
+    assert rep["bit_exact_images"] == 5 and rep["images"] == rep["test_vectors"]
+    skipped = simulate(export_dir, SimOptions(measure_tflm=False, bit_exact_images=0))
+    assert skipped["bit_exact_vs_tflm"] is None and skipped["max_lsb_vs_tflm"] == []
+    assert sim_main([str(export_dir), "--no-tflm-arena", "--bit-exact-images", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --bit-exact-images must be >= 0 (0 skips the check)")
+    assert bench_main([str(export_dir), "--bit-exact-images", "-3"]) == 2
+    assert "--bit-exact-images must be >= 0" in capsys.readouterr().err
+
+
+def test_compare_with_tflm_in_chunks_finds_a_difference(export_dir):
+    """Chunking keeps the worst difference of every chunk (a changed bias is caught)."""
+    bundle = load_export(export_dir)
+    raw, _ = bundle.test_vectors(40)
+    assert compare_with_tflm(bundle, raw, chunk=7) == [0, 0]
+    conv = next(t for t in bundle.graphs[1].tensors.values() if t.data is not None
+                and t.data.dtype == np.int32)
+    conv.data = conv.data + 1000  # the reference kernels now compute another block 1
+    diffs = compare_with_tflm(bundle, raw, chunk=7)
+    assert diffs[0] == 0 and diffs[1] > 0
 
 
 def test_planner_never_below_tflm_and_within_ten_percent(report):
