@@ -1,6 +1,7 @@
 """Export benchmark: writes the "Export" section of BENCHMARKS.md.
 
     python benchmarks/export_bench.py [RUN_DIR]   # default: benchmarks/runs/fashion_mnist
+    python benchmarks/export_bench.py --render    # markdown from results/export.json only
 
 Times ``ctxconv-export RUN_DIR --int8`` (verification included), reports float vs int8
 accuracy per inference mode and the cross-runtime agreement from the manifest, and the
@@ -10,15 +11,22 @@ TFLM) over the whole test set.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, git_rev, machine, write_section  # noqa: E402
+from report import (  # noqa: E402
+    ROOT,
+    provenance,
+    provenance_line,
+    relative,
+    render_section,
+    write_section,
+)
 
 from ctxconv.export.pipeline import BlockPipeline  # noqa: E402
 from ctxconv.firmware_sim.backends import make_runners  # noqa: E402
@@ -30,8 +38,17 @@ def pct(x: float) -> str:
 
 
 def main() -> None:
-    run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks/runs/fashion_mnist"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", default=str(ROOT / "benchmarks/runs/fashion_mnist"))
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown from benchmarks/results/export.json")
+    args = parser.parse_args()
+    if args.render:
+        render_section("export", render)
+        return
+    run_dir = Path(args.run_dir)
     cmd = ["ctxconv-export", str(run_dir), "--int8"]
+    stamp = provenance()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -46,15 +63,20 @@ def main() -> None:
         agree[mode] = {"onnx_vs_tflite": float((tfl == onx).mean()),
                        "tflite_accuracy": float((tfl == labels).mean()),
                        "onnx_accuracy": float((onx == labels).mean())}
-    res = {"date": date.today().isoformat(), "commit": git_rev(), "command": " ".join(cmd),
+    res = {"provenance": stamp, "command": relative(" ".join(cmd)),
            "wall_seconds": round(wall, 1), "export_seconds": manifest["export_seconds"],
            "accuracy": manifest["accuracy"], "agreement": manifest["agreement"],
            "full_test_agreement": agree, "test_images": int(len(labels)),
            "flash_bytes": sum((export_dir / b["files"]["tflite"]).stat().st_size
                               for b in manifest["blocks"])}
+    write_section("export", res, render(res))
+
+
+def render(res: dict) -> list[str]:
+    agree = res["full_test_agreement"]
     lines = ["## Export (`benchmarks/export_bench.py`)", "",
-             f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}.", "",
-             f"Command: `ctxconv-export benchmarks/runs/fashion_mnist --int8`: "
+             provenance_line(res.get("provenance")), "",
+             f"Command: `{res['command']}`: "
              f"{res['wall_seconds']:.1f} s wall, verification included "
              f"({res['export_seconds']:.1f} s inside the exporter). TFLite files: "
              f"{res['flash_bytes'] / 1024:.0f} KB in all.", "",
@@ -74,7 +96,7 @@ def main() -> None:
                      f"{row['onnxruntime']['max_diff']} | {row['litert']['max_diff']} | "
                      f"{tf['max']:.2f} / {tf['mean']:.2f} |")
     lines.append("")
-    write_section("export", res, lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python benchmarks/ondevice_train_bench.py [EXPORT_DIR]
     # default: benchmarks/runs/fashion_mnist/export (int8); the float export beside it
     # (export-float) is created with `ctxconv-export RUN --out ...` when missing
+    python benchmarks/ondevice_train_bench.py --render   # markdown from the stored JSON only
 
 Per block and MCU profile: forward-only training SRAM at batch 1 and 8 (buffers placed by
 TFLM's greedy planner), the largest batch that fits, estimated ms per step, and the
@@ -12,14 +13,21 @@ nRF52840's 256 KB at batch >= 1, for each --update mode.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, git_rev, machine, relative, write_section  # noqa: E402
+from report import (  # noqa: E402
+    ROOT,
+    provenance,
+    provenance_line,
+    relative,
+    render_section,
+    write_section,
+)
 
 from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
 from ctxconv.firmware_sim.ondevice import (  # noqa: E402
@@ -103,28 +111,40 @@ def markdown(res: dict) -> list[str]:
 
 
 def main() -> None:
-    export_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks/runs/fashion_mnist/export"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export_dir", nargs="?",
+                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown from benchmarks/results/ondevice_train.json")
+    args = parser.parse_args()
+    if args.render:
+        render_section("ondevice_train", render)
+        return
+    export_dir = Path(args.export_dir)
+    stamp = provenance()
     float_dir = ensure_float_export(export_dir)
     t0 = time.perf_counter()
     res = measure(export_dir)
-    res.update(date=date.today().isoformat(), commit=git_rev(),
-               wall_seconds=round(time.perf_counter() - t0, 1),
-               export=str(export_dir), float_export=str(float_dir), optimizer=OPTIMIZER)
-    cmd = f"python benchmarks/ondevice_train_bench.py {relative(str(export_dir))}"
-    lines = ["## On-device training (`benchmarks/ondevice_train_bench.py`)", "",
-             f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. Command: "
-             f"`{cmd}` ({res['wall_seconds']:.0f} s). Forward-only training of one block at a "
-             f"time ({OPTIMIZER} with momentum, softmax objective): earlier blocks frozen and run "
-             "int8 from flash, the trained block in float32 (weights, gradients, optimizer "
-             "state, per-image im2col, batch ReLU masks, pooled grid, scores), every buffer "
-             "placed by TFLM's greedy planner over the steps of one training step "
-             "(`ctxconv/firmware_sim/ondevice/memory.py`). Time: the frozen prefix's int8 "
-             "cycles plus float32 MACs x each profile's `cost.fp32_cycles_per_mac` (estimates, "
-             "see `ctxconv/configs/mcu/*.yaml`). Backprop: the same model trained end to end "
-             "(all weights, gradients, optimizer state, every block output kept for backward). "
-             "`--update head|bias` trains only the goodness head or the biases; the rest stays "
-             "int8 in flash.", "", *markdown(res), ""]
-    write_section("ondevice_train", res, lines)
+    res.update(provenance=stamp, wall_seconds=round(time.perf_counter() - t0, 1),
+               export=relative(str(export_dir)), float_export=relative(str(float_dir)),
+               optimizer=OPTIMIZER)
+    write_section("ondevice_train", res, render(res))
+
+
+def render(res: dict) -> list[str]:
+    return ["## On-device training (`benchmarks/ondevice_train_bench.py`)", "",
+            provenance_line(res.get("provenance")), "",
+            f"Planner run: {res['wall_seconds']:.1f} s. Forward-only training of one block at a "
+            f"time ({res['optimizer']} with momentum, softmax objective): earlier blocks frozen "
+            "and run int8 from flash, the trained block in float32 (weights, gradients, optimizer "
+            "state, per-image im2col, batch ReLU masks, pooled grid, scores), every buffer "
+            "placed by TFLM's greedy planner over the steps of one training step "
+            "(`ctxconv/firmware_sim/ondevice/memory.py`). Time: the frozen prefix's int8 "
+            "cycles plus float32 MACs x each profile's `cost.fp32_cycles_per_mac` (estimates, "
+            "see `ctxconv/configs/mcu/*.yaml`). Backprop: the same model trained end to end "
+            "(all weights, gradients, optimizer state, every block output kept for backward). "
+            "`--update head|bias` trains only the goodness head or the biases; the rest stays "
+            "int8 in flash.", "", *markdown(res), ""]
 
 
 if __name__ == "__main__":

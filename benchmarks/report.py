@@ -1,19 +1,32 @@
 """Assemble BENCHMARKS.md from the sections the benchmark scripts write.
 
-Each script writes ``benchmarks/results/<name>.md`` (and a ``.json`` with the raw numbers);
-this module joins them in a fixed order under a common header.
+Each script writes ``benchmarks/results/<name>.json`` (the raw numbers) and
+``benchmarks/results/<name>.md`` (its section); this module joins the sections in a fixed
+order under a common header. Every section (and every sub-section of the training
+benchmark, which are measured separately) stores its own provenance -- machine, date,
+commit and command -- in its JSON when it is measured; rendering only reads it back, so
+re-rendering never changes where a number came from.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import shlex
 import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 ORDER = ["train", "host_train", "export", "sim", "firmware", "ondevice_train", "ondevice_int8",
          "ondevice_adapt"]
+PROVENANCE_KEYS = ("machine", "date", "commit", "command")
 
 
 def machine() -> str:
@@ -25,17 +38,42 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
-
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def git_rev() -> str:
+    """The short commit of the working tree, with ``-dirty`` when it has changes."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, text=True, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return rev + ("-dirty" if dirty.strip() else "")
+
+
+def invoked_command() -> str:
+    """The command line this script was started with, paths relative to the repository."""
+    script = relative(str(Path(sys.argv[0]).resolve()))
+    return relative(shlex.join(["python", script, *sys.argv[1:]]))
+
+
+def provenance(command: str | None = None) -> dict[str, str]:
+    """Where a measurement comes from; stored beside its numbers when it is measured."""
+    return {"machine": machine(), "date": date.today().isoformat(), "commit": git_rev(),
+            "command": relative(command or invoked_command())}
+
+
+def provenance_line(prov: dict[str, Any] | None) -> str:
+    """The section's provenance as a markdown sentence (from the stored record only)."""
+    if not prov:
+        return "Provenance not recorded."
+    text = (f"Machine: {prov['machine']}. Date: {prov['date']}. Commit: {prov['commit']}. "
+            f"Command: `{prov['command']}`.")
+    if prov.get("note"):
+        text += f" ({prov['note']})"
+    return text
 
 
 def relative(text: str) -> str:
@@ -43,13 +81,33 @@ def relative(text: str) -> str:
     return text.replace(str(ROOT) + "/", "")
 
 
-def write_section(name: str, res: dict, lines: list[str]) -> None:
-    """Save a section's raw numbers and markdown, rebuild BENCHMARKS.md, print the section."""
-    import json
+def load_results(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
+
+def save_results(name: str, res: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(relative(json.dumps(res, indent=2, default=str)))
+
+
+def write_section(name: str, res: dict, lines: list[str]) -> None:
+    """Save a section's raw numbers and markdown, rebuild BENCHMARKS.md, print the section."""
+    if "provenance" not in res:
+        raise ValueError(f"section {name!r} has no provenance record")
+    save_results(name, res)
     text = relative("\n".join(lines))
+    (RESULTS / f"{name}.md").write_text(text)
+    write_benchmarks_md()
+    print(text)
+
+
+def render_section(name: str, render: Callable[[dict], list[str]]) -> None:
+    """Rewrite a section's markdown from its stored JSON (no measurement, no new stamps)."""
+    res = load_results(name)
+    if not res:
+        raise SystemExit(f"error: {RESULTS / f'{name}.json'} does not exist: run the benchmark")
+    text = relative("\n".join(render(res)))
     (RESULTS / f"{name}.md").write_text(text)
     write_benchmarks_md()
     print(text)
@@ -57,12 +115,14 @@ def write_section(name: str, res: dict, lines: list[str]) -> None:
 
 def write_benchmarks_md() -> Path:
     parts = ["# Benchmarks\n",
-             "Every number below is produced by a script in `benchmarks/`; each section names "
-             "its command, machine and date. Ratios are measured side by side in one run.\n"]
+             "Every number below is produced by a script in `benchmarks/`; each section (and "
+             "each part of the training section) names the machine, date, commit and command "
+             "that measured it, stored with its numbers in `benchmarks/results/*.json` "
+             "(`--render` rewrites the markdown from those files and keeps them). Ratios are "
+             "measured side by side in one run.\n"]
     for name in ORDER:
         section = RESULTS / f"{name}.md"
         if section.exists():
             parts.append(section.read_text().rstrip() + "\n")
-    out = ROOT / "BENCHMARKS.md"
-    out.write_text("\n".join(parts))
-    return out
+    BENCHMARKS_MD.write_text("\n".join(parts))
+    return BENCHMARKS_MD

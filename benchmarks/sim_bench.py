@@ -1,6 +1,7 @@
 """Simulator benchmark: writes the "On-device inference" section of BENCHMARKS.md.
 
     python benchmarks/sim_bench.py [EXPORT_DIR]   # default: benchmarks/runs/fashion_mnist/export
+    python benchmarks/sim_bench.py --render       # markdown from results/sim.json only
 
 Runs ``ctxconv-bench EXPORT_DIR --mcu all`` (profiles x modes: latency, SRAM, flash,
 accuracy on the whole test set, fit), and sets the planner's arena beside TFLM's measured
@@ -9,35 +10,61 @@ minimum and ctxconv's own in-place plan, per block.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, git_rev, machine, write_section  # noqa: E402
+from report import (  # noqa: E402
+    ROOT,
+    provenance,
+    provenance_line,
+    relative,
+    render_section,
+    write_section,
+)
 
 from ctxconv.firmware_sim.bench_cli import markdown, run_bench  # noqa: E402
 from ctxconv.firmware_sim.profiles import list_profiles  # noqa: E402
 
 
 def main() -> None:
-    default = ROOT / "benchmarks/runs/fashion_mnist/export"
-    export_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else default
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export_dir", nargs="?",
+                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown from benchmarks/results/sim.json")
+    args = parser.parse_args()
+    if args.render:
+        render_section("sim", render)
+        return
+    export_dir = Path(args.export_dir)
+    stamp = provenance()
     t0 = time.perf_counter()
     result = run_bench(str(export_dir), list_profiles(), None)
     wall = time.perf_counter() - t0
+    k = len(json.loads((export_dir / "manifest.json").read_text())["dataset"]["class_names"])
+    res = {"provenance": stamp, "wall_seconds": round(wall, 1), "bench": result,
+           "num_classes": k,
+           "bench_command": relative(f"ctxconv-bench {export_dir} --mcu all")}
+    write_section("sim", res, render(res))
+
+
+def render(res: dict) -> list[str]:
+    result, k = res["bench"], res["num_classes"]
     rows = result["rows"]
     nrf = next(r for r in rows if r["mcu"] == "nrf52840")
-    k = len(json.loads((export_dir / "manifest.json").read_text())["dataset"]["class_names"])
     by_mode = {r["mode"]: r for r in rows if r["mcu"] == "nrf52840"}
-    res = {"date": date.today().isoformat(), "commit": git_rev(), "wall_seconds": round(wall, 1),
-           "bench": result, "num_classes": k}
     kb = 1024
+    bench_cmd = res.get("bench_command",
+                        "ctxconv-bench benchmarks/runs/fashion_mnist/export --mcu all")
+    exact = (f"on {nrf['bit_exact_images']} of {nrf['test_vectors']} test vectors"
+             if "bit_exact_images" in nrf else "on 16 test vectors")
     lines = ["## On-device inference (`benchmarks/sim_bench.py`)", "",
-             f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. Command: "
-             f"`ctxconv-bench benchmarks/runs/fashion_mnist/export --mcu all` "
+             provenance_line(res.get("provenance")), "",
+             f"Equivalent to `{bench_cmd}` "
              f"({res['wall_seconds']:.0f} s). Latency and energy come from each profile's "
              "documented cycle model (`ctxconv/configs/mcu/*.yaml`), accuracy from the "
              "simulator's int8 kernels (bit-exact with TFLM) on the whole test set.", "",
@@ -48,7 +75,7 @@ def main() -> None:
              "Planner: our prediction for the same reference kernels. Own plan: activation "
              "peak with RESHAPE as a view and in-place max-pool, no interpreter overhead.", "",
              "| block | TFLM min KB | planner KB | planner / TFLM | own plan KB | own / TFLM "
-             "| planned on nRF52840 with CMSIS-NN scratch KB | bit-exact vs TFLM |",
+             f"| planned on nRF52840 with CMSIS-NN scratch KB | bit-exact vs TFLM ({exact}) |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for b, lsb in zip(nrf["blocks"], nrf["max_lsb_vs_tflm"], strict=False):
         lines.append(f"| {b['name']} | {b['tflm_min_arena_bytes'] / kb:.2f} | "
@@ -70,7 +97,7 @@ def main() -> None:
                   f"({one['accuracy']:.2%} vs {multi['accuracy']:.2%}). Without sharing, "
                   f"{k} full pipeline runs per image would cost {k}x the MACs "
                   f"({k * one['macs']:,}).", ""]
-    write_section("sim", res, lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from datetime import date
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, relative, write_benchmarks_md  # noqa: E402
+import report  # noqa: E402
+from report import ROOT, provenance, provenance_line  # noqa: E402
 
 from ctxconv.train.baseline import train_backprop, training_memory  # noqa: E402
 from ctxconv.train.checkpoint import load_checkpoint, model_config_from_dict  # noqa: E402
@@ -226,13 +226,14 @@ def pct(x: float) -> str:
 
 def render(res: dict) -> str:
     lines = ["## Training (`benchmarks/train_bench.py`)", "",
-             f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. "
-             f"Command: `python benchmarks/train_bench.py`.", ""]
+             "Each part below was measured on its own (`--only SECTION`) and names its own "
+             "machine, date, commit and command.", ""]
     if "fashion_mnist" in res:
         f = res["fashion_mnist"]
         s = f["summary"]
         bp = f["backprop"]
         lines += ["### Fashion-MNIST (60k train incl. 10 % validation / 10k test)", "",
+                  provenance_line(f.get("provenance")), "",
                   f"Command: `{f['command']}` (blocks {s['blocks']}, "
                   f"{s['epochs_per_block']} epochs per block, {s['params']:,} parameters "
                   f"= {s['params'] / 1e6:.2f} MB as int8).", "",
@@ -250,14 +251,15 @@ def render(res: dict) -> str:
                   ]  # fmt: skip
     if "score_blocks" in res:
         sb = res["score_blocks"]
-        lines += ["Which blocks' goodness is summed into the class scores (validation split, "
+        lines += [provenance_line(sb.get("provenance")), "",
+                  "Which blocks' goodness is summed into the class scores (validation split, "
                   "the trained model above; `model.score_blocks`): "
                   + ", ".join(f"blocks {k} {pct(v)}" for k, v in sb["validation_accuracy"].items())
                   + f". Configured: {sb['configured']}.", ""]
     if "digits" in res:
         d = res["digits"]
         s = d["summary"]
-        lines += ["### digits (the embedded default)", "",
+        lines += ["### digits (the embedded default)", "", provenance_line(d.get("provenance")), "",
                   f"Command: `{d['command']}`: test accuracy multipass "
                   f"{pct(s['test_accuracy']['multipass'])}, onepass "
                   f"{pct(s['test_accuracy']['onepass'])}; {s['train_seconds']:.1f} s training, "
@@ -266,6 +268,7 @@ def render(res: dict) -> str:
     if "memory" in res:
         m = res["memory"]
         lines += ["### Peak training memory, forward-only vs backprop", "",
+                  provenance_line(m.get("provenance")), "",
                   f"Fashion-MNIST model, batch {m['batch']}, Adam; bytes alive in one step "
                   "(weights + gradients + optimizer state + activations saved for backward + "
                   "input batch), counted with autograd saved-tensor hooks.", "",
@@ -286,7 +289,8 @@ def render(res: dict) -> str:
                   ""]  # fmt: skip
     if "throughput" in res:
         t = res["throughput"]
-        lines += ["### Training throughput on this CPU", "",
+        lines += ["### Training throughput on this CPU", "", provenance_line(t.get("provenance")),
+                  "",
                   f"Fashion-MNIST model, batch {t['batch']}, one training step (forward, local "
                   f"loss, backward; frozen prefix included for forward-only), best of "
                   f"{t['repeats']} x {t['steps']} steps, all variants interleaved in one run.", "",
@@ -297,7 +301,7 @@ def render(res: dict) -> str:
                   "backprop epoch (each block trains on the whole set once per epoch).", ""]
     if "ablation" in res:
         a = res["ablation"]
-        lines += ["### Ablation (validation split)", "",
+        lines += ["### Ablation (validation split)", "", provenance_line(a.get("provenance")), "",
                   f"Fashion-MNIST, first {a['train_samples']} training images, blocks "
                   f"{a['blocks']}, {a['epochs_per_block']} epochs per block, Adam 2e-3; "
                   "validation accuracy (the test split is not read).", "",
@@ -310,32 +314,34 @@ def render(res: dict) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("digits", "memory", "throughput", "ablation", "fashion_mnist", "score_blocks")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only",
-                        default="digits,memory,throughput,ablation,fashion_mnist,score_blocks",
-                        help="comma-separated sections to (re)measure")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help="comma-separated sections to (re)measure; the others keep their "
+                             f"stored numbers and provenance ({', '.join(SECTIONS)})")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the markdown from benchmarks/results/train.json")
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "train.json"
-    res = json.loads(relative(path.read_text())) if path.exists() else {}
-    sections = [] if args.render else args.only.split(",")
     if args.render:
-        path.write_text(json.dumps(res, indent=2))
-        (RESULTS / "train.md").write_text(relative(render(res)))
-        write_benchmarks_md()
+        report.render_section("train", lambda res: render(res).splitlines())
+        return
+    sections = args.only.split(",")
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    res = report.load_results("train")
     for section in sections:
         fn = {"digits": bench_digits, "fashion_mnist": bench_fashion_mnist,
               "memory": bench_memory, "ablation": bench_ablation,
               "throughput": bench_throughput, "score_blocks": bench_score_blocks}[section]
         print(f"== {section}", flush=True)
-        res[section] = fn()
-        res["date"], res["commit"] = date.today().isoformat(), git_rev()
-        path.write_text(relative(json.dumps(res, indent=2)))
-        (RESULTS / "train.md").write_text(relative(render(res)))
-        write_benchmarks_md()
+        stamp = provenance()  # taken when the measurement starts
+        res[section] = fn() | {"provenance": stamp}
+        report.save_results("train", res)
+        report.render_section("train", lambda res: render(res).splitlines())
 
 
 if __name__ == "__main__":

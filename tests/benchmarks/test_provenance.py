@@ -1,0 +1,117 @@
+"""Benchmark sections keep their own provenance: rendering never restamps them."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+
+OLD = {"machine": "Some CPU, 2 cores, Python 3.10.0", "date": "2020-01-02", "commit": "abc1234",
+       "command": "python benchmarks/train_bench.py --only digits"}
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    """report's output redirected to a copy of the committed results."""
+    res = tmp_path / "results"
+    shutil.copytree(BENCH / "results", res)
+    monkeypatch.setattr(report, "RESULTS", res)
+    monkeypatch.setattr(report, "BENCHMARKS_MD", tmp_path / "BENCHMARKS.md")
+    return res
+
+
+def _digits_section() -> dict:
+    return {"command": "ctxconv-train hydra.run.dir=x", "wall_seconds": 1.0,
+            "summary": {"test_accuracy": {"multipass": 0.5, "onepass": 0.5},
+                        "train_seconds": 1.0, "test_size": 10},
+            "provenance": dict(OLD)}
+
+
+def test_render_twice_keeps_each_sections_provenance(results, monkeypatch, capsys):
+    import train_bench
+
+    res = json.loads((results / "train.json").read_text())
+    res["digits"] = _digits_section()
+    (results / "train.json").write_text(json.dumps(res))
+    before = (results / "train.json").read_text()
+    monkeypatch.setattr(sys, "argv", ["train_bench.py", "--render"])
+    train_bench.main()
+    first = (results / "train.md").read_text()
+    train_bench.main()
+    assert (results / "train.md").read_text() == first
+    assert (results / "train.json").read_text() == before  # the numbers' file is not rewritten
+    assert ("Machine: Some CPU, 2 cores, Python 3.10.0. Date: 2020-01-02. Commit: abc1234. "
+            "Command: `python benchmarks/train_bench.py --only digits`.") in first
+    # every other section keeps the record it was measured with
+    for name in ("fashion_mnist", "memory", "ablation", "throughput", "score_blocks"):
+        assert report.provenance_line(res[name]["provenance"]) in first, name
+    assert report.BENCHMARKS_MD.read_text().count("Date: 2020-01-02") == 1
+
+
+def test_measuring_one_section_stamps_only_that_one(results, monkeypatch, capsys):
+    import train_bench
+
+    res = json.loads((results / "train.json").read_text())
+    res["digits"] = _digits_section()
+    (results / "train.json").write_text(json.dumps(res))
+    new = _digits_section()
+    del new["provenance"]
+    monkeypatch.setattr(train_bench, "bench_ablation", lambda: pytest.fail("not asked for"))
+    monkeypatch.setattr(train_bench, "bench_digits", lambda: new)
+    monkeypatch.setattr(report, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(sys, "argv", [str(BENCH / "train_bench.py"), "--only", "digits"])
+    train_bench.main()
+    after = json.loads((results / "train.json").read_text())
+    stamp = after["digits"]["provenance"]
+    assert stamp["commit"] == "fedcba9" and stamp["date"] != OLD["date"]
+    assert stamp["command"] == "python benchmarks/train_bench.py --only digits"
+    assert stamp["machine"] == report.machine()
+    for name in ("fashion_mnist", "memory", "ablation", "throughput", "score_blocks"):
+        assert after[name]["provenance"] == res[name]["provenance"], name
+    assert "date" not in after and "commit" not in after  # no file-wide stamp
+
+
+def test_unknown_section_is_an_error(results, monkeypatch, capsys):
+    import train_bench
+
+    monkeypatch.setattr(sys, "argv", ["train_bench.py", "--only", "digits,memroy"])
+    with pytest.raises(SystemExit) as exc:
+        train_bench.main()
+    assert exc.value.code == 2
+    assert "unknown section(s) ['memroy']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["export", "sim", "ondevice_train", "ondevice_adapt"])
+def test_other_sections_render_from_their_stored_provenance(results, monkeypatch, name):
+    import importlib
+
+    module = importlib.import_module(f"{name}_bench")
+    res = json.loads((results / f"{name}.json").read_text())
+    res["provenance"] = {**OLD, "command": f"python benchmarks/{name}_bench.py"}
+    (results / f"{name}.json").write_text(json.dumps(res))
+    monkeypatch.setattr(report, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(sys, "argv", [f"{name}_bench.py", "--render"])
+    module.main()
+    module.main()
+    text = (results / f"{name}.md").read_text()
+    assert report.provenance_line(res["provenance"]) in text
+    assert "fedcba9" not in text
+    assert json.loads((results / f"{name}.json").read_text()) == res
+
+
+def test_a_section_without_provenance_is_refused(results):
+    with pytest.raises(ValueError, match="section 'sim' has no provenance record"):
+        report.write_section("sim", {"numbers": 1}, ["## sim"])
+
+
+def test_provenance_record_and_line():
+    prov = report.provenance("python benchmarks/sim_bench.py " + str(report.ROOT / "x"))
+    assert set(prov) == set(report.PROVENANCE_KEYS)
+    assert prov["command"] == "python benchmarks/sim_bench.py x"
+    assert report.provenance_line(None) == "Provenance not recorded."
