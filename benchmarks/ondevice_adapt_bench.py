@@ -183,7 +183,10 @@ def render(res: dict) -> list[str]:
              "Fashion-MNIST model; every image shifted by `0.5 * raw + 100` (a dimmer, "
              f"lower-contrast sensor); the frozen int8 prefix unchanged; block {res['block']} "
              "(the scoring block) trained in the simulator from the float reference export "
-             f"(`{res['float_export']}`, made by `ctxconv-export RUN --out DIR`) on the export's "
+             f"(`{res['float_export']}`, "
+             + (f"created by this run with `{res['float_export_created_by']}`"
+                if res.get("float_export_created_by") else "made by `ctxconv-export RUN --out DIR`")
+             + ") on the export's "
              f"{res['train_vectors']} training vectors ({res['optimizer'].upper()} with momentum, "
              f"{res['epochs']} epochs, batch {res['batch']}: {batch_note}). Learning rate per "
              f"mode chosen from {res['lr_grid']} by accuracy on a held-out {res['held_out']} of "
@@ -210,6 +213,10 @@ def render(res: dict) -> list[str]:
                      f"{pct(r['accuracy'])} | {verdict}: {f['sram_bytes'] / KB:.1f} of "
                      f"{f['available_sram_bytes'] / KB:.0f} KB, {f['flash_bytes'] / KB:.1f} of "
                      f"{f['available_flash_bytes'] / KB:.0f} KB |")
+    edge = [r["update"] for r in res["rows"] if r["lr"] in (min(res["lr_grid"]), max(res["lr_grid"]))]
+    if edge:
+        lines += ["", "Learning rate chosen at the edge of the grid for: " + ", ".join(edge)
+                  + " (a wider grid might do better there)."]
     lines.append("")
     return lines
 
