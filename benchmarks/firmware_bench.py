@@ -1,6 +1,7 @@
 """Firmware benchmark: writes the "Firmware" section of BENCHMARKS.md.
 
     python benchmarks/firmware_bench.py [EXPORT_DIR]   # default: benchmarks/runs/fashion_mnist/export
+    python benchmarks/firmware_bench.py --render       # markdown from results/firmware.json only
 
 The export's generated C library, measured: the host build on every test vector, the
 Cortex-M4 (nRF52840) and Cortex-M7 (STM32F746) builds on 20 vectors each under QEMU
@@ -11,16 +12,23 @@ digits export to 20 emulated images (generation + cross-compile + run).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, git_rev, machine, write_section  # noqa: E402
+from report import (  # noqa: E402
+    ROOT,
+    provenance,
+    provenance_line,
+    relative,
+    render_section,
+    write_section,
+)
 
 from ctxconv.export.c_writer import write_c_for_export  # noqa: E402
 from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
@@ -66,7 +74,17 @@ def digits_turnaround(export_dir: Path, images: int = 20) -> dict:
 
 
 def main() -> None:
-    export_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks/runs/fashion_mnist/export"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export_dir", nargs="?",
+                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown from benchmarks/results/firmware.json")
+    args = parser.parse_args()
+    if args.render:
+        render_section("firmware", render)
+        return
+    stamp = provenance()
+    export_dir = Path(args.export_dir)
     if not (export_dir / "c/ctxconv_model.c").exists():
         write_c_for_export(export_dir)
     t0 = time.perf_counter()
@@ -76,16 +94,20 @@ def main() -> None:
                for mcu in PROFILES}
     wall = time.perf_counter() - t0
     turnaround = digits_turnaround(digits_export())
-    res = {"date": date.today().isoformat(), "commit": git_rev(), "machine": machine(),
-           "wall_seconds": round(wall, 1), "reports": reports, "digits": turnaround,
-           "command": "python benchmarks/firmware_bench.py"}
+    res = {"provenance": stamp, "wall_seconds": round(wall, 1), "reports": reports,
+           "digits": turnaround, "export": relative(str(export_dir))}
+    write_section("firmware", json.loads(json.dumps(res, default=str)), render(res))
+
+
+def render(res: dict) -> list[str]:
+    reports, turnaround = res["reports"], res["digits"]
     nrf = reports["nrf52840"]
     host = nrf["firmware"]["host"]
     lines = ["## Firmware: the generated C on an emulated Cortex-M (`benchmarks/firmware_bench.py`)",
              "",
-             f"Machine: {res['machine']}. Date: {res['date']}. Commit: {res['commit']}. Command: "
-             f"`{res['command']}` ({res['wall_seconds']:.0f} s for the Fashion-MNIST part; "
-             f"export `{export_dir.relative_to(ROOT) if export_dir.is_relative_to(ROOT) else export_dir}`). "
+             provenance_line(res.get("provenance")), "",
+             f"Run time: {res['wall_seconds']:.0f} s for the Fashion-MNIST part; export "
+             f"`{res.get('export', 'benchmarks/runs/fashion_mnist/export')}`. "
              "Measured on the binary: flash and RAM from the linked ELF (`arm-none-eabi-size`, "
              "`nm`), the stack high-water mark from a painted stack, instructions from QEMU "
              "`-icount` (SysTick calibrated with a loop of known length; instructions, not "
@@ -140,8 +162,7 @@ def main() -> None:
               f"{d['emulate_s']:.1f} s = **{d['total_s']:.1f} s**.", "",
               "RP2040 (Cortex-M0+, no SMLAD) and ESP32-S3 (Xtensa) have no emulated target: "
               "their figures stay modelled (`ctxconv-bench --firmware` says so per row)."]
-    (ROOT / "benchmarks/results").mkdir(parents=True, exist_ok=True)
-    write_section("firmware", json.loads(json.dumps(res, default=str)), lines)
+    return lines
 
 
 if __name__ == "__main__":

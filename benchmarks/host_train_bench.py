@@ -19,14 +19,14 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, git_rev, machine, write_section  # noqa: E402
+import report  # noqa: E402
+from report import ROOT, provenance, provenance_line  # noqa: E402
 from train_bench import RUNS, _fmnist_app_config  # noqa: E402
 
 from ctxconv.train.baseline import train_backprop  # noqa: E402
@@ -212,15 +212,15 @@ def bench_threads() -> dict:
 
 def render(res: dict) -> list[str]:
     lines = ["## Host training: cache, devices, processes (`benchmarks/host_train_bench.py`)", "",
-             f"Machine: {machine()}, shared with other users' jobs while measured (load average 4-8 "
-             "on the 2 cores: single numbers carry that noise; ratios measured side by side "
-             f"hold better). Date: {res['date']}. "
-             f"Commit: {res['commit']}. Command: `python benchmarks/host_train_bench.py`. "
+             "Each part names its own machine, date, commit and command. The machine was "
+             "shared with other users' jobs while measured (load average 4-8 on the 2 cores: "
+             "single numbers carry that noise; ratios measured side by side hold better). "
              "No GPU was available: the GPU path (`trainer.device=cuda`, nccl, bf16) is built "
              "and its error paths tested, but no GPU number is measured here.", ""]
     if "throughput" in res:
         t = res["throughput"]
         lines += ["### Training throughput per block, with and without the frozen-prefix cache", "",
+                  provenance_line(t.get("provenance")), "",
                   f"Fashion-MNIST model (`experiment=fashion_mnist`), real training images, batch "
                   f"{t['batch']}, {t['batches']} batches per variant, best of {t['repeats']}, "
                   f"all variants interleaved, {t['threads']} thread(s). Measured on these batches;"
@@ -236,6 +236,7 @@ def render(res: dict) -> list[str]:
     if "epoch" in res:
         e = res["epoch"]
         lines += ["### Full training set, epoch by epoch (measured)", "",
+                  provenance_line(e.get("provenance")), "",
                   f"`ctxconv-train experiment=fashion_mnist trainer.epochs={e['epochs']} "
                   f"trainer.cache_prefix=on|off` ({e['train_size']} training images, "
                   f"{e['threads']} thread(s)); seconds per block from `metrics.jsonl`: the first "
@@ -262,6 +263,7 @@ def render(res: dict) -> list[str]:
     if "torchrun" in res:
         r = res["torchrun"]
         lines += ["### torchrun data-parallel on the CPU (gloo)", "",
+                  provenance_line(r.get("provenance")), "",
                   f"Fashion-MNIST model, first {r['samples']} training images, one epoch per "
                   "block, one thread per process.", "",
                   "| run | training seconds | wall seconds | test accuracy (onepass) |",
@@ -275,6 +277,7 @@ def render(res: dict) -> list[str]:
     if "threads" in res:
         r = res["threads"]
         lines += ["### The README's main job with one core busy", "",
+                  provenance_line(r.get("provenance")), "",
                   f"`ctxconv-train` (digits) on {r['cores']} cores: quiet, then with another "
                   "process spinning on one core (`python -c 'while True: pass'`), at the default "
                   f"thread count ({r['default_threads']}: cores - 1, at most 8) and at 2 threads "
@@ -296,19 +299,24 @@ def main() -> None:
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the markdown from benchmarks/results/host_train.json")
     args = parser.parse_args()
+    if args.render:
+        report.render_section(NAME, render)
+        return
     torch.set_num_threads(default_threads())  # what ctxconv-train uses on this machine
-    path = RESULTS / f"{NAME}.json"
-    res = json.loads(path.read_text()) if path.exists() else {}
+    res = report.load_results(NAME)
     fns = {"throughput": bench_throughput, "epoch": bench_epoch, "torchrun": bench_torchrun,
            "threads": bench_threads}
-    if args.render:
-        write_section(NAME, res, render(res))
-        return
-    for section in args.only.split(","):
+    sections = args.only.split(",")
+    unknown = [x for x in sections if x not in fns]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(fns)}")
+    for section in sections:
         print(f"== {section}", flush=True)
-        res[section] = fns[section]()
-        res["date"], res["commit"], res["cores"] = date.today().isoformat(), git_rev(), os.cpu_count()
-        write_section(NAME, res, render(res))
+        stamp = provenance()  # taken when the measurement starts
+        res[section] = fns[section]() | {"provenance": stamp}
+        res["cores"] = os.cpu_count()
+        report.save_results(NAME, res)
+        report.render_section(NAME, render)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python benchmarks/ondevice_int8_bench.py [DIGITS_EXPORT [FASHION_EXPORT]]
     # defaults: benchmarks/runs/digits/export (trained and exported with the CLIs when
     # missing) and benchmarks/runs/fashion_mnist/export (skipped when missing)
+    python benchmarks/ondevice_int8_bench.py --render   # markdown from the stored JSON only
 
 Per export and block on the nRF52840: SRAM at batch 1 and 8, where the changing weights
 live (SRAM, or flash pages rewritten each step), flash, largest batch, MACs and estimated
@@ -14,14 +15,21 @@ simulator (bit-exactness, measured RAM and instructions beside the planner).
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, git_rev, machine, relative, write_section  # noqa: E402
+from report import (  # noqa: E402
+    ROOT,
+    provenance,
+    provenance_line,
+    relative,
+    render_section,
+    write_section,
+)
 
 from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
 from ctxconv.firmware_sim.firmware.toolchain import missing_arm_tools  # noqa: E402
@@ -90,9 +98,20 @@ def table(name: str, rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    digits = ensure_digits(Path(sys.argv[1]) if len(sys.argv) > 1
-                           else ROOT / "benchmarks/runs/digits/export")
-    fashion = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "benchmarks/runs/fashion_mnist/export"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("digits_export", nargs="?",
+                        default=str(ROOT / "benchmarks/runs/digits/export"))
+    parser.add_argument("fashion_export", nargs="?",
+                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown from benchmarks/results/ondevice_int8.json")
+    args = parser.parse_args()
+    if args.render:
+        render_section("ondevice_int8", render)
+        return
+    stamp = provenance()
+    digits = ensure_digits(Path(args.digits_export))
+    fashion = Path(args.fashion_export)
     t0 = time.perf_counter()
     res: dict = {"digits": accounting(digits)}
     if (fashion / "manifest.json").is_file():
@@ -109,13 +128,16 @@ def main() -> None:
         for index, scratch in ((0, True), (1, False)):
             res["firmware"].append(check_training(bundle, index, load_profile(MCU), FW_STEPS,
                                                   FW_BATCH, LR, SEED, from_scratch=scratch))
-    res.update(date=date.today().isoformat(), commit=git_rev(),
-               wall_seconds=round(time.perf_counter() - t0, 1), digits_export=str(digits),
-               fashion_export=str(fashion))
-    cmd = f"python benchmarks/ondevice_int8_bench.py {relative(str(digits))} {relative(str(fashion))}"
+    res.update(provenance=stamp, wall_seconds=round(time.perf_counter() - t0, 1),
+               digits_export=relative(str(digits)), fashion_export=relative(str(fashion)),
+               missing_tools=missing)
+    write_section("ondevice_int8", res, render(res))
+
+
+def render(res: dict) -> list[str]:
     lines = ["## On-device training, all weights int8 in place (`benchmarks/ondevice_int8_bench.py`)",
-             "", f"Machine: {machine()}. Date: {res['date']}. Commit: {res['commit']}. Command: "
-             f"`{cmd}` ({res['wall_seconds']:.0f} s). `ctxconv-sim-train EXPORT --weights int8`: "
+             "", provenance_line(res.get("provenance")), "",
+             f"Run time: {res['wall_seconds']:.0f} s. `ctxconv-sim-train EXPORT --weights int8`: "
              "every weight of the block stays int8 (per-output-channel scale) and is updated in "
              "place one output channel, then one head row, at a time: that channel's gradient "
              "(k*k*Cin floats, the only gradient buffer) from the kept int8 batch of block "
@@ -130,7 +152,7 @@ def main() -> None:
     if "fashion_mnist" in res:
         lines += [""] + table("Fashion-MNIST", res["fashion_mnist"])
     else:
-        lines += ["", f"Fashion-MNIST: no export at {relative(str(fashion))} when this ran."]
+        lines += ["", f"Fashion-MNIST: no export at {res['fashion_export']} when this ran."]
     fs = res["from_scratch"]
     lines += ["", f"**Digits trained from scratch in the simulator** (int8 weights throughout, "
               f"{EPOCHS} epochs per block, batch {BATCH}, lr {LR}, the export's "
@@ -162,8 +184,8 @@ def main() -> None:
                   "plain scalar code (no SIMD), so it executes more instructions than the "
                   "planner's cycle estimate, which assumes CMSIS-NN-class int8 kernels."]
     else:
-        lines += ["", f"Training step in C: not run ({missing})."]
-    write_section("ondevice_int8", res, lines + [""])
+        lines += ["", f"Training step in C: not run ({res.get('missing_tools')})."]
+    return lines + [""]
 
 
 if __name__ == "__main__":

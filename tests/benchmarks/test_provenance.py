@@ -87,7 +87,8 @@ def test_unknown_section_is_an_error(results, monkeypatch, capsys):
     assert "unknown section(s) ['memroy']" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["export", "sim", "ondevice_train", "ondevice_adapt"])
+@pytest.mark.parametrize("name", ["export", "sim", "firmware", "ondevice_train",
+                                  "ondevice_int8", "ondevice_adapt"])
 def test_other_sections_render_from_their_stored_provenance(results, monkeypatch, name):
     import importlib
 
@@ -115,3 +116,20 @@ def test_provenance_record_and_line():
     assert set(prov) == set(report.PROVENANCE_KEYS)
     assert prov["command"] == "python benchmarks/sim_bench.py x"
     assert report.provenance_line(None) == "Provenance not recorded."
+
+
+def test_host_training_parts_keep_their_provenance(results, monkeypatch):
+    import host_train_bench
+
+    before = (results / "host_train.json").read_text()
+    res = json.loads(before)
+    monkeypatch.setattr(report, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(sys, "argv", ["host_train_bench.py", "--render"])
+    host_train_bench.main()
+    first = (results / "host_train.md").read_text()
+    host_train_bench.main()
+    assert (results / "host_train.md").read_text() == first
+    assert (results / "host_train.json").read_text() == before
+    for part in ("throughput", "epoch", "torchrun", "threads"):
+        assert report.provenance_line(res[part]["provenance"]) in first, part
+    assert "fedcba9" not in first
