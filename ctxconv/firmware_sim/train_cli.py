@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--firmware-block", type=int, default=None,
                    help="with --weights int8: also train this block in C (host build, and "
                         "under QEMU for the MCU's core) and compare with the simulator")
-    p.add_argument("--firmware-steps", type=int, default=3, help="steps of --firmware-block")
+    p.add_argument("--firmware-steps", type=int, default=3,
+                   help="steps of --firmware-block (batches taken in order)")
+    p.add_argument("--firmware-epochs", type=int, default=0,
+                   help="train --firmware-block in C for N whole epochs instead (shuffled as "
+                        "--epochs shuffles them) and report the test accuracy of the weights "
+                        "the C returned and the simulated device time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -217,6 +222,21 @@ def format_int8_table(rep: dict[str, Any]) -> str:
                              f"int8 weights {'bit-exact' if r['int8_bit_exact'] else 'DIFFER'}, "
                              f"max relative error of float state and loss "
                              f"{r['max_rel_error']:.2e}")
+        run = (f"{fw['epochs']} epochs, " if fw.get("epochs") else "") + f"{fw['steps']} steps"
+        init = "from scratch" if fw["from_scratch"] else "from the export"
+        lines.append(f"  test accuracy of block {fw['block']} ({run} of batch {fw['batch']}, "
+                     f"{init}, {fw['test_images']} test vectors): simulator "
+                     f"{fw['simulator']['test_accuracy']:.2%} (initial "
+                     f"{fw['test_accuracy_initial']:.2%})" + "".join(
+                         f", {where} C {fw[where]['test_accuracy']:.2%}"
+                         + (" (equal)" if fw[where]["test_accuracy_equal"] else " (DIFFERS)")
+                         for where in ("host", "emulated") if fw.get(where)))
+        if "block_by_block_test_accuracy" in fw:
+            same = all(fw[w].get("equals_block_by_block", True)
+                       for w in ("host", "emulated") if fw.get(w))
+            lines.append(f"  the simulator's block-by-block run reached "
+                         f"{fw['block_by_block_test_accuracy']:.2%} for block 0: "
+                         f"{'the same' if same else 'DIFFERENT'}")
         e = fw.get("emulated")
         if e:
             lines.append(f"  measured on {e['target']}: RAM {e['ram_bytes'] / KB:.1f} KB "
@@ -224,6 +244,11 @@ def format_int8_table(rep: dict[str, Any]) -> str:
                          f"{e['instructions_per_step']:,} instructions per step "
                          f"(+{e['prefix_instructions_per_image']:,} per image for the frozen "
                          f"prefix; planner {e['modelled_cycles_per_step']:,} cycles)")
+            lines.append(f"  simulated {rep['mcu']} time for the {fw['steps']} steps: >= "
+                         f"{e['device_seconds_lower_bound']:.1f} s ({e['instructions_total']:,} "
+                         f"instructions emulated, at {e['clock_hz'] / 1e6:.0f} MHz, one cycle "
+                         f"each); planner {fw['planned_device_seconds']:.1f} s "
+                         f"({fw['planned']['ms_per_step']:.1f} ms/step)")
     return "\n".join(lines)
 
 
@@ -301,8 +326,9 @@ def main_int8(args: argparse.Namespace) -> int:
     from ctxconv.firmware_sim.firmware.toolchain import ToolMissing
     from ctxconv.firmware_sim.ondevice.scratch import train_blocks
 
-    if args.epochs < 0 or args.firmware_steps < 1:
-        print("error: --epochs must be >= 0 and --firmware-steps >= 1", file=sys.stderr)
+    if args.epochs < 0 or args.firmware_steps < 1 or args.firmware_epochs < 0:
+        print("error: --epochs must be >= 0, --firmware-epochs >= 0 and --firmware-steps >= 1",
+              file=sys.stderr)
         return EXIT_ERROR
     try:
         int8, _ = _bundles(Path(args.export_dir), args.float_export)
@@ -318,7 +344,9 @@ def main_int8(args: argparse.Namespace) -> int:
 
             rep["firmware"] = check_training(
                 int8, args.firmware_block, load_profile(args.mcu), args.firmware_steps,
-                args.batch, args.lr, args.seed, from_scratch=args.from_scratch)
+                args.batch, args.lr, args.seed, from_scratch=args.from_scratch,
+                epochs=args.firmware_epochs or None)
+            _same_as_simulator_run(rep)
     except (ModelFileError, ValueError, OSError, FirmwareError, ToolMissing) as exc:
         return report_error(exc, EXIT_ERROR, args.debug)
     print(format_int8_table(rep))
@@ -329,6 +357,20 @@ def main_int8(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def _same_as_simulator_run(rep: dict[str, Any]) -> None:
+    """Block 0 trained in C from scratch for the epochs of --epochs sees the same batches
+    as the simulator's block-by-block run: record whether both reach the same accuracy."""
+    fw, t = rep["firmware"], rep.get("training")
+    if (t is None or fw["block"] != 0 or not fw["from_scratch"] or not t["from_scratch"]
+            or fw["epochs"] != t["blocks"][0]["epochs"]):
+        return
+    acc = t["blocks"][0]["test_accuracy_block"]
+    fw["block_by_block_test_accuracy"] = acc
+    for where in ("host", "emulated"):
+        if fw.get(where):
+            fw[where]["equals_block_by_block"] = fw[where]["test_accuracy"] == acc
 
 
 def _jsonable(o: Any) -> Any:

@@ -217,3 +217,67 @@ def test_cli_int8(digits_export, tmp_path, capsys):
     assert "--epochs must be >= 0" in capsys.readouterr().err
     assert train_cli([*args, "--batch", "100000"]) == 4
     assert "DOES NOT FIT" in capsys.readouterr().out
+
+
+# ------------------------------------------------- learning in C: accuracy of its weights
+
+
+@needs_cc
+def test_c_trained_block_evaluates_as_the_simulators(digits_export, tmp_path):
+    """Whole shuffled epochs in C: the weights the C returns score on the test vectors what
+    the simulator's block scores, and what block-by-block training reaches for block 0."""
+    from ctxconv.firmware_sim.bundle import load_export
+    from ctxconv.firmware_sim.ondevice.scratch import epoch_batches, train_blocks
+
+    rep = _check(digits_export, tmp_path, False, index=0, batch=8, lr=0.05, seed=0,
+                 from_scratch=True, epochs=1)
+    bundle = load_export(digits_export["export_dir"])
+    n = len(bundle.train_vectors()[1])
+    assert rep["steps"] == len(epoch_batches(n, 1, 8, 0)) == n // 8
+    h, sim = rep["host"], rep["simulator"]
+    assert h["int8_bit_exact"] and h["correct_equal"], h
+    assert h["test_accuracy"] == sim["test_accuracy"] and h["test_accuracy_equal"]
+    assert sim["test_accuracy"] > rep["test_accuracy_initial"] + 0.3  # it learned
+    assert h["last_loss"] < h["first_loss"]
+    ref = train_blocks(bundle, epochs=1, batch=8, lr=0.05, seed=0, blocks=1)
+    assert h["test_accuracy"] == ref["blocks"][0]["test_accuracy_block"]
+
+
+def test_block_from_state_is_evaluated_like_the_block():
+    from ctxconv.firmware_sim.firmware.train_check import STATE, block_from_state
+    from ctxconv.firmware_sim.ondevice.scratch import block_accuracy
+
+    block, (x, y) = _block(), _batch(16)
+    qas_step(block, x, y, 0.05, 0)
+    got = block_from_state({n: getattr(block, n).copy() for n in STATE}, _block(1))
+    np.testing.assert_array_equal(got.goodness(x), block.goodness(x))
+    assert block_accuracy(got, x, y) == block_accuracy(block, x, y)
+
+
+@needs_arm
+def test_c_trained_block_on_the_emulated_cortex_m4_evaluates_as_the_simulators(
+        digits_export, tmp_path):
+    rep = _check(digits_export, tmp_path, True, index=0, steps=3, batch=4, from_scratch=True)
+    e = rep["emulated"]
+    assert e["int8_bit_exact"] and e["test_accuracy"] == rep["simulator"]["test_accuracy"]
+    assert e["instructions_total"] >= 3 * e["instructions_per_step"] > 0
+    assert e["device_seconds_lower_bound"] == pytest.approx(
+        e["instructions_total"] / e["clock_hz"])
+    assert rep["planned_device_seconds"] == pytest.approx(3 * rep["planned"]["ms_per_step"]
+                                                          / 1e3)
+
+
+@needs_arm
+def test_cli_firmware_epochs(digits_export, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = [str(digits_export["export_dir"]), "--weights", "int8", "--batch", "8", "--lr",
+            "0.05", "--from-scratch", "--epochs", "1", "--firmware-block", "0",
+            "--firmware-epochs", "1", "--json", str(out)]
+    assert train_cli(args) == 0
+    fw = json.loads(out.read_text())["firmware"]
+    assert fw["epochs"] == 1 and fw["emulated"]["equals_block_by_block"]
+    text = capsys.readouterr().out
+    assert "emulated C" in text and "(equal)" in text and "the same" in text
+    assert "simulated nrf52840 time" in text
+    assert train_cli([*args, "--firmware-epochs", "-1"]) == 2
+    assert "--firmware-epochs >= 0" in capsys.readouterr().err

@@ -5,8 +5,14 @@ The frozen blocks before the trained one run through the export's generated libr
 harness gets the batches of the export's training vectors in step order and writes back
 the loss of every step and the final int8 weights, scales and biases. The report gives
 how far they are from the simulator's (int8 weights: bit-exact expected; float32 state
-and loss: relative error), and what was measured on the binary (RAM, instructions per
-step) beside the planner's estimates (``ondevice/inplace``).
+and loss: relative error), the test accuracy of the block the C returned beside the
+simulator's (the same numpy int8 evaluation, ``scratch.block_accuracy``), and what was
+measured on the binary (RAM, instructions per step and in all, the device time they
+give at the profile's clock) beside the planner's estimates (``ondevice/inplace``).
+
+``epochs``: train whole epochs in C, the batches shuffled exactly as the simulator's
+block-by-block training shuffles them (``scratch.epoch_batches``), so block 0 trained
+from scratch in C ends where ``train_blocks`` ends for block 0 with the same seed.
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from ctxconv.firmware_sim.ondevice.inplace import inplace_report
 from ctxconv.firmware_sim.ondevice.loading import geometries, geometry
 from ctxconv.firmware_sim.ondevice.prefix import FrozenPrefix
 from ctxconv.firmware_sim.ondevice.qas import ROUNDINGS, Int8Block, qas_step
-from ctxconv.firmware_sim.ondevice.scratch import block_from_graph, init_block, input_quant
+from ctxconv.firmware_sim.ondevice.scratch import (
+    block_accuracy,
+    block_from_graph,
+    epoch_batches,
+    init_block,
+    input_quant,
+)
 from ctxconv.firmware_sim.profiles import McuProfile
 
 log = logging.getLogger(__name__)
@@ -91,6 +103,11 @@ def decode_train_outputs(data: bytes, steps: int, like: Int8Block) -> dict[str, 
     return out
 
 
+def block_from_state(state: dict[str, np.ndarray], like: Int8Block) -> Int8Block:
+    """The block whose int8 weights, scales and biases the C returned."""
+    return Int8Block(like.geom, *(state[n] for n in STATE), like.in_scale, like.in_zero_point)
+
+
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float((np.abs(a - b) / np.maximum(np.abs(b), 1e-30)).max()) if a.size else 0.0
@@ -115,6 +132,21 @@ def compare_training(got: dict[str, Any], block: Int8Block, losses: list[float],
             "max_rel_error": max([loss_rel, *floats.values()])}
 
 
+def _learned(got: dict[str, Any], like: Int8Block, x_test: np.ndarray, y_test: np.ndarray,
+             sim_accuracy: float) -> dict[str, Any]:
+    """Test accuracy of the C-trained block (numpy int8 evaluation) beside the simulator's."""
+    acc = block_accuracy(block_from_state(got["state"], like), x_test, y_test)
+    return {"test_accuracy": acc, "test_accuracy_equal": acc == sim_accuracy,
+            **_loss_window(got["loss"])}
+
+
+def _loss_window(losses: Any) -> dict[str, Any]:
+    """Mean loss over the first and the last tenth of the steps (single steps are noisy)."""
+    a = np.asarray(losses, np.float64)
+    w = max(1, len(a) // 10)
+    return {"loss_window": w, "first_loss": float(a[:w].mean()), "last_loss": float(a[-w:].mean())}
+
+
 def _measured(build: Any, got: dict[str, Any], report: dict[str, Any], batch: int,
               profile: McuProfile) -> dict[str, Any]:
     """RAM and instructions per step measured on the binary, beside the planner's figures."""
@@ -127,6 +159,7 @@ def _measured(build: Any, got: dict[str, Any], report: dict[str, Any], batch: in
     step_instr = float(np.median(got["step"])) * per_tick
     prefix_instr = float(np.median(got["prefix"])) * per_tick / batch
     modelled_cycles = report["ms_per_step"] * 1e-3 * profile.clock_hz
+    total = float(got["step"].sum() + got["prefix"].sum()) * per_tick
     return {
         "target": build.target.label, "flash_bytes": build.flash_bytes,
         "static_ram_bytes": lib_ram, "training_state_ram_bytes": train_ram,
@@ -138,6 +171,10 @@ def _measured(build: Any, got: dict[str, Any], report: dict[str, Any], batch: in
         "instructions_per_step": round(step_instr),
         "prefix_instructions_per_image": round(prefix_instr),
         "modelled_cycles_per_step": round(modelled_cycles),
+        "instructions_total": round(total),
+        "clock_hz": profile.clock_hz,
+        # every instruction takes at least one cycle: a lower bound on the device time
+        "device_seconds_lower_bound": total / profile.clock_hz,
         "instructions_over_modelled_cycles": round(
             (step_instr + batch * prefix_instr) / modelled_cycles, 4),
         "macs": report["macs"],
@@ -167,39 +204,58 @@ def initial_block(bundle: ExportBundle, index: int, from_scratch: bool, seed: in
 def check_training(bundle: ExportBundle, index: int, profile: McuProfile, steps: int = 3,
                    batch: int = 4, lr: float = 0.05, seed: int = 0,
                    rounding: str = "stochastic", from_scratch: bool = False,
-                   emulate: bool = True, work_dir: Path | None = None) -> dict[str, Any]:
-    """Train block ``index`` for ``steps`` steps in C (host; and emulated when ``emulate``
-    and the core has a target) and in numpy; compare and measure."""
+                   emulate: bool = True, work_dir: Path | None = None,
+                   epochs: int | None = None) -> dict[str, Any]:
+    """Train block ``index`` in C (host; and emulated when ``emulate`` and the core has a
+    target) and in numpy; compare, evaluate on the test vectors and measure.
+
+    ``steps`` batches taken in order from the training vectors, or, with ``epochs``,
+    ``epochs`` shuffled passes over them (``steps`` is then ignored)."""
     if rounding not in ROUNDINGS:
         raise ValueError(f"unknown rounding {rounding!r}; choose one of {ROUNDINGS}")
     if not 0 <= index < len(bundle.graphs):
         raise ValueError(f"block {index} does not exist (the export has "
                          f"{len(bundle.graphs)} blocks)")
-    if steps < 1 or batch < 1:
-        raise ValueError("steps and batch must be >= 1")
+    if steps < 1 or batch < 1 or (epochs is not None and epochs < 1):
+        raise ValueError("steps, batch and epochs must be >= 1")
     c_dir = c_dir_of(bundle)
     block0 = initial_block(bundle, index, from_scratch, seed)
     geom = block0.geom
     raw, labels = bundle.train_vectors()
-    idx = (np.arange(steps * batch) % len(labels)).reshape(steps, batch)
+    if epochs is not None:
+        if len(labels) < batch:
+            raise ValueError(f"batch {batch} is larger than the {len(labels)} training vectors")
+        idx = epoch_batches(len(labels), epochs, batch, seed)
+        steps = len(idx)
+    else:
+        idx = (np.arange(steps * batch) % len(labels)).reshape(steps, batch)
     raw_b, y_b = raw[idx], labels[idx].astype(np.int64)
-    x = FrozenPrefix(bundle, index).quantized(raw[idx.reshape(-1)])
+    prefix = FrozenPrefix(bundle, index)
+    x = prefix.quantized(raw[idx.reshape(-1)])
     x = x.reshape(steps, batch, *x.shape[1:])
+    raw_t, y_t = bundle.test_vectors()
+    x_t, y_t = prefix.quantized(raw_t), y_t.astype(np.int64)
     sim = block0.copy()
     losses, correct = simulate(sim, x, y_b, lr, seed, rounding)
+    sim_accuracy = block_accuracy(sim, x_t, y_t)
     inputs = encode_train_inputs(block0, index, raw_b, y_b, lr, seed, rounding)
     defines = train_defines(geom, batch)
     model = ExportModel(geometries(bundle), bundle.graphs, [len(t) for t in bundle.tflite],
                         bundle.tflite)
     planned = inplace_report(model, index, profile, batch, "ram")
+    planned_seconds = steps * planned["ms_per_step"] / 1e3
     report: dict[str, Any] = {
         "block": index, "steps": steps, "batch": batch, "lr": lr, "rounding": rounding,
         "from_scratch": from_scratch, "int8_params": block0.int8_params,
-        "simulator": {"losses": losses, "correct": correct},
+        "epochs": epochs, "train_images": int(len(labels)), "test_images": int(len(y_t)),
+        "test_accuracy_initial": block_accuracy(block0, x_t, y_t),
+        "simulator": {"losses": losses, "correct": correct, "test_accuracy": sim_accuracy,
+                      **_loss_window(losses)},
         "tolerance": "int8 weights bit-exact; float32 scales, biases and loss: max relative "
                      "error <= 1e-5",
         "planned": {k: planned[k] for k in ("sram_bytes", "sram_sum_bytes", "ms_per_step",
                                             "macs", "store")},
+        "planned_device_seconds": planned_seconds,
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="ctxconv-train-", dir=work_dir) as tmp:
         work = Path(tmp)
@@ -209,6 +265,7 @@ def check_training(bundle: ExportBundle, index: int, profile: McuProfile, steps:
                                    steps, block0)
         report["host"] = compare_training(got, sim, losses, correct)
         report["host"]["losses"] = got["loss"].tolist()
+        report["host"].update(_learned(got, block0, x_t, y_t, sim_accuracy))
         report["emulated"] = None
         if emulate:
             try:
@@ -226,6 +283,7 @@ def check_training(bundle: ExportBundle, index: int, profile: McuProfile, steps:
             got = decode_train_outputs(data, steps, block0)
             rep = compare_training(got, sim, losses, correct)
             rep["losses"] = got["loss"].tolist()
+            rep.update(_learned(got, block0, x_t, y_t, sim_accuracy))
             rep.update(_measured(build, got, planned, batch, profile))
             report["emulated"] = rep
     return report

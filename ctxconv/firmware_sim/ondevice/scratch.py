@@ -71,25 +71,37 @@ class BlockRun:
     seconds: float
 
 
+def epoch_batches(n: int, epochs: int, batch: int, seed: int) -> np.ndarray:
+    """Sample indices of every step, (epochs * (n // batch), batch): each epoch a fresh
+    permutation of the n samples (seeded), cut into whole batches (the rest dropped)."""
+    rng = np.random.default_rng(seed)
+    per_epoch = n // batch
+    out = [rng.permutation(n)[:per_epoch * batch].reshape(per_epoch, batch)
+           for _ in range(epochs)]
+    return np.concatenate(out) if out else np.zeros((0, batch), np.int64)
+
+
+def block_accuracy(block: Int8Block, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Test accuracy of the block's own goodness (argmax over classes)."""
+    return float((block.goodness(x_test).argmax(1) == y_test).mean()) if len(y_test) else 0.0
+
+
 def train_block(block: Int8Block, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                 y_test: np.ndarray, epochs: int, batch: int, lr: float, seed: int = 0,
                 rounding: str = "stochastic") -> BlockRun:
     """``epochs`` passes over (x, y) in shuffled batches; accuracy of the block's goodness."""
-    rng = np.random.default_rng(seed)
-    losses, step, right, seen = [], 0, 0, 0
+    order = epoch_batches(len(y), epochs, batch, seed)
+    last_epoch = (epochs - 1) * (len(y) // batch)
+    losses, right, seen = [], 0, 0
     t0 = time.perf_counter()
-    for epoch in range(epochs):
-        order = rng.permutation(len(y))
-        for i in range(0, len(order) - batch + 1, batch):
-            idx = order[i:i + batch]
-            r = qas_step(block, x[idx], y[idx], lr, step, seed, rounding)
-            losses.append(r.loss)
-            if epoch == epochs - 1:
-                right, seen = right + r.correct, seen + len(idx)
-            step += 1
+    for step, idx in enumerate(order):
+        r = qas_step(block, x[idx], y[idx], lr, step, seed, rounding)
+        losses.append(r.loss)
+        if step >= last_epoch:
+            right, seen = right + r.correct, seen + len(idx)
     seconds = time.perf_counter() - t0
-    test = float((block.goodness(x_test).argmax(1) == y_test).mean()) if len(y_test) else 0.0
-    return BlockRun(block, losses, right / max(seen, 1), test, seconds)
+    return BlockRun(block, losses, right / max(seen, 1), block_accuracy(block, x_test, y_test),
+                    seconds)
 
 
 def train_blocks(bundle: ExportBundle, epochs: int, batch: int, lr: float, seed: int = 0,
