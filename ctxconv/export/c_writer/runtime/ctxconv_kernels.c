@@ -25,7 +25,7 @@ static inline int32_t srdhm(int32_t a, int32_t b)
 /* gemmlowp RoundingDivideByPOT: x / 2^e rounded half away from zero. */
 static inline int32_t rdbpot(int32_t x, int32_t e)
 {
-    const int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
+    const int32_t mask = (int32_t)(((uint32_t)1 << e) - 1u); /* 0 <= e <= 31 */
     const int32_t remainder = x & mask;
     const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
     return (x >> e) + (remainder > threshold ? 1 : 0);
@@ -160,10 +160,21 @@ static int32_t dot_row_col(const int8_t *w, int32_t stride, const int16_t *x, in
     return acc;
 }
 
-static inline int8_t conv_out(const ctxconv_conv_params *p, int32_t acc, int32_t ch)
+/* Output parameters in locals: int8 stores may alias anything, so fields read through the
+ * params pointer would be reloaded after every store. */
+typedef struct {
+    const int32_t *mult, *shift;
+    int32_t offset, lo, hi;
+} out_quant;
+
+static inline int8_t out_s8(const out_quant *q, int32_t acc, int32_t m, int32_t s)
 {
-    const int32_t v = requantize(acc, p->mult[ch], p->shift[ch]) + p->out_offset;
-    return clamp_s8(v, p->act_min, p->act_max);
+    return clamp_s8(requantize(acc, m, s) + q->offset, q->lo, q->hi);
+}
+
+static inline int8_t channel_out(const out_quant *q, int32_t acc, int32_t ch)
+{
+    return out_s8(q, acc, q->mult[ch], q->shift[ch]);
 }
 
 /* Output pixels 0 and (when two) 1 of the scratch, all channels, two channels at a time. */
@@ -171,10 +182,13 @@ static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_
                         int8_t *out)
 {
     const int32_t kp = p->k_padded, groups = kp >> 2, cout = p->out_c;
+    const out_quant q = {p->mult, p->shift, p->out_offset, p->act_min, p->act_max};
+    const int8_t *weights = p->weights;
+    const int32_t *bias = p->bias;
     int32_t ch = 0;
     for (; ch + 1 < cout && pixels == 2; ch += 2) {
-        const int8_t *w = p->weights + ch * kp;
-        int32_t a00 = p->bias[ch], a01 = a00, a10 = p->bias[ch + 1], a11 = a10;
+        const int8_t *w = weights + ch * kp;
+        int32_t a00 = bias[ch], a01 = a00, a10 = bias[ch + 1], a11 = a10;
 #if CTXCONV_DSP
         const int16_t *x = col;
         for (int32_t g = groups; g > 0; --g, w += 8, x += 8) {
@@ -200,18 +214,22 @@ static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_
         a10 = dot_row_col(w + 4, 8, col, groups, a10);
         a11 = dot_row_col(w + 4, 8, col + 4, groups, a11);
 #endif
-        out[ch] = conv_out(p, a00, ch);
-        out[cout + ch] = conv_out(p, a01, ch);
-        out[ch + 1] = conv_out(p, a10, ch + 1);
-        out[cout + ch + 1] = conv_out(p, a11, ch + 1);
+        const int32_t m0 = q.mult[ch], s0 = q.shift[ch], m1 = q.mult[ch + 1];
+        const int32_t s1 = q.shift[ch + 1];
+        const int8_t o00 = out_s8(&q, a00, m0, s0), o01 = out_s8(&q, a01, m0, s0);
+        const int8_t o10 = out_s8(&q, a10, m1, s1), o11 = out_s8(&q, a11, m1, s1);
+        out[ch] = o00;
+        out[ch + 1] = o10;
+        out[cout + ch] = o01;
+        out[cout + ch + 1] = o11;
     }
     for (; ch < cout; ++ch) { /* one pixel, or the odd last channel */
         const int32_t paired = ch + 1 < cout || (cout & 1) == 0;
-        const int8_t *w = p->weights + (ch & ~1) * kp + (paired ? (ch & 1) * 4 : 0);
+        const int8_t *w = weights + (ch & ~1) * kp + (paired ? (ch & 1) * 4 : 0);
         const int32_t stride = paired ? 8 : 4;
         for (int32_t i = 0; i < pixels; ++i) {
-            const int32_t acc = dot_row_col(w, stride, col + 4 * i, groups, p->bias[ch]);
-            out[i * cout + ch] = conv_out(p, acc, ch);
+            const int32_t acc = dot_row_col(w, stride, col + 4 * i, groups, bias[ch]);
+            out[i * cout + ch] = channel_out(&q, acc, ch);
         }
     }
 }
@@ -254,15 +272,11 @@ static int32_t dot_s8(const int8_t *w, const int8_t *x, int32_t n, int32_t acc)
     return acc;
 }
 
-static inline int8_t fc_out(const ctxconv_fc_params *p, int32_t acc, int32_t o)
-{
-    const int32_t v = requantize(acc, p->mult[o], p->shift[o]) + p->out_offset;
-    return clamp_s8(v, p->act_min, p->act_max);
-}
 
 void ctxconv_fc_s8(const ctxconv_fc_params *p, const int8_t *in, int8_t *out)
 {
     const int32_t n = p->in_n;
+    const out_quant q = {p->mult, p->shift, p->out_offset, p->act_min, p->act_max};
     int32_t o = 0;
 #if CTXCONV_DSP
     for (; o + 1 < p->out_n; o += 2) { /* two rows share each unpacked input word */
@@ -283,12 +297,13 @@ void ctxconv_fc_s8(const ctxconv_fc_params *p, const int8_t *in, int8_t *out)
             a0 += w0[k] * in[k];
             a1 += w1[k] * in[k];
         }
-        out[o] = fc_out(p, a0, o);
-        out[o + 1] = fc_out(p, a1, o + 1);
+        const int8_t y0 = channel_out(&q, a0, o), y1 = channel_out(&q, a1, o + 1);
+        out[o] = y0;
+        out[o + 1] = y1;
     }
 #endif
     for (; o < p->out_n; ++o) {
-        out[o] = fc_out(p, dot_s8(p->weights + o * n, in, n, p->bias[o]), o);
+        out[o] = channel_out(&q, dot_s8(p->weights + o * n, in, n, p->bias[o]), o);
     }
 }
 
