@@ -11,7 +11,6 @@ TFLM) over the whole test set.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -21,10 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import (  # noqa: E402
     ROOT,
+    bench_parser,
     provenance,
     provenance_line,
     relative,
-    render_section,
+    rendered,
     write_section,
 )
 
@@ -38,13 +38,9 @@ def pct(x: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", nargs="?", default=str(ROOT / "benchmarks/runs/fashion_mnist"))
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite the markdown from benchmarks/results/export.json")
+    parser = bench_parser(__doc__, "export", run_dir="benchmarks/runs/fashion_mnist")
     args = parser.parse_args()
-    if args.render:
-        render_section("export", render)
+    if rendered(args, "export", render):
         return
     run_dir = Path(args.run_dir)
     cmd = ["ctxconv-export", str(run_dir), "--int8"]

@@ -12,7 +12,6 @@ digits export to 20 emulated images (generation + cross-compile + run).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,10 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import (  # noqa: E402
     ROOT,
+    bench_parser,
     provenance,
     provenance_line,
     relative,
-    render_section,
+    rendered,
     write_section,
 )
 
@@ -74,14 +74,10 @@ def digits_turnaround(export_dir: Path, images: int = 20) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("export_dir", nargs="?",
-                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite the markdown from benchmarks/results/firmware.json")
+    parser = bench_parser(__doc__, "firmware",
+                          export_dir="benchmarks/runs/fashion_mnist/export")
     args = parser.parse_args()
-    if args.render:
-        render_section("firmware", render)
+    if rendered(args, "firmware", render):
         return
     stamp = provenance()
     export_dir = Path(args.export_dir)

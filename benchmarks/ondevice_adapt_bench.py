@@ -23,7 +23,6 @@ section.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -33,11 +32,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import (  # noqa: E402
-    ROOT,
+    bench_parser,
     provenance,
     provenance_line,
     relative,
-    render_section,
+    rendered,
     write_section,
 )
 
@@ -125,20 +124,16 @@ def adapt(float_dir: Path, index: int, x, y, fit_idx, held_idx, x_test, y_test, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("export_dir", nargs="?",
-                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
+    parser = bench_parser(__doc__, "ondevice_adapt",
+                          export_dir="benchmarks/runs/fashion_mnist/export")
     parser.add_argument("--float-export", default=None,
                         help="float reference export (default: export-float beside EXPORT_DIR; "
                              "created with ctxconv-export RUN --out DIR when missing)")
     parser.add_argument("--batch", type=int, default=None,
                         help="training batch (default: the largest at which bias-only training "
                              f"fits the {MCU}, from the planner)")
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite the markdown from benchmarks/results/ondevice_adapt.json")
     args = parser.parse_args()
-    if args.render:
-        render_section("ondevice_adapt", render)
+    if rendered(args, "ondevice_adapt", render):
         return
     stamp = provenance()
     export_dir = Path(args.export_dir)

@@ -17,7 +17,6 @@ accuracy of the weights the C returned, instructions emulated, simulated device 
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -25,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import (  # noqa: E402
-    ROOT,
+    bench_parser,
     provenance,
     provenance_line,
     relative,
-    render_section,
+    rendered,
     write_section,
 )
 
@@ -100,16 +99,10 @@ def table(name: str, rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("digits_export", nargs="?",
-                        default=str(ROOT / "benchmarks/runs/digits/export"))
-    parser.add_argument("fashion_export", nargs="?",
-                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite the markdown from benchmarks/results/ondevice_int8.json")
+    parser = bench_parser(__doc__, "ondevice_int8", digits_export="benchmarks/runs/digits/export",
+                          fashion_export="benchmarks/runs/fashion_mnist/export")
     args = parser.parse_args()
-    if args.render:
-        render_section("ondevice_int8", render)
+    if rendered(args, "ondevice_int8", render):
         return
     stamp = provenance()
     digits = ensure_digits(Path(args.digits_export))

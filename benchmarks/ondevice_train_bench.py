@@ -13,7 +13,6 @@ nRF52840's 256 KB at batch >= 1, for each --update mode.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -21,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import (  # noqa: E402
-    ROOT,
+    bench_parser,
     provenance,
     provenance_line,
     relative,
-    render_section,
+    rendered,
     write_section,
 )
 
@@ -111,14 +110,10 @@ def markdown(res: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("export_dir", nargs="?",
-                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite the markdown from benchmarks/results/ondevice_train.json")
+    parser = bench_parser(__doc__, "ondevice_train",
+                          export_dir="benchmarks/runs/fashion_mnist/export")
     args = parser.parse_args()
-    if args.render:
-        render_section("ondevice_train", render)
+    if rendered(args, "ondevice_train", render):
         return
     export_dir = Path(args.export_dir)
     stamp = provenance()

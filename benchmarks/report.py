@@ -10,6 +10,7 @@ re-rendering never changes where a number came from.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -100,6 +101,24 @@ def write_section(name: str, res: dict, lines: list[str]) -> None:
     (RESULTS / f"{name}.md").write_text(text)
     write_benchmarks_md()
     print(text)
+
+
+def bench_parser(doc: str, name: str, **paths: str) -> argparse.ArgumentParser:
+    """A benchmark script's command line: optional positional paths (``name=default``,
+    relative to the repository) and ``--render``; the script adds its own options."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for arg, default in paths.items():
+        parser.add_argument(arg, nargs="?", default=str(ROOT / default))
+    parser.add_argument("--render", action="store_true",
+                        help=f"only rewrite the markdown from benchmarks/results/{name}.json")
+    return parser
+
+
+def rendered(args: argparse.Namespace, name: str, render: Callable[[dict], list[str]]) -> bool:
+    """With ``--render``, rewrite the section from its stored results and say so."""
+    if args.render:
+        render_section(name, render)
+    return bool(args.render)
 
 
 def render_section(name: str, render: Callable[[dict], list[str]]) -> None:

@@ -10,7 +10,6 @@ minimum and ctxconv's own in-place plan, per block.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -18,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import (  # noqa: E402
-    ROOT,
+    bench_parser,
     provenance,
     provenance_line,
     relative,
-    render_section,
+    rendered,
     write_section,
 )
 
@@ -31,14 +30,10 @@ from ctxconv.firmware_sim.profiles import list_profiles  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("export_dir", nargs="?",
-                        default=str(ROOT / "benchmarks/runs/fashion_mnist/export"))
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite the markdown from benchmarks/results/sim.json")
+    parser = bench_parser(__doc__, "sim",
+                          export_dir="benchmarks/runs/fashion_mnist/export")
     args = parser.parse_args()
-    if args.render:
-        render_section("sim", render)
+    if rendered(args, "sim", render):
         return
     export_dir = Path(args.export_dir)
     stamp = provenance()
