@@ -38,6 +38,7 @@ register_configs()
 
 
 def _run(cfg: DictConfig) -> None:
+    from ctxconv.train import distributed
     from ctxconv.train.run import train_run
 
     run_dir = HydraConfig.get().runtime.output_dir
@@ -53,7 +54,8 @@ def _run(cfg: DictConfig) -> None:
         summary["params"],
         summary["train_seconds"],
     )
-    print(json.dumps({"run_dir": run_dir, "test_accuracy": summary["test_accuracy"]}))
+    if distributed.context_from_env().is_main:  # one line for the job, not one per rank
+        print(json.dumps({"run_dir": run_dir, "test_accuracy": summary["test_accuracy"]}))
 
 
 @hydra.main(version_base=None, config_path="../configs", config_name="train")

@@ -95,7 +95,8 @@ class Interrupt(Exception):
 
 def test_two_process_gloo_job_trains_resumes_and_exports(tmp_path, monkeypatch, digits_run):
     # a two-process run from scratch, against one process on the same config
-    torchrun(f"hydra.run.dir={tmp_path / 'two'}", *TINY)
+    out = torchrun(f"hydra.run.dir={tmp_path / 'two'}", *TINY)
+    assert out.stdout.count('"test_accuracy"') == 1, out.stdout  # rank 0 alone reports
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["processes"] == 2
     one = json.loads((digits_run / "summary.json").read_text())  # TINY in one process
