@@ -97,3 +97,26 @@ def evaluate(model: ContextualNet, loader, mode: str) -> float:
     preds = predict(model, loader, mode)
     labels = torch.cat([batch[1] for batch in loader])
     return float((preds == labels).float().mean())
+
+
+class LabelLeakError(RuntimeError):
+    """Predictions changed with the labels: the test-time procedure reads them."""
+
+
+def assert_label_free(predict_with, labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Predictions of ``predict_with(labels | None)`` with the true labels, shuffled labels and
+    none; LabelLeakError unless all three are identical (not merely close). Returns them.
+
+    ``predict_with`` is any test-time procedure that could see labels (a loader of (x, y),
+    an export's test vectors, a simulator run); a correct one never reads them.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    shuffled = labels[torch.randperm(len(labels), generator=gen)]
+    reference = predict_with(labels)
+    for name, given in (("shuffled", shuffled), ("withheld", None)):
+        other = predict_with(given)
+        changed = int((torch.as_tensor(other) != torch.as_tensor(reference)).sum())
+        if changed:
+            raise LabelLeakError(f"{changed} of {len(labels)} predictions changed when the "
+                                 f"labels were {name}: the test-time procedure reads labels")
+    return torch.as_tensor(reference)

@@ -1,0 +1,100 @@
+"""Label leakage, tested with teeth: predictions are identical (not close) when the labels
+are shuffled or withheld, for the float model, the int8 export and the simulator; and the
+guard catches a leak as small as one prediction in a hundred."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ctxconv.train.inference import LabelLeakError, assert_label_free, available_modes, predict
+from ctxconv.train.model import ModelConfig, build_model
+
+
+def _model(contextual=None):
+    torch.manual_seed(7)
+    cfg = ModelConfig(blocks=[[1, 8, 3], [2, 8, 3]], num_classes=10, in_channels=1,
+                      image_size=8, contextual=contextual)
+    return build_model(cfg).eval()
+
+
+def _float_predict(model, x, mode):
+    def run(labels):
+        data = TensorDataset(x) if labels is None else TensorDataset(x, labels)
+        return predict(model, DataLoader(data, batch_size=32), mode)
+    return run
+
+
+@pytest.mark.parametrize("contextual", [None, [False, True], [True, False]])
+def test_float_model_is_label_free(contextual):
+    model = _model(contextual)
+    x = torch.randn(100, 1, 8, 8)
+    y = torch.randint(0, 10, (100,))
+    for mode in available_modes(model):
+        assert_label_free(_float_predict(model, x, mode), y)
+
+
+def test_guard_catches_one_leaked_prediction_in_a_hundred():
+    """A careless procedure that looks at the label of one image in a hundred."""
+    model = _model()
+    x = torch.randn(100, 1, 8, 8)
+    y = torch.randint(0, 10, (100,))
+    honest = _float_predict(model, x, "onepass")
+
+    def leaky(labels):
+        preds = honest(labels).clone()
+        if labels is not None:
+            preds[37] = labels[37]  # the leak: one prediction copies its label
+        return preds
+
+    with pytest.raises(LabelLeakError, match=r"1 of 100 predictions changed when the labels "
+                                             r"were (shuffled|withheld)"):
+        assert_label_free(leaky, y, seed=3)
+
+
+def test_int8_export_is_label_free(digits_export):
+    """The exported pipeline's predictions on its own test vectors."""
+    from ctxconv.export.pipeline import BlockPipeline
+    from ctxconv.firmware_sim.backends import make_runners
+    from ctxconv.firmware_sim.bundle import load_export
+
+    bundle = load_export(digits_export["export_dir"])
+    raw, labels = bundle.test_vectors()
+    pipe = BlockPipeline(bundle.manifest, make_runners(bundle, "reference"))
+    for mode in bundle.manifest["modes"]:
+        # the pipeline takes no labels at all; the guard pins that with the real vectors
+        assert_label_free(lambda _labels, m=mode: torch.as_tensor(pipe.predict(raw, m)),
+                          torch.as_tensor(labels))
+
+
+def test_simulator_accuracy_follows_shuffled_labels_exactly(digits_export, tmp_path):
+    """ctxconv-sim on an export whose test labels were shuffled: its accuracy equals the
+    unshuffled run's predictions scored against the shuffled labels, to the image."""
+    from ctxconv.export.files import sha256
+    from ctxconv.export.pipeline import BlockPipeline
+    from ctxconv.firmware_sim.backends import make_runners
+    from ctxconv.firmware_sim.bundle import load_export
+    from ctxconv.firmware_sim.simulate import SimOptions, simulate
+
+    src = Path(digits_export["export_dir"])
+    copy = tmp_path / "export"
+    shutil.copytree(src, copy)
+    bundle = load_export(src)
+    raw, labels = bundle.test_vectors()
+    preds = BlockPipeline(bundle.manifest, make_runners(bundle, "reference")).predict(
+        raw, "onepass")
+    shuffled = np.random.default_rng(0).permutation(labels)
+    np.savez_compressed(copy / "test_vectors.npz", images=raw, labels=shuffled)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["test_vectors.npz"] = sha256(copy / "test_vectors.npz")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = simulate(copy, SimOptions(mcu="nrf52840", mode="onepass", measure_tflm=False,
+                                       bit_exact_images=0))
+    assert report["accuracy"] == float((preds == shuffled).mean())
+    assert report["accuracy"] < 0.5  # the shuffle really moved the labels
