@@ -136,3 +136,18 @@ def test_firmware_backend_without_c_sources_says_how(export_dir, tmp_path, capsy
     (bare / "manifest.json").write_text(json.dumps(manifest))
     assert sim_main([str(bare), "--backend", "firmware", "--no-tflm-arena", "--images", "4"]) == 2
     assert f"generate it with `ctxconv-export {bare} --format c`" in capsys.readouterr().err
+
+
+@needs_arm
+def test_bench_firmware_column(export_dir, capsys):
+    from ctxconv.firmware_sim.bench_cli import main as bench_main
+
+    code = bench_main([str(export_dir), "--mcu", "nrf52840,rp2040", "--firmware", "--images",
+                       "20", "--emulated-images", "2", "--bit-exact-images", "0"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Generated C, measured on the binary" in out
+    row = next(line for line in out.splitlines() if line.startswith("| nrf52840 |")
+               and "mps2-an386" in line)
+    assert row.rstrip().endswith("| yes / yes |")
+    assert re.search(r"\| rp2040 \| .* \| modelled only \(cortex-m0plus\) \|", out)
