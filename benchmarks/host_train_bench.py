@@ -212,9 +212,11 @@ def bench_threads() -> dict:
 
 def render(res: dict) -> list[str]:
     lines = ["## Host training: cache, devices, processes (`benchmarks/host_train_bench.py`)", "",
-             "Each part names its own machine, date, commit and command. The machine was "
-             "shared with other users' jobs while measured (load average 4-8 on the 2 cores: "
-             "single numbers carry that noise; ratios measured side by side hold better). "
+             "Each part names its own machine, date, commit and command. The full-set epochs "
+             "and the torchrun scaling were measured while the machine was shared with other "
+             "jobs (load average 4-8 on the 2 cores: single numbers carry that noise; ratios "
+             "measured side by side hold better); the throughput and busy-core parts on a "
+             "quiet machine (load average below 1). "
              "No GPU was available: the GPU path (`trainer.device=cuda`, nccl, bf16) is built "
              "and its error paths tested, but no GPU number is measured here.", ""]
     if "throughput" in res:
