@@ -205,3 +205,20 @@ def test_arena_placement_never_overlaps_live_bytes():
             assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), offsets
             assert all(end <= total for _, end in spans)
         assert all(off % 4 == 0 for off in offsets.values())
+
+
+@needs_cc
+def test_class_names_survive_as_c_strings(tmp_path):
+    """Any class name, quotes, backslashes, trigraph marks and UTF-8 included, round-trips."""
+    from ctxconv.export.c_writer.sources import c_string
+
+    names = ['T-shirt/top', 'say "hi"', 'back\\slash', '??=', 'café', 'tab\there']
+    src = tmp_path / "names.c"
+    src.write_text("#include <stdio.h>\nstatic const char *names[] = {"
+                   + ", ".join(c_string(n) for n in names)
+                   + f"}};\nint main(void) {{ for (int i = 0; i < {len(names)}; ++i) "
+                   "printf(\"%s\\n\", names[i]); return 0; }\n")
+    exe = tmp_path / "names"
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", str(src), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, check=True).stdout.decode("utf-8")
+    assert out.split("\n")[:-1] == names
