@@ -106,6 +106,15 @@ def test_contextual_block_runs_once_per_class(tmp_path):
     report, got = check_host(bundle, bundle.path / "c", raw, labels, tmp_path)
     assert report["bit_exact"], report
     assert got.features[1].shape[1] == bundle.num_classes  # one pass per candidate context
+    # multipass shares the context-free part: the conv of the image runs once, before the loop
+    src = (bundle.path / "c" / "ctxconv_model.c").read_text()
+    shared = src[src.index("static void block1_shared(void)"):]
+    shared = shared[: shared.index("\n}\n")]
+    assert "ctxconv_conv_s8" in shared and "ctxconv_add_s8" not in shared
+    multipass = src[src.index("void ctxconv_classify_multipass"):]
+    loop = multipass.rindex("for (int32_t k = 0")  # the candidate loop of block 1
+    assert multipass.index("block1_shared();") < loop
+    assert loop < multipass.index("block1_per_context(context_buffer);")
 
 
 def test_generated_code_refuses_what_it_cannot_express(tmp_path):

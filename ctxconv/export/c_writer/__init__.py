@@ -66,7 +66,7 @@ def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir:
     Raises ``CGenerationError`` naming the block and op when a graph cannot be expressed.
     """
     _check_pipeline(manifest, graphs)
-    layout = plan_arena(graphs, [bool(b["contextual"]) for b in manifest["blocks"]])
+    layout = plan_arena(graphs)
     texts = {"ctxconv_model.h": header(manifest, graphs, layout),
              "ctxconv_model.c": source(manifest, graphs, layout),
              "README.md": readme(manifest, graphs, layout)}

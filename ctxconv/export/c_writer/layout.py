@@ -9,8 +9,9 @@ offset in that array:
 - Pools with VALID padding run in place (each output pixel is written no earlier than the
   first input byte it reads, see ``ctxconv_kernels.h``), and so does an elementwise ADD
   into its first operand, when nothing reads the input afterwards.
-- A contextual block runs once per candidate context in multipass, so the buffers it
-  reads from earlier blocks stay live until its last op.
+- A contextual block runs its context-free ops (e.g. the conv of the image, the im2col
+  formulation's shared part) once and the ops that read the context once per candidate in
+  multipass, so what the per-candidate ops read from before the loop stays live to the end.
 - Each conv gets an im2col scratch (two int16 columns) live during that op only.
 
 Buffers are then placed greedy by size, lowest offset first (as TFLM's planner), 4-byte
@@ -44,6 +45,7 @@ class Step:
     op: Op
     inputs: list[str | None]  # per op input: global name, CONTEXT, or None for a constant
     output: str
+    per_context: bool = False  # runs once per candidate context (reads the context)
     scratch: str | None = None
 
 
@@ -71,6 +73,27 @@ def global_name(block: int, tensor: str) -> str:
     return f"b{block}.{tensor}"
 
 
+def _context_dependent(graph: BlockGraph) -> set[str]:
+    """Tensors of ``graph`` computed from its context input (none for a context-free block)."""
+    dependent = {CONTEXT} & set(graph.inputs)
+    for op in graph.ops:
+        if dependent & set(op.inputs):
+            dependent.update(op.outputs)
+    return dependent
+
+
+def _reads_context(graph: BlockGraph, op: Op) -> bool:
+    return bool(_context_dependent(graph) & set(op.inputs))
+
+
+def _shared_first(graph: BlockGraph) -> list[tuple[int, Op]]:
+    """The block's ops with those that do not depend on the context first (they run once per
+    image, the rest once per candidate context); each part keeps its order."""
+    ops = list(enumerate(graph.ops))
+    return ([(j, op) for j, op in ops if not _reads_context(graph, op)]
+            + [(j, op) for j, op in ops if _reads_context(graph, op)])
+
+
 def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dict[str, int]]:
     """Steps, the view aliases (name -> the name whose bytes it uses), buffer sizes."""
     steps: list[Step] = []
@@ -84,11 +107,11 @@ def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dic
         for name, t in g.tensors.items():
             if not t.is_constant and name not in ("features_in", CONTEXT):
                 sizes[global_name(b, name)] = t.nbytes
-        for j, op in enumerate(g.ops):
+        for j, op in _shared_first(g):
             ins = [None if g.tensors[n].is_constant else
                    CONTEXT if n == CONTEXT else global_name(b, n) for n in op.inputs]
             out = global_name(b, op.outputs[0])
-            step = Step(b, op, ins, out)
+            step = Step(b, op, ins, out, per_context=_reads_context(g, op))
             if op.kind == "RESHAPE":
                 alias[out] = ins[0]
             if op.kind == "CONV_2D":
@@ -143,7 +166,7 @@ def _place(profiles: dict[str, dict[int, int]]) -> tuple[dict[str, int], int]:
     return offsets, align_up(size, ALIGNMENT)
 
 
-def plan_arena(graphs: list[BlockGraph], contextual: list[bool]) -> ArenaLayout:
+def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
     """Lay out every activation of the pipeline in one arena (see the module docstring)."""
     steps, views, sizes = _schedule(graphs)
     in_place_of: dict[str, str] = {}  # in-place output -> the input whose bytes it reuses
@@ -156,8 +179,18 @@ def plan_arena(graphs: list[BlockGraph], contextual: list[bool]) -> ArenaLayout:
 
     block_end = {s.block: i for i, s in enumerate(steps)}
     block_start: dict[int, int] = {}
+    loop_start: dict[int, int] = {}  # first per-context step of each contextual block
     for i, s in enumerate(steps):
         block_start.setdefault(s.block, i)
+        if s.per_context:
+            loop_start.setdefault(s.block, i)
+
+    def held(step: Step, h: str) -> bool:
+        """``h`` must outlive ``step``'s block: a contextual block runs again per candidate
+        (``ctxconv_run_block``) or its per-context part re-reads it (multipass)."""
+        if step.block not in loop_start:
+            return False
+        return written[h] < (loop_start if step.per_context else block_start)[step.block]
     written = {INPUT: -1} | {s.output: i for i, s in enumerate(steps) if s.op.kind != "RESHAPE"}
 
     in_place: list[str] = []
@@ -166,9 +199,8 @@ def plan_arena(graphs: list[BlockGraph], contextual: list[bool]) -> ArenaLayout:
             continue
         src = root(s.inputs[0])
         read_later = any(root(n) == src for t in steps[i + 1:] for n in _arena_inputs(t))
-        held = contextual[s.block] and written[holder(s.inputs[0])] < block_start[s.block]
         outputs = {root(global_name(s.block, n)) for n in graphs[s.block].outputs}
-        if not (read_later or held or src in outputs):
+        if not (read_later or held(s, holder(s.inputs[0])) or src in outputs):
             in_place_of[s.output] = s.inputs[0]
             in_place.append(s.output)
 
@@ -178,7 +210,7 @@ def plan_arena(graphs: list[BlockGraph], contextual: list[bool]) -> ArenaLayout:
         for n in _arena_inputs(s):
             h = holder(n)
             end = i
-            if contextual[s.block] and written[h] < block_start[s.block]:
+            if held(s, h):
                 end = block_end[s.block]  # re-read by every candidate pass
             live[h][1] = max(live[h][1], end)
         if s.scratch:

@@ -15,8 +15,9 @@ def readme(manifest: dict[str, Any], graphs: list[BlockGraph], layout: ArenaLayo
     modes = manifest["modes"]
     contextual = [g.name for b, g in zip(manifest["blocks"], graphs, strict=True)
                   if b["contextual"]]
-    ctx_line = (f"Contextual blocks ({', '.join(contextual)}) run once per candidate class in "
-                "multipass; the generated code builds the one-hot int8 context itself."
+    ctx_line = (f"Contextual blocks ({', '.join(contextual)}): multipass runs their "
+                "context-free ops (e.g. the conv of the image) once and the ops that read the "
+                "context once per candidate class, building the one-hot int8 context itself."
                 if contextual else "No block takes the context inside its graph: every block "
                 "runs once, and each block's head gives the goodness under all classes.")
     return f"""# ctxconv C library: {ds['name']} ({len(graphs)} int8 blocks, {k} classes)

@@ -110,13 +110,29 @@ class BlockSource:
 
     def emit(self) -> str:
         steps = [s for s in self.layout.steps if s.block == self.index]
+        shared: list[str] = []
+        looped: list[str] = []  # the ops that read the context: once per candidate
         for j, step in enumerate(steps):
+            before = len(self.body)
             self._step(j, step)
-        head = f"/* ---- {self.g.name}: " + ", ".join(
+            (looped if step.per_context else shared).extend(self.body[before:])
+        name = self.g.name
+        head = f"/* ---- {name}: " + ", ".join(
             f"{n} {tuple(self.g.tensors[n].shape)}" for n in self.g.inputs) + " -> " + ", ".join(
             f"{n} {tuple(self.g.tensors[n].shape)}" for n in self.g.outputs) + " */\n"
-        fn = (f"static void {self.g.name}_run(const int8_t *context)\n{{\n    (void)context;\n"
-              + "".join(f"    {line}\n" for line in self.body) + "}\n")
+
+        def body(lines: list[str]) -> str:
+            return "".join(f"    {line}\n" for line in lines)
+
+        if not looped:
+            fn = (f"static void {name}_run(const int8_t *context)\n{{\n    (void)context;\n"
+                  + body(shared) + "}\n")
+        else:  # multipass shares the context-free part (e.g. the conv of the image)
+            fn = (f"static void {name}_shared(void)\n{{\n" + body(shared) + "}\n\n"
+                  f"static void {name}_per_context(const int8_t *context)\n{{\n"
+                  + body(looped) + "}\n\n"
+                  f"static void {name}_run(const int8_t *context)\n{{\n"
+                  f"    {name}_shared();\n    {name}_per_context(context);\n}}\n")
         return head + "".join(self.consts) + fn
 
     def _step(self, j: int, step: Step) -> None:
@@ -403,7 +419,7 @@ int32_t ctxconv_argmax(const int32_t scores[CTXCONV_NUM_CLASSES])
 }}
 """)
     for mode in manifest["modes"]:
-        parts.append(_classify(mode, blocks, graphs, weights))
+        parts.append(_classify(mode, blocks, graphs, weights, layout))
     parts.append(f"""
 void ctxconv_classify(const int8_t *input, int32_t scores[CTXCONV_NUM_CLASSES])
 {{
@@ -414,8 +430,9 @@ void ctxconv_classify(const int8_t *input, int32_t scores[CTXCONV_NUM_CLASSES])
 
 
 def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],
-              weights: list[int]) -> str:
-    """One classify function; a contextual block runs once per candidate context."""
+              weights: list[int], layout: ArenaLayout) -> str:
+    """One classify function; a contextual block runs its context-free part once and the
+    rest once per candidate context."""
     body = ["    const int8_t *q;", "    load_input(input, scores);"]
     for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)):
         zp = _q(g.tensors["scores"])[1]
@@ -423,11 +440,16 @@ def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],
         if b["contextual"]:
             if mode != "multipass":
                 raise CGenerationError(f"{g.name} is contextual: only multipass can run it")
-            body += ["    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {",
-                     "        memset(context_buffer, CTXCONV_CONTEXT_OFF, sizeof context_buffer);",
-                     "        context_buffer[k] = CTXCONV_CONTEXT_ON;",
-                     f"        q = ctxconv_run_block({i}, context_buffer);",
-                     f"        {add or '(void)q;'}", "    }"]
+            split = any(s.per_context for s in layout.steps if s.block == i)
+            run = (f"{g.name}_per_context(context_buffer);\n        "
+                   f"q = A({layout.offset(f'b{i}.scores')});" if split
+                   else f"q = ctxconv_run_block({i}, context_buffer);")
+            body += ([f"    {g.name}_shared();"] if split else []) + [
+                "    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {",
+                "        memset(context_buffer, CTXCONV_CONTEXT_OFF, sizeof context_buffer);",
+                "        context_buffer[k] = CTXCONV_CONTEXT_ON;",
+                f"        {run}",
+                f"        {add or '(void)q;'}", "    }"]
         else:
             body.append(f"    q = ctxconv_run_block({i}, 0);")
             body.append("    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {"
