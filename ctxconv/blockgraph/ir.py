@@ -147,3 +147,17 @@ def compute_padding(
         )
     total = max(0, (out - 1) * stride + filter_size - in_size)
     return out, total // 2, total - total // 2
+
+
+def context_dependent_ops(graph: BlockGraph) -> list[bool]:
+    """Per op (graph order): does it read the ``context`` input, directly or through earlier
+    ops? In multipass the others (e.g. the conv of the image in the im2col-bias form) run
+    once per image and these once per candidate context."""
+    dependent = {"context"} & set(graph.inputs)
+    flags = []
+    for op in graph.ops:
+        reads = bool(dependent & set(op.inputs))
+        if reads:
+            dependent.update(op.outputs)
+        flags.append(reads)
+    return flags

@@ -163,10 +163,3 @@ class BlockPipeline:
             for i in range(0, len(raw), batch_size)
         ]
         return np.concatenate(preds) if preds else np.zeros(0, np.int64)
-
-
-def mode_macs(manifest: dict[str, Any], mode: str) -> int:
-    """MACs of one image in ``mode``: contextual blocks run once per class in multipass."""
-    k = int(manifest["dataset"]["num_classes"])
-    return sum(b["macs"] * (k if b["contextual"] and mode == "multipass" else 1)
-               for b in manifest["blocks"])

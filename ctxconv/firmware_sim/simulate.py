@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxconv.blockgraph.ir import context_dependent_ops
 from ctxconv.export.pipeline import BlockPipeline, modes_coincide, one_hot_int8
 from ctxconv.export.runtimes import tflm_min_arena
 from ctxconv.firmware_sim.backends import BACKENDS, ReferenceRunner, make_runners
@@ -115,13 +116,19 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     for i, (graph, bplan, block) in enumerate(zip(bundle.graphs, plan.blocks, bundle.blocks,
                                                   strict=True)):
         runs = k if (block["contextual"] and mode == "multipass") else 1
+        # multipass shares the context-free ops; those that read the context run per candidate
+        times = [runs if dep else 1 for dep in context_dependent_ops(graph)]
         lat = estimate_latency(graph, profile)
+        cycles = sum(t * c for t, (_, _, c) in zip(times, lat.op_cycles, strict=True))
+        energy = profile.energy_mj(cycles)
         row = {
             "name": graph.name, "contextual": block["contextual"], "runs": runs,
             "arena_bytes": bplan.arena_bytes, "flash_bytes": bplan.flash_bytes,
             "activation_bytes": bplan.head_bytes, "own_peak_bytes": own_activation_peak(graph),
-            "macs": _macs(graph) * runs, "latency_ms": 1e3 * lat.seconds * runs,
-            "energy_mj": None if lat.energy_mj is None else lat.energy_mj * runs,
+            "macs": sum(t * op_work(graph, op) for t, op in zip(times, graph.ops, strict=True)
+                        if op.kind in ("CONV_2D", "FULLY_CONNECTED")),
+            "unshared_macs": _macs(graph) * runs,
+            "latency_ms": 1e3 * profile.seconds(cycles), "energy_mj": energy,
         }  # fmt: skip
         if opts.measure_tflm:  # like for like: the Python TFLM runs the reference kernels
             if ("tflm_min", i) not in cache:

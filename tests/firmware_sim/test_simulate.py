@@ -244,3 +244,29 @@ def test_memory_plot_labels_kb_and_zooms_past_a_far_limit(report):
                for t in ax_f.texts)
     assert sum(t.get_text().endswith(" KB") for t in ax_f.texts) == len(report["blocks"]) + 1
     plt.close(fig)
+
+
+def test_multipass_counts_the_shared_conv_once(tmp_path):
+    """A contextual block in multipass: its context-free ops (the conv of the image) once,
+    the ops that read the context once per class."""
+    from tiny_runs import train_tiny
+
+    from ctxconv.blockgraph.ir import context_dependent_ops
+    from ctxconv.export.exporter import ExportOptions, export_run
+    from ctxconv.firmware_sim.cost import op_work
+
+    run = train_tiny(tmp_path / "run", epochs=1, contextual=[False, True], injection="bias")
+    export_run(run, run / "export", ExportOptions(verify_samples=10, test_samples=40, max_lsb=2))
+    report = simulate(run / "export", SimOptions(mode="multipass", measure_tflm=False,
+                                                 bit_exact_images=0))
+    graph = load_export(run / "export").graphs[1]
+    macs = [op_work(graph, op) if op.kind in ("CONV_2D", "FULLY_CONNECTED") else 0
+            for op in graph.ops]
+    dep = context_dependent_ops(graph)
+    assert [op.kind for op, d in zip(graph.ops, dep, strict=True) if not d] == [
+        "MAX_POOL_2D", "CONV_2D"]  # the image's part, shared
+    block = report["blocks"][1]
+    shared = sum(m for m, d in zip(macs, dep, strict=True) if not d)
+    per_class = sum(m for m, d in zip(macs, dep, strict=True) if d)
+    assert block["macs"] == shared + 10 * per_class
+    assert block["unshared_macs"] == 10 * (shared + per_class) > block["macs"]

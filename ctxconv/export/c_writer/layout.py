@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ctxconv.blockgraph.greedy import align_up
-from ctxconv.blockgraph.ir import BlockGraph, Op
+from ctxconv.blockgraph.ir import BlockGraph, Op, context_dependent_ops
 
 ALIGNMENT = 4
 INPUT = "input"
@@ -73,25 +73,11 @@ def global_name(block: int, tensor: str) -> str:
     return f"b{block}.{tensor}"
 
 
-def _context_dependent(graph: BlockGraph) -> set[str]:
-    """Tensors of ``graph`` computed from its context input (none for a context-free block)."""
-    dependent = {CONTEXT} & set(graph.inputs)
-    for op in graph.ops:
-        if dependent & set(op.inputs):
-            dependent.update(op.outputs)
-    return dependent
-
-
-def _reads_context(graph: BlockGraph, op: Op) -> bool:
-    return bool(_context_dependent(graph) & set(op.inputs))
-
-
 def _shared_first(graph: BlockGraph) -> list[tuple[int, Op]]:
     """The block's ops with those that do not depend on the context first (they run once per
     image, the rest once per candidate context); each part keeps its order."""
-    ops = list(enumerate(graph.ops))
-    return ([(j, op) for j, op in ops if not _reads_context(graph, op)]
-            + [(j, op) for j, op in ops if _reads_context(graph, op)])
+    ops = list(zip(enumerate(graph.ops), context_dependent_ops(graph), strict=True))
+    return [jo for jo, dep in ops if not dep] + [jo for jo, dep in ops if dep]
 
 
 def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dict[str, int]]:
@@ -107,11 +93,12 @@ def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dic
         for name, t in g.tensors.items():
             if not t.is_constant and name not in ("features_in", CONTEXT):
                 sizes[global_name(b, name)] = t.nbytes
+        per_context = context_dependent_ops(g)
         for j, op in _shared_first(g):
             ins = [None if g.tensors[n].is_constant else
                    CONTEXT if n == CONTEXT else global_name(b, n) for n in op.inputs]
             out = global_name(b, op.outputs[0])
-            step = Step(b, op, ins, out, per_context=_reads_context(g, op))
+            step = Step(b, op, ins, out, per_context=per_context[j])
             if op.kind == "RESHAPE":
                 alias[out] = ins[0]
             if op.kind == "CONV_2D":
