@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ctxconv.export.c_writer import C_DIR
-from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
+from ctxconv.export.pipeline import BlockPipeline, modes_coincide, one_hot_int8
 from ctxconv.firmware_sim.backends import make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle
 from ctxconv.firmware_sim.cost import estimate_latency
@@ -43,15 +43,19 @@ class Reference:
     """A backend's outputs for the same images, in the harness's layout (the reference
     kernels by default; ``tflm`` for the real TFLite Micro interpreter)."""
 
-    def __init__(self, bundle: ExportBundle, raw: np.ndarray, per_block: bool,
+    def __init__(self, bundle: ExportBundle, raw: np.ndarray,
                  backend: str = "reference") -> None:
         pipe = BlockPipeline(bundle.manifest, make_runners(bundle, backend))
         k, n = bundle.num_classes, len(raw)
         x = pipe.quantize_images(raw)
-        self.scores = {m: pipe.score_sums(x, m) for m in bundle.manifest["modes"]}
+        modes = bundle.manifest["modes"]
+        if modes_coincide(bundle.manifest):  # one computation: run it once
+            self.scores = dict.fromkeys(modes, pipe.score_sums(x, modes[0]))
+        else:
+            self.scores = {m: pipe.score_sums(x, m) for m in modes}
         self.features: list[np.ndarray] = []
         self.block_scores: list[np.ndarray] = []
-        for i, block in enumerate(bundle.blocks if per_block else []):
+        for i, block in enumerate(bundle.blocks):
             contexts = [one_hot_int8(c, k, n) for c in range(k)] if block["contextual"] else [None]
             outs = [pipe.block_outputs(i, x, ctx) for ctx in contexts]
             self.features.append(np.stack([o["features"].reshape(n, -1) for o in outs], 1))
@@ -176,7 +180,7 @@ def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.nd
         part = slice(start, start + chunk)
         got = run_harness(exe, raw[part], work, block_shapes(bundle), bundle.num_classes,
                           modes, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
-        parts.append(compare(got, Reference(bundle, raw[part], True), labels[part]))
+        parts.append(compare(got, Reference(bundle, raw[part]), labels[part]))
         first = got if first is None else first
     return _merge(parts), first
 
@@ -201,9 +205,9 @@ def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
     got = run_harness(build.elf, raw, work, block_shapes(bundle), bundle.num_classes, modes, True,
                       timeout=EMULATOR_START_SECONDS + EMULATED_SECONDS_PER_IMAGE * len(raw),
                       target=target)
-    report = compare(got, Reference(bundle, raw, True), labels)
+    report = compare(got, Reference(bundle, raw), labels)
     if compare_tflm:
-        report["bit_exact_vs_tflm"] = compare(got, Reference(bundle, raw, True, "tflm"),
+        report["bit_exact_vs_tflm"] = compare(got, Reference(bundle, raw, "tflm"),
                                               labels)["bit_exact"]
     if host is not None:
         n = len(raw)
