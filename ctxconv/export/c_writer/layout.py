@@ -172,15 +172,15 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
         if s.per_context:
             loop_start.setdefault(s.block, i)
 
+    written = {INPUT: -1} | {s.output: i for i, s in enumerate(steps) if s.op.kind != "RESHAPE"}
+
     def held(step: Step, h: str) -> bool:
         """``h`` must outlive ``step``'s block: a contextual block runs again per candidate
         (``ctxconv_run_block``) or its per-context part re-reads it (multipass)."""
         if step.block not in loop_start:
             return False
         return written[h] < (loop_start if step.per_context else block_start)[step.block]
-    written = {INPUT: -1} | {s.output: i for i, s in enumerate(steps) if s.op.kind != "RESHAPE"}
 
-    in_place: list[str] = []
     for i, s in enumerate(steps):
         if s.op.kind == "RESHAPE" or not _in_place_ok(s.op, graphs[s.block]):
             continue
@@ -189,7 +189,6 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
         outputs = {root(global_name(s.block, n)) for n in graphs[s.block].outputs}
         if not (read_later or held(s, holder(s.inputs[0])) or src in outputs):
             in_place_of[s.output] = s.inputs[0]
-            in_place.append(s.output)
 
     # each tensor that owns bytes is live from its write to its last read
     live: dict[str, list[int]] = {h: [w, w] for h, w in written.items()}
@@ -215,4 +214,4 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
     names = set(sizes) | set(views) | set(in_place_of)
     offsets = {n: root_offset[root(n)] for n in names if root(n) in root_offset}
     peaks = {r: max(p.values()) for r, p in profiles.items()}
-    return ArenaLayout(steps, offsets, peaks, size, in_place)
+    return ArenaLayout(steps, offsets, peaks, size, list(in_place_of))
