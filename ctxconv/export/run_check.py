@@ -79,7 +79,7 @@ def check_float_accuracy(summary: dict[str, Any] | None, measured: dict[str, flo
         return {"checked": False, "reason": f"test split of {summary.get('test_size')} images "
                                             f"in the run, {n} in the export"}
     tol = accuracy_tolerance(n)
-    recorded = summary.get("test_accuracy", {})
+    recorded = summary.get("test_accuracy") or {}
     compared = {m: {"recorded": recorded[m], "measured": a} for m, a in measured.items()
                 if m in recorded}
     for mode, pair in compared.items():

@@ -10,7 +10,8 @@ ReLU) followed by a goodness: how well the block's output agrees with a one-hot 
   with ``z`` the block output average-pooled to a small grid. It is a FiLM scale of the
   pooled output by ``W c`` summed up, and it gives all K class scores from one pass.
 - ``EnergyGoodness``: the seed's goodness, the mean squared activation of a block whose
-  conv receives the context (scores need one pass per candidate context).
+  output depends on the context (its conv or an earlier block's receives it; scores need
+  one pass per candidate context).
 """
 
 from __future__ import annotations
@@ -159,20 +160,23 @@ class ContextualConvBlock(nn.Module):
         goodness: str = "linear",
         norm: str = "batch",
         max_grid: int = 4,
+        context_in_input: bool = False,
     ) -> None:
         super().__init__()
         if in_size % max(pool, 1):
             raise ValueError(f"pool {pool} does not divide the {in_size}x{in_size} feature map")
         self.out_size = in_size // max(pool, 1)
         self.num_classes = num_classes
+        self.context_in_input = context_in_input  # an earlier block's conv receives the context
         self.body = PoolConv(in_channels, filters, kernel_size, pool, num_classes, injection, norm)
         if goodness == "linear":
             self.goodness: nn.Module = LinearGoodness(filters, self.out_size, num_classes, max_grid)
         elif goodness == "energy":
-            if injection == "none":
+            if injection == "none" and not context_in_input:
                 raise ValueError(
-                    "energy goodness needs a block whose conv receives the context "
-                    "(set its contextual flag, or use goodness=linear)"
+                    "energy goodness needs a block whose output depends on the context "
+                    "(its conv or an earlier one receives it: set a contextual flag, or use "
+                    "goodness=linear)"
                 )
             self.goodness = EnergyGoodness()
         else:
@@ -180,8 +184,13 @@ class ContextualConvBlock(nn.Module):
 
     @property
     def is_contextual(self) -> bool:
-        """True when the block's output feature map depends on the context."""
+        """True when the block's conv receives the context."""
         return self.body.conv.is_contextual
+
+    @property
+    def depends_on_context(self) -> bool:
+        """True when the block's output depends on the context (its conv or its input)."""
+        return self.is_contextual or self.context_in_input
 
     @property
     def has_linear_goodness(self) -> bool:
@@ -191,7 +200,10 @@ class ContextualConvBlock(nn.Module):
         return self.body(x, context)
 
     def all_class_goodness(self, x: torch.Tensor) -> torch.Tensor:
-        """Goodness under every candidate context, (B, K), one body pass per context when needed."""
+        """Goodness under every candidate context, (B, K), one body pass per context when needed.
+
+        ``x`` is the block's input, the same for every context: for a block whose input
+        depends on the context, run the prefix per context instead (``inference``)."""
         if not self.is_contextual and self.has_linear_goodness:
             return self.goodness.scores(self.body(x))
         batch, k = x.shape[0], self.num_classes

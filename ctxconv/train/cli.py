@@ -46,16 +46,18 @@ def _run(cfg: DictConfig) -> None:
         cfg = resume_config(cfg, Path(run_dir), list(HydraConfig.get().overrides.task))
     app_cfg: TrainAppConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     summary = train_run(app_cfg, run_dir)
-    acc = ", ".join(f"{m} {a:.2%}" for m, a in summary["test_accuracy"].items())
+    split = "test" if summary["test_accuracy"] is not None else "val"
+    accuracy = summary[f"{split}_accuracy"]
     log.info(
-        "test accuracy on %s: %s (%d params, %.1fs training)",
+        "%s accuracy on %s: %s (%d params, %.1fs training)",
+        "test" if split == "test" else "validation (evaluate_test=false)",
         summary["dataset"],
-        acc,
+        ", ".join(f"{m} {a:.2%}" for m, a in accuracy.items()),
         summary["params"],
         summary["train_seconds"],
     )
     if distributed.context_from_env().is_main:  # one line for the job, not one per rank
-        print(json.dumps({"run_dir": run_dir, "test_accuracy": summary["test_accuracy"]}))
+        print(json.dumps({"run_dir": run_dir, f"{split}_accuracy": accuracy}))
 
 
 @hydra.main(version_base=None, config_path="../configs", config_name="train")

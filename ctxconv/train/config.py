@@ -35,6 +35,7 @@ class TrainAppConfig:
     resume: bool = False  # continue the run in hydra.run.dir from its last completed epoch
     overwrite: bool = False  # start afresh even if hydra.run.dir already holds a run
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    evaluate_test: bool = True  # false: validation only (for choosing settings on it)
 
 
 def register_configs() -> None:

@@ -3,7 +3,10 @@
 For a batch of B images with labels, the positive context is the one-hot true label and
 the negative context is the one-hot of a label drawn uniformly from the K-1 wrong ones.
 Images are duplicated so the output is ``(2B, C, H, W)`` images and ``(2B, K)``
-contexts, positives first. Run ``python -m ctxconv.train.data_gen`` to log the shapes.
+contexts, positives first. ``negatives = n > 1`` pairs each image with n distinct wrong
+labels instead: ``((1 + n) B, ...)``, the positives, then the first negative of every
+image, then the second, and so on (n = K - 1: every wrong label once).
+Run ``python -m ctxconv.train.data_gen`` to log the shapes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class DataGenConfig(DataConfig):
     """The data configuration plus the choice of generation method."""
 
     data_gen_type: str = "contextual"
+    negatives: int = 1  # wrong-label contexts per image (1: the seed's pairs; K-1: all)
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
@@ -56,6 +60,25 @@ def generate_wrong_labels(
     return (true_labels + offsets) % num_classes
 
 
+def generate_distinct_wrong_labels(
+    true_labels: torch.Tensor,
+    num_classes: int,
+    negatives: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(n, B) wrong labels, distinct per image: n offsets drawn without replacement from
+    [1, K-1] and added modulo K. Row j is every image's j-th negative."""
+    _check_labels(true_labels, num_classes)
+    if not 1 <= negatives <= num_classes - 1:
+        raise ValueError(f"negatives must lie in [1, {num_classes - 1}] for {num_classes} "
+                         f"classes, got {negatives}")
+    if negatives == 1:  # the seed's draw
+        return generate_wrong_labels(true_labels, num_classes, generator)[None]
+    keys = torch.rand((true_labels.shape[0], num_classes - 1), generator=generator)
+    offsets = keys.argsort(dim=1)[:, :negatives].to(true_labels.device) + 1  # (B, n)
+    return ((true_labels[:, None] + offsets) % num_classes).T
+
+
 def one_hot_encode(
     labels: torch.Tensor, num_classes: int, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
@@ -69,19 +92,24 @@ def generate_contextual_data(
     labels: torch.Tensor,
     num_classes: int,
     generator: torch.Generator | None = None,
+    negatives: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive then negative pairs: images (2B, C, H, W), contexts (2B, K)."""
+    """Positive then negative pairs: images ((1+n)B, C, H, W), contexts ((1+n)B, K)."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
             f"images and labels disagree on batch size: {images.shape[0]} vs {labels.shape[0]}"
         )
     ctx_dtype = images.dtype if images.dtype.is_floating_point else torch.float32
     positive_context = one_hot_encode(labels, num_classes, ctx_dtype)
-    negative_labels = generate_wrong_labels(labels, num_classes, generator)
+    if negatives == 1:
+        negative_labels = generate_wrong_labels(labels, num_classes, generator)
+    else:
+        negative_labels = generate_distinct_wrong_labels(
+            labels, num_classes, negatives, generator).reshape(-1)  # (n*B,), negative-major
     negative_context = one_hot_encode(negative_labels, num_classes, ctx_dtype)
-    augmented_images = torch.cat([images, images], dim=0)  # (2B, C, H, W)
-    augmented_contexts = torch.cat([positive_context, negative_context], dim=0)  # (2B, K)
-    return augmented_images, augmented_contexts
+    augmented_images = images.repeat(1 + negatives, *([1] * (images.dim() - 1)))
+    augmented_contexts = torch.cat([positive_context, negative_context], dim=0)
+    return augmented_images, augmented_contexts  # ((1+n)B, C, H, W), ((1+n)B, K)
 
 
 def generate_data(
@@ -92,7 +120,8 @@ def generate_data(
     if cfg.data_gen_type == "contextual":
         if cfg.num_classes is None:
             raise ValueError("cfg.num_classes must be set to generate contextual data")
-        return generate_contextual_data(images, labels, cfg.num_classes)
+        return generate_contextual_data(images, labels, cfg.num_classes,
+                                        negatives=getattr(cfg, "negatives", 1))
     raise ValueError(
         f"unknown data_gen_type {cfg.data_gen_type!r}; supported: {list(DATA_GEN_TYPES)}"
     )

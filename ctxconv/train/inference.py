@@ -1,7 +1,8 @@
 """Inference with context inputs: class scores without knowing the true label.
 
 - ``multipass``: one pipeline run per candidate context; the blocks before the first
-  contextual block run once and are shared by all K passes. Scores are the goodness
+  contextual block run once and are shared by all K passes, and every block from it on
+  runs once per candidate (its input depends on the context). Scores are the goodness
   under each candidate, summed over the scoring blocks.
 - ``onepass``: one run; each block's linear goodness gives all K scores analytically.
   Available when no block's output depends on the context; then it equals multipass.
@@ -18,27 +19,42 @@ from ctxconv.train.model import ContextualNet
 MODES = ("multipass", "onepass")
 
 
+def block_scores(model: ContextualNet, x: torch.Tensor, upto: int | None = None
+                 ) -> list[torch.Tensor]:
+    """(B, K) goodness under every candidate context of each block ``<= upto`` (all blocks
+    when None). Blocks before the first contextual one run once and are shared; from it
+    on, one pass per candidate context (each pass is a batch of B, so memory stays that
+    of one pass)."""
+    last = len(model.blocks) - 1 if upto is None else upto
+    batch, k = x.shape[0], model.num_classes
+    shared = min(model.first_contextual_block, last + 1)
+    out = []
+    h = x
+    for block in model.blocks[:shared]:  # context-free: computed once
+        h = block(h)
+        out.append(block.goodness.scores(h))  # linear goodness: all K scores analytically
+    per_context = [torch.empty(0)] * (last + 1 - shared)
+    if shared <= last:
+        per_context = [torch.zeros(batch, k, device=x.device, dtype=x.dtype)
+                       for _ in range(shared, last + 1)]
+        eye = torch.eye(k, device=x.device, dtype=x.dtype)
+        for c in range(k):
+            context = eye[c].expand(batch, k)
+            hc = h
+            for j, i in enumerate(range(shared, last + 1)):
+                block = model.blocks[i]
+                hc = block(hc, context)
+                per_context[j][:, c] = block.goodness(hc, context)
+    return out + per_context if shared <= last else out
+
+
 @torch.no_grad()
 def multipass_scores(model: ContextualNet, x: torch.Tensor) -> torch.Tensor:
     """(B, K) scores, computing each block's goodness once per candidate context."""
-    batch, k = x.shape[0], model.num_classes
-    eye = torch.eye(k, device=x.device, dtype=x.dtype)
-    total = torch.zeros(batch, k, device=x.device, dtype=x.dtype)
-    shared = model.first_contextual_block
-    h = x
-    for i, block in enumerate(model.blocks[:shared]):  # context-free: computed once
-        h = block(h)
-        if i in model.score_blocks:
-            for c in range(k):
-                total[:, c] += block.goodness(h, eye[c].expand(batch, k))
-    if shared < len(model.blocks):  # K passes, batched context-major
-        contexts = eye.repeat_interleave(batch, dim=0)  # (K*B, K)
-        hs = h.repeat(k, *([1] * (h.dim() - 1)))
-        for i in range(shared, len(model.blocks)):
-            block = model.blocks[i]
-            hs = block(hs, contexts)
-            if i in model.score_blocks:
-                total += block.goodness(hs, contexts).view(k, batch).T
+    scores = block_scores(model, x)
+    total = torch.zeros_like(scores[0])
+    for i in model.score_blocks:
+        total += scores[i]
     return total
 
 

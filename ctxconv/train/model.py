@@ -22,7 +22,7 @@ class ModelConfig:
     blocks: list[list[int]] = field(default_factory=lambda: [[1, 32, 3], [2, 64, 3]])
     contextual: list[bool] | None = None  # per block: conv receives context; None = all False
     injection: str = "bias"  # how a contextual conv receives the context: bias|film|bias+film
-    goodness: str = "linear"  # of contextual blocks: linear | energy (seed's squared activation)
+    goodness: str = "linear"  # of blocks whose output depends on the context: linear | energy
     norm: str = "batch"  # batch (folds into the conv at export) | l2 | none
     max_grid: int = 4  # the linear goodness pools each block output to at most g x g cells
     score_blocks: list[int] | None = None  # blocks whose goodness is summed; None = all
@@ -62,7 +62,9 @@ class ContextualNet(nn.Module):
         flags = _validate(cfg)
         self.cfg = cfg
         blocks, channels, size = [], cfg.in_channels, cfg.image_size
-        for (pool, filters, kernel), contextual in zip(cfg.blocks, flags, strict=True):
+        for i, ((pool, filters, kernel), contextual) in enumerate(zip(cfg.blocks, flags,
+                                                                       strict=True)):
+            context_in_input = any(flags[:i])  # an earlier conv received the context
             block = ContextualConvBlock(
                 channels,
                 size,
@@ -71,9 +73,10 @@ class ContextualNet(nn.Module):
                 int(kernel),
                 cfg.num_classes,
                 injection=cfg.injection if contextual else "none",
-                goodness=cfg.goodness if contextual else "linear",
+                goodness=cfg.goodness if contextual or context_in_input else "linear",
                 norm=cfg.norm,
                 max_grid=cfg.max_grid,
+                context_in_input=context_in_input,
             )
             blocks.append(block)
             channels, size = int(filters), block.out_size
@@ -86,7 +89,8 @@ class ContextualNet(nn.Module):
 
     @property
     def first_contextual_block(self) -> int:
-        """Index of the first block whose output depends on the context (len if none)."""
+        """Index of the first block whose conv receives the context (len if none): it and
+        every later block have outputs that depend on the context."""
         return next((i for i, b in enumerate(self.blocks) if b.is_contextual), len(self.blocks))
 
     @property
@@ -97,10 +101,11 @@ class ContextualNet(nn.Module):
         )
 
     def features(
-        self, x: torch.Tensor, upto: int, context: torch.Tensor | None = None
+        self, x: torch.Tensor, upto: int, context: torch.Tensor | None = None, start: int = 0
     ) -> torch.Tensor:
-        """Output of blocks[:upto] (the input of block ``upto``)."""
-        for block in self.blocks[:upto]:
+        """Output of blocks[start:upto] for the input ``x`` of block ``start`` (the input of
+        block ``upto``); ``context`` (B, K) is needed from the first contextual block on."""
+        for block in self.blocks[start:upto]:
             x = block(x, context)
         return x
 

@@ -1,23 +1,64 @@
 """Block-local objectives: how one block learns from its own goodness.
 
-- ``bce`` (the seed's): positive pairs (true-label context) and negative pairs (a wrong
-  label's context) from ``generate_data``; logit = goodness - threshold, BCE with
+- ``bce`` (the seed's): positive pairs (true-label context) and negative pairs (wrong
+  labels' contexts) from ``generate_data``; logit = goodness - threshold, BCE with
   positive = 1, negative = 0.
+- ``contrast``: the same ``generate_data`` pairs, cross-entropy of the positive among its
+  image's 1 + n contexts (n = ``data_gen.negatives``). For n = 1 it is
+  softplus(g_neg - g_pos), the symmetric loss of SymBa (Lee & Song, 2023): no threshold.
 - ``softmax``: cross-entropy over the goodness under all K contexts, i.e. every wrong
-  label is a negative at once. It learns much faster (see BENCHMARKS.md).
+  label is a negative at once (``contrast`` with n = K - 1 in expectation). It learns
+  much faster than ``bce`` (see BENCHMARKS.md).
+
+``EndToEndObjective`` is the backprop baseline's loss (``trainer.method=backprop``).
+
+A block whose input depends on the context (an earlier conv receives it) is given its
+frozen ``prefix``: each pair's input is computed under the pair's own context, without
+an autograd graph.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ctxconv.train.blocks import ContextualConvBlock
 from ctxconv.train.data_gen import DataGenConfig, generate_data
+from ctxconv.train.inference import summed_scores
+from ctxconv.train.model import ContextualNet
 
-OBJECTIVES = ("softmax", "bce")
+OBJECTIVES = ("softmax", "bce", "contrast")
+
+#: ``prefix(x, contexts)``: the frozen blocks between the shared input and the trained
+#: block, run under ``contexts`` (N, K) with no graph.
+Prefix = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _all_contexts(block: ContextualConvBlock, x: torch.Tensor,
+                  prefix: Prefix | None) -> torch.Tensor:
+    """(B, K) goodness under every candidate context."""
+    if prefix is None:
+        return block.all_class_goodness(x)
+    batch, k = x.shape[0], block.num_classes
+    contexts = torch.eye(k, device=x.device, dtype=x.dtype).repeat_interleave(batch, dim=0)
+    xs = x.repeat(k, *([1] * (x.dim() - 1)))  # (K*B, ...), context-major
+    h = block(prefix(xs, contexts), contexts)
+    return block.goodness(h, contexts).view(k, batch).T
+
+
+def _pair_goodness(block: ContextualConvBlock, x: torch.Tensor, labels: torch.Tensor,
+                   data_gen: DataGenConfig, prefix: Prefix | None) -> torch.Tensor:
+    """Goodness of the ``generate_data`` pairs, ((1 + n) B,), positives first."""
+    images, contexts = generate_data((x, labels), data_gen)  # ((1+n)B, ...), ((1+n)B, K)
+    if prefix is not None:
+        return block.goodness(block(prefix(images, contexts), contexts), contexts)
+    if block.is_contextual:
+        return block.goodness(block(images, contexts), contexts)
+    h = block(x)  # the body does not see the context: run it once for every pair
+    return block.goodness(h.repeat(len(images) // len(x), *([1] * (h.dim() - 1))), contexts)
 
 
 def block_loss(
@@ -27,24 +68,24 @@ def block_loss(
     objective: str,
     data_gen: DataGenConfig,
     threshold: float = 0.0,
+    prefix: Prefix | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, number of samples whose true context has the highest goodness)."""
     if objective == "softmax":
-        scores = block.all_class_goodness(x)  # (B, K)
+        scores = _all_contexts(block, x, prefix)  # (B, K)
         return F.cross_entropy(scores, labels), (scores.argmax(1) == labels).sum()
-    if objective != "bce":
+    if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
     batch = x.shape[0]
-    images, contexts = generate_data((x, labels), data_gen)  # (2B, ...), (2B, K)
-    if block.is_contextual:
-        goodness = block.goodness(block(images, contexts), contexts)  # (2B,)
-    else:  # the body does not see the context: run it once for both halves
-        h = block(x)
-        goodness = block.goodness(torch.cat([h, h]), contexts)
-    targets = torch.cat([torch.ones(batch), torch.zeros(batch)]).to(goodness)
-    loss = F.binary_cross_entropy_with_logits(goodness - threshold, targets)
-    correct = (goodness[:batch] > goodness[batch:]).sum()  # true beats the sampled wrong label
-    return loss, correct
+    goodness = _pair_goodness(block, x, labels, data_gen, prefix)
+    per_image = goodness.view(-1, batch).T  # (B, 1+n): the positive, then the negatives
+    correct = (per_image[:, :1] > per_image[:, 1:]).all(dim=1).sum()  # true beats its negatives
+    if objective == "contrast":
+        target = torch.zeros(batch, dtype=torch.long, device=goodness.device)
+        return F.cross_entropy(per_image, target), correct
+    targets = torch.zeros_like(goodness)
+    targets[:batch] = 1.0
+    return F.binary_cross_entropy_with_logits(goodness - threshold, targets), correct
 
 
 class BlockObjective(torch.nn.Module):
@@ -60,14 +101,30 @@ class BlockObjective(torch.nn.Module):
         data_gen: DataGenConfig,
         threshold: float = 0.0,
         input_pooled: bool = False,
+        prefix: Prefix | None = None,
     ) -> None:
         super().__init__()
         self.block, self.objective = block, objective
         self.data_gen, self.threshold = data_gen, threshold
         self.input_pooled = input_pooled
+        self.prefix = prefix
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from ctxconv.train.prefix_cache import pooled_input
 
         with pooled_input(self.block) if self.input_pooled else contextlib.nullcontext():
-            return block_loss(self.block, x, labels, self.objective, self.data_gen, self.threshold)
+            return block_loss(self.block, x, labels, self.objective, self.data_gen,
+                              self.threshold, self.prefix)
+
+
+class EndToEndObjective(torch.nn.Module):
+    """The whole network with the backprop loss as ``forward`` (what DDP wraps): one
+    cross-entropy on the summed class scores, gradients through every block."""
+
+    def __init__(self, model: ContextualNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = summed_scores(self.model, x)  # (B, K)
+        return F.cross_entropy(scores, labels), (scores.argmax(1) == labels).sum()

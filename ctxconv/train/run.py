@@ -162,12 +162,16 @@ def _train_run(
     eval_bs = cfg.trainer.eval_batch_size
     t0 = time.perf_counter()
     val_acc = {m: evaluate(model, make_loader(val, eval_bs, False), m) for m in modes}
-    test_acc = {m: evaluate(model, make_loader(test, eval_bs, False), m) for m in modes}
+    test_acc = ({m: evaluate(model, make_loader(test, eval_bs, False), m) for m in modes}
+                if cfg.evaluate_test else None)
     summary = {
         "dataset": info.name, "test_accuracy": test_acc, "val_accuracy": val_acc,
         "params": count_params(model), "train_seconds": round(trainer.train_seconds, 2),
         "eval_seconds": round(time.perf_counter() - t0, 2), "blocks": model_cfg.blocks,
         "objective": cfg.trainer.objective, "epochs_per_block": cfg.trainer.epochs,
+        "method": cfg.trainer.method, "negatives": cfg.data.negatives,
+        "contextual": model_cfg.contextual, "injection": model_cfg.injection,
+        "goodness": model_cfg.goodness, "norm": model_cfg.norm,
         "seed": cfg.seed, "normalisation": {"mean": info.mean, "std": info.std},
         "train_size": info.train_size, "val_size": info.val_size, "test_size": info.test_size,
         "onepass_available": "onepass" in modes, "run_dir": str(run_dir),
@@ -196,7 +200,7 @@ def _train_run(
         json.dump(summary, f, indent=2)
     plot_training_curves(run_dir / METRICS_NAME, run_dir / "training_curves.png")
     if wandb_run is not None:
-        wandb_run.summary.update({f"test_accuracy/{m}": a for m, a in test_acc.items()})
+        wandb_run.summary.update({f"test_accuracy/{m}": a for m, a in (test_acc or {}).items()})
         wandb_run.finish()
     distributed.barrier(ctx)  # summary.json is written: the other ranks may read it
     return summary

@@ -27,9 +27,10 @@ from ctxconv.train.data import make_loader
 from ctxconv.train.data_gen import DataGenConfig
 from ctxconv.train.device import autocast, available_memory, resolve_device, to_cpu
 from ctxconv.train.distributed import DistContext
+from ctxconv.train.inference import block_scores
 from ctxconv.train.model import ContextualNet
-from ctxconv.train.objectives import BlockObjective
-from ctxconv.train.prefix_cache import build_cache, cached_shape, plan_cache
+from ctxconv.train.objectives import BlockObjective, EndToEndObjective
+from ctxconv.train.prefix_cache import PrefixCacheError, build_cache, cached_shape, plan_cache
 from ctxconv.train.progress import ThrottledBar
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     schedule: str = "cosine"  # cosine | constant (per block)
-    objective: str = "softmax"  # softmax | bce (the seed's)
+    objective: str = "softmax"  # softmax | bce (the seed's) | contrast (generate_data pairs)
     threshold: float = 0.0  # bce: logit = goodness - threshold
     augment: int = 0  # random translation by up to this many pixels (0 = off)
     flip: bool = False  # random horizontal flip
@@ -56,6 +57,10 @@ class TrainerConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast, where the device supports it)
     cache_prefix: str = "auto"  # auto | on | off: frozen prefix output computed once per block
     cache_budget_gb: float | None = None  # cache (and data on device) budget; None: half free
+    method: str = "blockwise"  # blockwise (forward-only) | backprop (end-to-end baseline)
+
+
+METHODS = ("blockwise", "backprop")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -113,17 +118,9 @@ def evaluate_upto(
     correct_block = correct_sum = 0
     for x, y in make_loader(data, batch_size, shuffle=False):
         x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
-        total = None
-        for i in range(upto + 1):
-            block = model.blocks[i]
-            if i < upto:  # context-free (only the last block may be contextual): one pass
-                x = block(x)
-                scores = block.goodness.scores(x)  # (B, K)
-            else:
-                scores = block.all_class_goodness(x)
-            if i in model.score_blocks or i == upto:
-                total = scores if total is None else total + scores
-        correct_block += int((scores.argmax(1) == y).sum())
+        scores = block_scores(model, x, upto)
+        total = sum(s for i, s in enumerate(scores) if i in model.score_blocks or i == upto)
+        correct_block += int((scores[upto].argmax(1) == y).sum())
         correct_sum += int((total.argmax(1) == y).sum())
     n = max(len(data), 1)
     return correct_block / n, correct_sum / n
@@ -158,22 +155,32 @@ class BlockwiseTrainer:
         self.device = device if device is not None else resolve_device(cfg.device)
         self.cache_plans: dict[int, str] = {}  # block -> what the prefix cache did, and why
 
+    def _shared(self, block_index: int) -> int:
+        """How many prefix blocks of ``block_index`` are context-free (computed once per
+        image); the rest of the prefix runs under each pair's context."""
+        return min(block_index, self.model.first_contextual_block)
+
     def _frozen_input(self, block_index: int, x: torch.Tensor) -> torch.Tensor:
-        """Input of block ``block_index``: earlier blocks frozen, no graph kept."""
+        """Output of the context-free part of block ``block_index``'s prefix, no graph kept."""
         with torch.no_grad():
-            for block in self.model.blocks[:block_index]:
+            for block in self.model.blocks[: self._shared(block_index)]:
                 block.eval()
-                x = block(x)  # context-free prefix
+                x = block(x)
         return x
 
-    def _check_trainable(self) -> None:
-        last = len(self.model.blocks) - 1
-        if self.model.first_contextual_block < last:
-            raise ValueError(
-                f"block {self.model.first_contextual_block} injects context into its conv but is "
-                "not the last block: later blocks are trained on the context-free prefix, so only "
-                "the last block may be contextual (model.contextual)"
-            )
+    def _context_prefix(self, block_index: int):
+        """The frozen prefix blocks that read the context, or None when there are none."""
+        start = self._shared(block_index)
+        if start == block_index:
+            return None
+
+        def prefix(x: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                for block in self.model.blocks[start:block_index]:
+                    block.eval()
+                return self.model.features(x, block_index, contexts, start=start)
+
+        return prefix
 
     def fit(
         self,
@@ -183,9 +190,14 @@ class BlockwiseTrainer:
         states: dict[str, Any] | None = None,
     ) -> float:
         """Train all blocks; returns the training seconds of this call."""
-        self._check_trainable()
+        if self.cfg.method not in METHODS:
+            raise ValueError(f"unknown trainer.method {self.cfg.method!r}; choose one of "
+                             f"{list(METHODS)}")
         self.model.to(self.device, memory_format=torch.channels_last)  # faster convolutions
         train = TensorDataset(*self._place(train.tensors))
+        if self.cfg.method == "backprop":
+            first = progress["epoch"] + 1 if progress is not None else 0
+            return self._fit_end_to_end(train, val, first, states if first else None)
         start_block, start_epoch = 0, 0
         if progress is not None:
             start_block, start_epoch = progress["block"], progress["epoch"] + 1
@@ -214,6 +226,13 @@ class BlockwiseTrainer:
     def _inputs(self, b: int, images: torch.Tensor, epochs: int) -> tuple[torch.Tensor, bool]:
         """Block ``b``'s training inputs: the prefix cache when planned, else the images."""
         cfg = self.cfg
+        if self._shared(b) < b:
+            why = f"the prefix depends on the context (block {self._shared(b)}'s conv receives it)"
+            if cfg.cache_prefix == "on":
+                raise PrefixCacheError(f"trainer.cache_prefix=on but {why}: each pair's input "
+                                       "differs with its context; use cache_prefix=auto")
+            self.cache_plans[b] = why
+            return images, False
         plan = plan_cache(cfg.cache_prefix, bool(cfg.augment or cfg.flip), b,
                           cached_shape(self.model, b), len(images), self.device,
                           None if cfg.cache_budget_gb is None else self._budget(self.device),
@@ -253,10 +272,33 @@ class BlockwiseTrainer:
         t_cache = time.perf_counter()
         inputs, cached = self._inputs(b, images, cfg.epochs - first_epoch)
         cache_seconds = time.perf_counter() - t_cache  # counted in the block's first epoch
-        objective = BlockObjective(block, cfg.objective, self.data_gen, cfg.threshold, cached)
+        objective = BlockObjective(block, cfg.objective, self.data_gen, cfg.threshold, cached,
+                                   self._context_prefix(b))
         trained = distributed.wrap(objective, ctx, device)
         return self._epochs(b, trained, inputs, labels, cached, val, first_epoch,
                             opt, sched, steps_per_epoch, cache_seconds)
+
+    def _fit_end_to_end(self, train: TensorDataset, val: TensorDataset, first_epoch: int,
+                        states: dict[str, Any] | None) -> float:
+        """The backprop baseline: every block trained at once on the summed class scores."""
+        cfg, model, ctx = self.cfg, self.model, self.ctx
+        if not model.supports_onepass:
+            raise ValueError("trainer.method=backprop trains context-free models (the baseline "
+                             "of the local-head recipe): set model.contextual to all false")
+        for p in model.parameters():
+            p.requires_grad_(True)
+        images, labels = train.tensors
+        per_rank = self.data_gen.batch_size // ctx.world_size
+        steps_per_epoch = math.ceil(math.ceil(len(train) / ctx.world_size) / per_rank)
+        opt = make_optimizer(model.parameters(), cfg)
+        sched = make_scheduler(opt, cfg, steps_per_epoch * cfg.epochs)
+        if states is not None:
+            opt.load_state_dict(states["optimizer"])
+            sched.load_state_dict(states["scheduler"])
+        self.cache_plans[len(model.blocks) - 1] = "backprop: no frozen prefix"
+        trained = distributed.wrap(EndToEndObjective(model), ctx, self.device)
+        return self._epochs(len(model.blocks) - 1, trained, images, labels, False, val,
+                            first_epoch, opt, sched, steps_per_epoch, 0.0)
 
     def _epochs(self, b: int, trained: torch.nn.Module, inputs: torch.Tensor,
                 labels: torch.Tensor, cached: bool, val: TensorDataset, first_epoch: int,
@@ -265,6 +307,9 @@ class BlockwiseTrainer:
         """The epochs of block ``b`` from ``first_epoch`` on; returns their seconds."""
         cfg, model, ctx, device = self.cfg, self.model, self.ctx, self.device
         block, amp = model.blocks[b], autocast(device, cfg.precision)
+        end_to_end = cfg.method == "backprop"
+        trained_part = model if end_to_end else block
+        name = "backprop" if end_to_end else f"block {b + 1}/{len(model.blocks)}"
         seconds = 0.0
         for epoch in range(first_epoch, cfg.epochs):
             t0 = time.perf_counter() - cache_seconds
@@ -272,13 +317,10 @@ class BlockwiseTrainer:
             seed = _epoch_seed(self.seed, b, epoch)
             torch.manual_seed(seed)  # wrong-label draws
             gen = torch.Generator().manual_seed(seed)  # augmentation
-            block.train()
+            trained_part.train()
             total_loss = correct = seen = 0.0
-            bar = ThrottledBar(
-                steps_per_epoch,
-                f"block {b + 1}/{len(model.blocks)} epoch {epoch + 1}/{cfg.epochs}",
-                cfg.progress and ctx.is_main,
-            )
+            bar = ThrottledBar(steps_per_epoch, f"{name} epoch {epoch + 1}/{cfg.epochs}",
+                               cfg.progress and ctx.is_main)
             for idx in distributed.shard_batches(len(inputs), self.data_gen.batch_size, seed, ctx):
                 x = inputs[idx.to(inputs.device)].to(device, non_blocking=True)
                 y = labels[idx.to(labels.device)].to(device, non_blocking=True)
@@ -289,7 +331,8 @@ class BlockwiseTrainer:
                         if cfg.augment or cfg.flip:
                             x = augment_batch(x, cfg.augment, cfg.flip, gen)
                         x = x.contiguous(memory_format=torch.channels_last)
-                        x = self._frozen_input(b, x)
+                        if not end_to_end:
+                            x = self._frozen_input(b, x)
                     loss, n_correct = trained(x, y)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(

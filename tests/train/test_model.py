@@ -45,7 +45,7 @@ def test_block_shapes_and_grid():
 
 
 def test_energy_goodness_needs_a_contextual_block():
-    with pytest.raises(ValueError, match="energy goodness needs a block whose conv receives"):
+    with pytest.raises(ValueError, match="energy goodness needs a block whose output depends"):
         ContextualConvBlock(1, 8, 1, 4, 3, 3, injection="none", goodness="energy")
 
 

@@ -1,0 +1,261 @@
+"""Contextual Convolutions at full scale: writes the "Contextual convolutions" section.
+
+    python benchmarks/contextual_bench.py train --out DIR      # all training (a GPU: ~10 min)
+    python benchmarks/contextual_bench.py evaluate --out DIR   # int8 export + simulator (CPU)
+    python benchmarks/contextual_bench.py render --out DIR     # BENCHMARKS.md section
+
+Fashion-MNIST (54k train / 6k validation / 10k test), 3 seeds per model:
+
+- (a) the default local-head model (``experiment=fashion_mnist``);
+- (b) the best contextual model: the context in the conv of the blocks chosen on the
+  validation split, trained on ``generate_data`` pairs (objective ``contrast``);
+- (c) the official method's configuration: the context into the first block's conv,
+  energy goodness, BCE on positive/negative pairs, per-sample L2 normalisation;
+- (d) backprop on the architecture of (a) (``trainer.method=backprop``).
+
+``train`` runs every ``ctxconv-train`` as a subprocess: first, alone on the machine, the
+timed runs of the host-training benchmark (the default with and without the prefix cache,
+in bf16, and backprop); then, side by side, the ablations (2 epochs per block, validation
+only) and seeds 1-2 of (a) and (d); the finals of (b) and (c) start as soon as their
+ablation group has chosen. Every run keeps its command; the test split is read once per
+final run and never by an ablation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ["experiment=fashion_mnist", "trainer.progress=false"]
+SEEDS = (0, 1, 2)
+ABLATION_EPOCHS = 2
+CONTRAST = ["trainer.objective=contrast"]
+OFFICIAL = ["model.contextual=[true,false,false]", "model.goodness=energy", "model.norm=l2",
+            "trainer.objective=bce"]
+PLACEMENTS = {"first": "[true,false,false]", "last": "[false,false,true]",
+              "all": "[true,true,true]"}
+
+
+@dataclass
+class Run:
+    """One ``ctxconv-train`` invocation."""
+
+    name: str
+    group: str  # exclusive | a | b | c | d | ablation_b | ablation_c
+    overrides: list[str]
+    seed: int = 0
+    test: bool = True
+    threads: int | None = 1  # side by side: one CPU thread each; None: the default
+    result: dict = field(default_factory=dict)
+
+    def command(self, out: Path, device: str, extra: list[str]) -> list[str]:
+        threads = [] if self.threads is None else [f"threads={self.threads}"]
+        return [sys.executable, "-m", "ctxconv.train.cli", *BASE, *self.overrides,
+                f"seed={self.seed}", f"trainer.device={device}", *threads,
+                f"evaluate_test={str(self.test).lower()}", *extra,
+                f"hydra.run.dir={out / 'runs' / self.name}"]
+
+
+def exclusive_runs() -> list[Run]:
+    """Timed alone: the host-training benchmark on the accelerator (and seed 0 of a, d)."""
+    return [
+        Run("a_seed0", "a", [], threads=None),
+        Run("a_seed0_nocache", "exclusive", ["trainer.cache_prefix=off"], test=False,
+            threads=None),
+        Run("a_seed0_bf16", "exclusive", ["trainer.precision=bf16"], test=False, threads=None),
+        Run("d_seed0", "d", ["trainer.method=backprop"], threads=None),
+    ]
+
+
+def ablation_runs() -> list[Run]:
+    """Chosen on validation at 2 epochs per block: where and how the context enters (b), and
+    the official form's free settings (c)."""
+    short = [f"trainer.epochs={ABLATION_EPOCHS}"]
+    runs = [Run("abl_default", "ablation_ref", short, test=False)]
+    for place, flags in PLACEMENTS.items():
+        for inj in ("bias", "film"):
+            runs.append(Run(f"abl_b_{place}_{inj}_n9", "ablation_b",
+                            [*short, f"model.contextual={flags}", f"model.injection={inj}",
+                             *CONTRAST, "data.negatives=9"], test=False))
+    for obj, n in (("contrast", 1), ("bce", 1)):
+        runs.append(Run(f"abl_b_all_bias_{obj}_n{n}", "ablation_b",
+                        [*short, f"model.contextual={PLACEMENTS['all']}", "model.injection=bias",
+                         f"trainer.objective={obj}", f"data.negatives={n}"], test=False))
+    for inj in ("bias", "bias+film"):
+        for lr in ("2e-3", "5e-3", "1e-2"):
+            runs.append(Run(f"abl_c_{inj.replace('+', '')}_lr{lr}", "ablation_c",
+                            [*short, *OFFICIAL, f"model.injection={inj}", f"trainer.lr={lr}"],
+                            test=False))
+        runs.append(Run(f"abl_c_{inj.replace('+', '')}_lr5e-3_allscores", "ablation_c",
+                        [*short, *OFFICIAL, f"model.injection={inj}", "trainer.lr=5e-3",
+                         "model.score_blocks=null"], test=False))
+    return runs
+
+
+def seed_runs() -> list[Run]:
+    return [Run(f"{g}_seed{s}", g, ov, seed=s) for s in SEEDS[1:]
+            for g, ov in (("a", []), ("d", ["trainer.method=backprop"]))]
+
+
+def finals(group: str, chosen: Run) -> list[Run]:
+    """Three seeds of the chosen ablation at the full epochs (its short-epoch override out)."""
+    overrides = [o for o in chosen.overrides if not o.startswith("trainer.epochs=")]
+    return [Run(f"{group}_seed{s}", group, overrides, seed=s) for s in SEEDS]
+
+
+def _summary(out: Path, run: Run) -> dict | None:
+    path = out / "runs" / run.name / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def choose(out: Path, runs: list[Run]) -> Run | None:
+    """The finished run with the best multipass validation accuracy."""
+    done = [(s["val_accuracy"]["multipass"], r) for r in runs if (s := _summary(out, r))]
+    return max(done, key=lambda t: t[0])[1] if done else None
+
+
+class Pool:
+    """Subprocesses, at most ``jobs`` at once, all killed at the deadline."""
+
+    def __init__(self, out: Path, device: str, extra: list[str], jobs: int, deadline: float):
+        self.out, self.device, self.extra = out, device, extra
+        self.jobs, self.deadline = jobs, deadline
+        self.queue: list[Run] = []
+        self.live: dict[str, tuple[subprocess.Popen, float, Run]] = {}
+        self.done: list[Run] = []
+
+    def start(self, run: Run) -> None:
+        cmd = run.command(self.out, self.device, self.extra)
+        log_dir = self.out / "runs" / run.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        run.result["command"] = " ".join(cmd[1:])
+        run.result["started_at"] = round(time.time() - T0, 1)
+        log = open(log_dir / "cli.log", "w")
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.live[run.name] = (proc, time.perf_counter(), run)
+
+    def poll(self) -> list[Run]:
+        """Start queued runs into free slots; return the runs that ended since last time."""
+        ended = []
+        for name, (proc, t0, run) in list(self.live.items()):
+            if proc.poll() is not None:
+                run.result.update(wall_seconds=round(time.perf_counter() - t0, 1),
+                                  returncode=proc.returncode, summary=_summary(self.out, run))
+                del self.live[name]
+                self.done.append(run)
+                ended.append(run)
+                print(f"[{time.time() - T0:6.0f}s] {run.name}: rc {proc.returncode}, "
+                      f"{run.result['wall_seconds']}s", flush=True)
+        while self.queue and len(self.live) < self.jobs:
+            self.start(self.queue.pop(0))
+        return ended
+
+    def kill_all(self) -> None:
+        for _, (proc, _, run) in self.live.items():
+            proc.kill()
+            run.result.update(killed_at_deadline=True)
+            self.done.append(run)
+        self.live.clear()
+
+
+T0 = time.time()
+
+
+def _machine() -> dict:
+    info = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) -> dict:
+    """Every run of the plan; writes ``out/results.json`` as runs end."""
+    out.mkdir(parents=True, exist_ok=True)
+    pool = Pool(out, device, extra, jobs, T0 + deadline)
+    results = {"machine": _machine(), "device": device, "extra_overrides": extra,
+               "selected": {}, "runs": {}}
+
+    def save() -> None:
+        results["runs"] = {r.name: {"group": r.group, "seed": r.seed, "overrides": r.overrides,
+                                    **r.result} for r in pool.done}
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+
+    for run in exclusive_runs():  # one at a time: their wall times are the measurement
+        pool.start(run)
+        while pool.live:
+            time.sleep(0.5)
+            pool.poll()
+        save()
+    ablations = ablation_runs()
+    pool.queue = ablations + seed_runs()
+    pending = {"b": [r for r in ablations if r.group == "ablation_b"],
+               "c": [r for r in ablations if r.group == "ablation_c"]}
+    while pool.queue or pool.live:
+        if time.time() > T0 + deadline:
+            pool.kill_all()
+            break
+        time.sleep(1.0)
+        pool.poll()
+        for group, runs in list(pending.items()):
+            if all(r in pool.done for r in runs):
+                chosen = choose(out, runs)
+                del pending[group]
+                if chosen is not None:
+                    results["selected"][group] = chosen.name
+                    pool.queue[:0] = finals(group, chosen)  # ahead of everything else
+                    pool.poll()
+        save()
+    save()
+    return results
+
+
+def bundle(out: Path) -> None:
+    """One tar per model group (checkpoints and run files of the finals), for transport."""
+    for group in "abcd":
+        with tarfile.open(out / f"runs_{group}.tar", "w") as tar:
+            for seed in SEEDS:
+                run_dir = out / "runs" / f"{group}_seed{seed}"
+                if run_dir.is_dir():
+                    tar.add(run_dir, arcname=run_dir.name)
+    final_names = {f"{g}_seed{s}" for g in "abcd" for s in SEEDS}
+    with tarfile.open(out / "runs_other.tar.gz", "w:gz") as tar:  # ablations: no checkpoints
+        for run_dir in sorted((out / "runs").iterdir()):
+            if run_dir.name not in final_names:
+                for f in run_dir.glob("*"):
+                    if f.name != "checkpoint.pt":
+                        tar.add(f, arcname=f"{run_dir.name}/{f.name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["train", "evaluate", "render"])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "contextual")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--jobs", type=int, default=14)
+    parser.add_argument("--deadline", type=float, default=560.0, help="seconds for train")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
+    parser.add_argument("--bundle", action="store_true", help="tar the finals after train")
+    args = parser.parse_args()
+    if args.stage == "train":
+        train(args.out, args.device, args.jobs, args.deadline, args.extra)
+        if args.bundle:
+            bundle(args.out)
+
+
+if __name__ == "__main__":
+    main()
