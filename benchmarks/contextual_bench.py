@@ -241,6 +241,45 @@ def bundle(out: Path) -> None:
                         tar.add(f, arcname=f"{run_dir.name}/{f.name}")
 
 
+def _sh(cmd: list[str], log: Path) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    return rc, round(time.perf_counter() - t0, 1)
+
+
+def evaluate(out: Path, groups: str, mcu: str = "nrf52840") -> dict:
+    """int8 export and the simulator on ``mcu`` for every final run; ``out/evaluated.json``."""
+    path = out / "evaluated.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    for group in groups:
+        for seed in SEEDS:
+            run_dir = out / "runs" / f"{group}_seed{seed}"
+            if not (run_dir / "summary.json").exists():
+                continue
+            export = run_dir / "export"
+            rc, secs = _sh(["ctxconv-export", str(run_dir), "--int8"], run_dir / "export.log")
+            entry: dict = {"export_seconds": secs, "export_rc": rc}
+            if rc == 0:
+                manifest = json.loads((export / "manifest.json").read_text())
+                entry["manifest_accuracy"] = manifest.get("accuracy")
+                coincide = not any(b["contextual"] for b in manifest["blocks"])
+                for mode in manifest["modes"][-1:] if coincide else manifest["modes"]:
+                    report = run_dir / f"sim_{mcu}_{mode}.json"
+                    rc_sim, secs_sim = _sh(
+                        ["ctxconv-sim", str(export), "--mcu", mcu, "--mode", mode, "--json",
+                         str(report), "--no-tflm-arena", "--bit-exact-images", "200"],
+                        run_dir / f"sim_{mode}.log")
+                    entry[f"sim_{mode}"] = (json.loads(report.read_text()) if rc_sim == 0
+                                            else {"rc": rc_sim})
+            else:
+                entry["error"] = (run_dir / "export.log").read_text().strip().splitlines()[-1:]
+            done[f"{group}_seed{seed}"] = entry
+            path.write_text(json.dumps(done, indent=1))
+            print(f"{group}_seed{seed}: export rc {rc} in {secs}s", flush=True)
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["train", "evaluate", "render"])
@@ -250,11 +289,14 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=560.0, help="seconds for train")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     parser.add_argument("--bundle", action="store_true", help="tar the finals after train")
+    parser.add_argument("--groups", default="abcd", help="evaluate: which model groups")
     args = parser.parse_args()
     if args.stage == "train":
         train(args.out, args.device, args.jobs, args.deadline, args.extra)
         if args.bundle:
             bundle(args.out)
+    elif args.stage == "evaluate":
+        evaluate(args.out, args.groups)
 
 
 if __name__ == "__main__":
