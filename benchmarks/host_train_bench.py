@@ -217,8 +217,8 @@ def render(res: dict) -> list[str]:
              "jobs (load average 4-8 on the 2 cores: single numbers carry that noise; ratios "
              "measured side by side hold better); the throughput and busy-core parts on a "
              "quiet machine (load average below 1). "
-             "No GPU was available: the GPU path (`trainer.device=cuda`, nccl, bf16) is built "
-             "and its error paths tested, but no GPU number is measured here.", ""]
+             "This section is measured on the CPU; the GPU numbers (the same model on an "
+             "NVIDIA H200) are in the next section, \"Host training on a GPU\".", ""]
     if "throughput" in res:
         t = res["throughput"]
         lines += ["### Training throughput per block, with and without the frozen-prefix cache", "",

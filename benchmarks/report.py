@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-ORDER = ["train", "host_train", "export", "sim", "firmware", "ondevice_train", "ondevice_int8",
+ORDER = ["train", "contextual", "host_train", "host_train_gpu", "export", "sim", "firmware", "ondevice_train", "ondevice_int8",
          "ondevice_adapt"]
 PROVENANCE_KEYS = ("machine", "date", "commit", "command")
 
