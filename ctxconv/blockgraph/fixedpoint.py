@@ -152,3 +152,57 @@ def channel_multipliers(
     if w_s.size != channels:
         raise ValueError(f"{what}: {w_s.size} weight scales for {channels} output channels")
     return quantize_multipliers(in_s * w_s / out_s)
+
+
+def saturating_rounding_multiply_by_pot(x: np.ndarray, exponent: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT<exponent> on int32 values held in int64:
+    a saturating left shift for exponent > 0, ``RoundingDivideByPOT`` for exponent < 0."""
+    x = np.asarray(x, np.int64)
+    if exponent <= 0:
+        return rounding_divide_by_pot(x, np.int64(-exponent))
+    threshold = (1 << (31 - exponent)) - 1
+    out = x << exponent
+    out = np.where(x > threshold, _INT32_MAX, out)
+    return np.where(x < -threshold, _INT32_MIN, out)
+
+
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    """Bit length of positive int64 values below 2^31 (exact through float64)."""
+    return np.frexp(x.astype(np.float64))[1].astype(np.int64)
+
+
+def inv_sqrt_quantized_multiplier_exp(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite ``GetInvSqrtQuantizedMultiplierExp(acc, kReverseShift)`` per element.
+
+    ``acc`` >= 0 (int32 sums of squares); returns (multiplier, shift) such that
+    ``MultiplyByQuantizedMultiplier(x, multiplier, shift)`` ~= x / sqrt(acc). Five
+    Newton-Raphson steps in gemmlowp Q3.28 fixed point, reproduced operation by operation.
+    """
+    acc = np.asarray(acc, np.int64)
+    small = acc <= 1  # TFLite treats 0 and 1 alike: the largest multiplier, shift 0
+    x_in = np.where(small, 2, acc)
+    shift = np.full(acc.shape, 11, np.int64)
+    big = x_in >= (1 << 29)
+    while big.any():
+        x_in = np.where(big, x_in // 4, x_in)
+        shift += big
+        big = x_in >= (1 << 29)
+    pairs = (32 - _bit_length(x_in) - 1) // 2 - 1  # (CountLeadingZeros - 1) / 2 - 1
+    shift -= pairs
+    x_in = x_in << (2 * pairs)  # in [2^27, 2^29)
+    half_input = rounding_divide_by_pot(x_in >> 1, np.int64(1))
+    half_three = np.int64((1 << 28) + (1 << 27))  # 1.5 in Q3.28
+    x = np.full(acc.shape, 1 << 28, np.int64)  # 1.0 in Q3.28
+    for _ in range(5):
+        x3 = saturating_rounding_doubling_high_mul(
+            saturating_rounding_doubling_high_mul(x, x), x)  # Q9.22
+        x3 = saturating_rounding_multiply_by_pot(x3, 6)  # Rescale<3>
+        diff = wrap_int32(saturating_rounding_doubling_high_mul(half_three, x)
+                          - saturating_rounding_doubling_high_mul(half_input, x3))  # Q6.25
+        x = saturating_rounding_multiply_by_pot(diff, 3)  # Rescale<3>
+    x = saturating_rounding_doubling_high_mul(x, np.int64(1518500250))  # * sqrt(2)/2 (Q0.31)
+    neg = shift < 0
+    x = np.where(neg, wrap_int32(x << np.where(neg, -shift, 0)), x)
+    shift = np.where(neg, 0, shift)
+    mult = np.where(small, _INT32_MAX, x)
+    return mult, np.where(small, 0, -shift)

@@ -36,7 +36,16 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
     "ADD": ("relu",),
     # options: shape (target shape)
     "RESHAPE": ("shape",),
+    # inputs: a, b (broadcast over leading axes); options: relu (fused)
+    "MUL": ("relu",),
+    # inputs: x; options: axes (reduced, int32 constant in TFLite), keep_dims
+    "MEAN": ("axes", "keep_dims"),
+    # inputs: x, normalised over its last axis; int8 output scale 1/128, zero point 0
+    "L2_NORMALIZATION": (),
 }
+
+#: TFLite's fixed int8 quantization of an L2_NORMALIZATION output: (scale, zero point).
+L2_NORM_QUANT = (1.0 / 128.0, 0)
 
 
 @dataclass

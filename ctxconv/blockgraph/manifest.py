@@ -27,6 +27,8 @@ BLOCK_FIELDS: tuple[tuple[str, type], ...] = (
 )  # fmt: skip
 #: Tensor names of every block's inputs and outputs (plus ``context`` when contextual).
 BLOCK_TENSORS = ("features_in", "features", "scores")
+#: An energy-goodness block outputs ``goodness`` (one value per pass) instead of ``scores``.
+GOODNESS_TENSOR = "goodness"
 CONTEXT_TENSOR = "context"
 
 
@@ -124,7 +126,8 @@ def _validate_fields(manifest: dict[str, Any], path: Path | str) -> None:
                         _expect(rec["zero_point"], int, where + ".zero_point")
             names = {r["name"] for r in block["inputs"]} | {r["name"] for r in block["outputs"]}
             wanted = set(BLOCK_TENSORS) | ({CONTEXT_TENSOR} if block["contextual"] else set())
-            if names != wanted:
+            energy = (wanted - {"scores"}) | {GOODNESS_TENSOR}
+            if names not in (wanted, energy):
                 where = f"blocks[{i}] tensor names {sorted(names)}"
                 raise _Malformed(where)
     except (KeyError, TypeError, IndexError) as exc:

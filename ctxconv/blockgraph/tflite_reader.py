@@ -13,7 +13,8 @@ bytes, flipped bits, hand edits) surfaces as ``ModelFileError`` naming the file:
    buffer sizes, quantization, op options, shapes and dtypes as the TFLM kernels assume
    them, activations written before they are read;
 3. the ``BlockGraph`` built from it (a RESHAPE's shape constant becomes the op's
-   ``shape`` option, as in the IR), checked by ``BlockGraph.validate``.
+   ``shape`` option, a MEAN's axes constant its ``axes`` option, as in the IR), checked
+   by ``BlockGraph.validate``.
 
 Imports numpy, the standard library and the flatc-generated schema module only.
 """
@@ -48,9 +49,15 @@ _OPTIONS: dict[str, str] = {
     "FULLY_CONNECTED": "FullyConnectedOptions",
     "ADD": "AddOptions",
     "RESHAPE": "ReshapeOptions",
+    "MUL": "MulOptions",
+    "MEAN": "ReducerOptions",
+    "L2_NORMALIZATION": "L2NormOptions",
 }
 # op -> (min, max) inputs as stored in the file (a bias may be omitted as -1)
-_ARITY = {"CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2), "RESHAPE": (1, 2)}
+_ARITY = {"CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2), "RESHAPE": (1, 2),
+          "MUL": (2, 2), "MEAN": (2, 2)}
+#: TFLite's fixed int8 L2_NORMALIZATION output quantization (LiteRT's Prepare checks it).
+_L2_SCALE, _L2_ZERO_POINT = 1.0 / 128.0, 0
 
 
 # --------------------------------------------------------------------------- bounds walk
@@ -321,7 +328,7 @@ class _OpChecker:
         expected = _OPTIONS[kind]
         if op.builtinOptionsType != getattr(fb.BuiltinOptions, expected):
             raise ModelFileError(f"{what} ({kind}): options are not {expected}")
-        if op.builtinOptions is None and kind != "RESHAPE":
+        if op.builtinOptions is None and kind not in ("RESHAPE", "L2_NORMALIZATION"):
             raise ModelFileError(f"{what} ({kind}): missing {expected}")
         ins, outs = _ints(op.inputs), _ints(op.outputs)
         if kind in ("CONV_2D", "FULLY_CONNECTED") and len(ins) == 3 and ins[2] == -1:
@@ -343,7 +350,7 @@ class _OpChecker:
         """Block ops are all-float32 or int8 with int32 biases, quantized as TFLM needs."""
         float32, int8, int32 = 0, 9, 2
         ty = self.tensors[ins[0]].type
-        acts = [ins[0], out] + ([ins[1]] if kind == "ADD" else [])
+        acts = [ins[0], out] + ([ins[1]] if kind in ("ADD", "MUL") else [])
         if ty not in (float32, int8) or any(self.tensors[i].type != ty for i in acts):
             raise ModelFileError(f"{what} ({kind}): activations must all be float32 or int8")
         params = ins[1:3] if kind in ("CONV_2D", "FULLY_CONNECTED") else []
@@ -451,6 +458,51 @@ class _OpChecker:
         if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
             raise ModelFileError(f"{what} (ADD): shapes {a} and {b} do not broadcast")
         self._expect(out, [max(x, y) for x, y in zip(a, b, strict=True)], what, "ADD")
+
+    def _mul(self, op: Any, ins: list[int], out: int, what: str) -> None:
+        self._activation(op.builtinOptions.fusedActivationFunction, what, "MUL")
+        a, b = self.shape(ins[0]), self.shape(ins[1])
+        if max(len(a), len(b)) > 4:
+            raise ModelFileError(f"{what} (MUL): inputs of rank > 4 are not supported")
+        n = max(len(a), len(b))
+        a, b = [1] * (n - len(a)) + a, [1] * (n - len(b)) + b
+        if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
+            raise ModelFileError(f"{what} (MUL): shapes {a} and {b} do not broadcast")
+        self._expect(out, [max(x, y) for x, y in zip(a, b, strict=True)], what, "MUL")
+
+    def mean_axes(self, i: int, what: str) -> list[int]:
+        """The constant int32 axes input of a MEAN."""
+        s = self.tensors[i]
+        if s.type != 2 or len(_ints(s.shape)) != 1 or not self.const(i):
+            raise ModelFileError(f"{what} (MEAN): axes must be a 1-D int32 constant")
+        raw = bytes(np.asarray(self.buffers[s.buffer].data, np.uint8))
+        return list(struct.unpack(f"<{len(raw) // 4}i", raw))
+
+    def _mean(self, op: Any, ins: list[int], out: int, what: str) -> None:
+        x = self.shape(ins[0])
+        axes = self.mean_axes(ins[1], what)
+        if not axes or len(set(axes)) != len(axes) or any(not 1 <= a < len(x) for a in axes):
+            raise ModelFileError(f"{what} (MEAN): axes {axes} must be distinct and in "
+                                 f"1..{len(x) - 1} of input {x}")
+        keep = bool(op.builtinOptions.keepDims)
+        shape = [1 if i in axes else d for i, d in enumerate(x)] if keep else [
+            d for i, d in enumerate(x) if i not in axes]
+        self._expect(out, shape, what, "MEAN")
+
+    def _l2_normalization(self, op: Any, ins: list[int], out: int, what: str) -> None:
+        o = op.builtinOptions
+        if o is not None:
+            self._activation(o.fusedActivationFunction, what, "L2_NORMALIZATION", relu=False)
+        x = self.shape(ins[0])
+        if len(x) > 4:
+            raise ModelFileError(f"{what} (L2_NORMALIZATION): input rank {len(x)} > 4")
+        self._expect(out, x, what, "L2_NORMALIZATION")
+        q = self.tensors[out].quantization
+        if self.tensors[out].type == 9 and (
+                not math.isclose(float(q.scale[0]), _L2_SCALE, rel_tol=1e-6)
+                or int(q.zeroPoint[0]) != _L2_ZERO_POINT):
+            raise ModelFileError(f"{what} (L2_NORMALIZATION): int8 output needs scale 1/128 "
+                                 "and zero point 0")
 
     def _reshape(self, op: Any, ins: list[int], out: int, what: str) -> None:
         out_shape = self.shape(out)
@@ -564,8 +616,13 @@ def _options(fb: Any, kind: str, o: Any, shape_input: Tensor | None) -> dict[str
     if kind == "RESHAPE":
         values = None if shape_input is None else [int(v) for v in shape_input.data]
         return {"shape": tuple(_reshape_target(o, values) or ())}
+    if kind == "MEAN":
+        assert shape_input is not None  # the checked axes constant
+        return {"axes": tuple(int(v) for v in shape_input.data), "keep_dims": bool(o.keepDims)}
+    if kind == "L2_NORMALIZATION":
+        return {}
     relu = o.fusedActivationFunction == fb.ActivationFunctionType.RELU
-    if kind in ("FULLY_CONNECTED", "ADD"):
+    if kind in ("FULLY_CONNECTED", "ADD", "MUL"):
         return {"relu": relu}
     out: dict[str, Any] = {
         "stride": (int(o.strideH), int(o.strideW)),
@@ -593,8 +650,9 @@ def _build(
     shape_inputs: set[str] = set()
     for op, ins in zip(sg.operators or [], op_inputs, strict=True):
         kind = kinds[op.opcodeIndex]
-        shape_input = tensors[ins[1]] if kind == "RESHAPE" and len(ins) == 2 else None
-        if shape_input is not None:  # the IR keeps the target in the op's options
+        shape_input = (tensors[ins[1]] if kind in ("RESHAPE", "MEAN") and len(ins) == 2
+                       else None)
+        if shape_input is not None:  # the IR keeps the target (axes) in the op's options
             shape_inputs.add(shape_input.name)
             ins = ins[:1]
         options = _options(fb, kind, op.builtinOptions, shape_input)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ctxconv.blockgraph.manifest import FORMAT, MANIFEST_NAME, io_records, validate_manifest
-from ctxconv.export.c_writer import C_DIR, c_record, write_c_library
+from ctxconv.export.c_writer import C_DIR, c_record, unsupported_ops, write_c_library
 from ctxconv.export.files import file_digests
 from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.onnx_writer import write_onnx
@@ -58,12 +58,15 @@ class ExportOptions:
 
 
 def block_macs(fb: FloatBlock, num_classes: int) -> int:
-    """Multiply-accumulates of one block on one image (conv + context + head)."""
+    """Multiply-accumulates of one block on one image (conv + context + goodness)."""
     k = fb.conv_weight.shape[-1]
-    conv = fb.out_size**2 * fb.out_channels * fb.in_channels * k * k
-    head = fb.head_weight.size
-    ctx = fb.context_weight.size if fb.contextual else 0
-    return int(conv + head + ctx)
+    out = fb.out_size**2 * fb.out_channels
+    conv = out * fb.in_channels * k * k
+    head = fb.head_weight.size if fb.head_weight is not None else out  # energy: squares
+    ctx = sum(w.size for w in (fb.context_weight, fb.context_scale) if w is not None)
+    film = out if fb.context_scale is not None else 0
+    l2 = fb.in_channels * fb.out_size**2 if fb.l2_norm else 0
+    return int(conv + head + ctx + film + l2)
 
 
 def _load_run(run_dir: Path) -> dict[str, Any]:
@@ -95,6 +98,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     disagree beyond the thresholds.
     """
     opts = options or ExportOptions()
+    default_formats = opts.formats is None
     if opts.formats is None:
         opts.formats = FORMATS if opts.int8 else ("onnx", "tflite")
     if "c" in opts.formats and not opts.int8:
@@ -136,6 +140,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     ranges = calibrate(floats, calib, k, opts.calib_method, opts.calib_percentile)
     graphs = [build_block_graph(fb, r, k, int8=opts.int8) for fb, r in zip(floats, ranges,
                                                                             strict=True)]
+    if default_formats and "c" in opts.formats and unsupported_ops(graphs):
+        log.info("not writing the C library: %s", "; ".join(unsupported_ops(graphs)))
+        opts.formats = tuple(f for f in opts.formats if f != "c")
     score_blocks = set(model.score_blocks)
     manifest: dict[str, Any] = {
         "format": FORMAT, "int8": opts.int8, "created_unix": int(time.time()),
@@ -175,10 +182,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                 "outputs": io_records(graph, graph.outputs),
                 "pool": fb.pool, "kernel": int(fb.conv_weight.shape[-1]),
                 "filters": fb.out_channels, "head_grid": fb.head_grid,
-                "macs": block_macs(fb, k),
-                "params": int(fb.conv_weight.size + fb.conv_bias.size + fb.head_weight.size
-                              + fb.head_bias.size
-                              + (fb.context_weight.size if fb.contextual else 0)),
+                "macs": block_macs(fb, k), "params": fb.param_count(),
             })  # fmt: skip
         raw_test = _raw_images(test.tensors[0], info)
         labels = test.tensors[1].numpy()

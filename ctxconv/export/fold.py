@@ -19,9 +19,17 @@ class UnsupportedLayerError(ValueError):
     """A layer the exporter cannot express as int8 TFLite/ONNX ops."""
 
 
+#: Largest input of an int8 L2_NORMALIZATION whose int32 sum of squares cannot overflow.
+L2_MAX_ELEMENTS = (2**31 - 1) // (255 * 255)
+
+
 @dataclass
 class FloatBlock:
-    """One block as plain arrays: conv (BN folded), optional context bias, linear goodness."""
+    """One block as plain arrays: conv (BN folded), optional context injection, goodness.
+
+    With ``l2_norm`` the conv reads the unit-norm input: the sqrt(numel) factor of
+    ``L2Normalize`` is folded into ``conv_weight``.
+    """
 
     index: int
     pool: int  # max-pool size before the conv (1 = none)
@@ -30,10 +38,13 @@ class FloatBlock:
     conv_weight: np.ndarray  # (O, I, k, k) torch layout
     conv_bias: np.ndarray  # (O,)
     context_weight: np.ndarray | None  # (O, K): pre-activation bias W_c . c, or None
-    head_cell: int  # average-pool cell of the goodness grid
-    head_grid: int
-    head_weight: np.ndarray  # (K, O * g * g) in torch flatten order (c, gy, gx)
-    head_bias: np.ndarray  # (K,)
+    head_cell: int  # average-pool cell of the goodness grid (linear goodness)
+    head_grid: int  # 0 for energy goodness
+    head_weight: np.ndarray | None  # (K, O * g * g) in torch flatten order (c, gy, gx)
+    head_bias: np.ndarray | None  # (K,)
+    context_scale: np.ndarray | None = None  # (O, K): FiLM y * (1 + W_s . c), or None
+    l2_norm: bool = False  # per-sample L2 normalisation of the (pooled) input
+    goodness: str = "linear"  # "linear" (class scores) | "energy" (mean squared output)
 
     @property
     def out_size(self) -> int:
@@ -45,7 +56,12 @@ class FloatBlock:
 
     @property
     def contextual(self) -> bool:
-        return self.context_weight is not None
+        return self.context_weight is not None or self.context_scale is not None
+
+    def param_count(self) -> int:
+        arrays = (self.conv_weight, self.conv_bias, self.context_weight, self.context_scale,
+                  self.head_weight, self.head_bias)
+        return int(sum(a.size for a in arrays if a is not None))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -55,20 +71,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def fold_block(block: ContextualConvBlock, index: int, in_size: int) -> FloatBlock:
     """Arrays of one block; UnsupportedLayerError names what cannot be exported."""
     body = block.body
-    where = f"block {index}"
-    if isinstance(body.pre_norm, L2Normalize):
-        raise UnsupportedLayerError(
-            f"{where}: per-sample L2 normalisation has no int8 TFLite/TFLM kernel; "
-            "train with model.norm=batch (folds into the conv) or none")
-    if not isinstance(block.goodness, LinearGoodness):
-        raise UnsupportedLayerError(
-            f"{where}: energy goodness (mean squared activation) is not exported; "
-            "train with model.goodness=linear")
     conv = body.conv
-    if conv.context_scale is not None:
-        raise UnsupportedLayerError(
-            f"{where}: FiLM context scale needs an int8 MUL by a context-dependent vector, "
-            "which the exporter does not emit; use model.injection=bias")
     w = _np(conv.conv.weight)  # (O, I, k, k)
     b = _np(conv.conv.bias) if conv.conv.bias is not None else np.zeros(w.shape[0])
     if isinstance(conv.bn, nn.BatchNorm2d):
@@ -79,38 +82,76 @@ def fold_block(block: ContextualConvBlock, index: int, in_size: int) -> FloatBlo
         w = w * inv[:, None, None, None]
         b = (b - _np(bn.running_mean)) * inv + beta
     pool = body.pool.kernel_size if isinstance(body.pool, nn.MaxPool2d) else 1
+    l2 = isinstance(body.pre_norm, L2Normalize)
+    if l2:
+        numel = w.shape[1] * (in_size // int(pool)) ** 2
+        if numel > L2_MAX_ELEMENTS:
+            raise UnsupportedLayerError(
+                f"block {index}: L2_NORMALIZATION over {numel} input values: TFLite's int8 "
+                f"kernel sums their squares in int32, which can overflow above "
+                f"{L2_MAX_ELEMENTS}; pool earlier or use model.norm=batch")
+        w = w * np.sqrt(numel)  # L2Normalize's sqrt(numel), folded into the conv
     head = block.goodness
+    linear = isinstance(head, LinearGoodness)
     return FloatBlock(
         index=index, pool=int(pool), in_size=in_size, in_channels=int(w.shape[1]),
         conv_weight=w, conv_bias=b,
         context_weight=_np(conv.context_bias.weight) if conv.context_bias is not None else None,
-        head_cell=head.cell, head_grid=head.grid,
-        head_weight=_np(head.linear.weight), head_bias=_np(head.linear.bias),
+        head_cell=head.cell if linear else 0, head_grid=head.grid if linear else 0,
+        head_weight=_np(head.linear.weight) if linear else None,
+        head_bias=_np(head.linear.bias) if linear else None,
+        context_scale=(_np(conv.context_scale.weight) if conv.context_scale is not None
+                       else None),
+        l2_norm=l2, goodness="linear" if linear else "energy",
     )  # fmt: skip
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.numpy().transpose(0, 2, 3, 1)
 
 
 def float_forward(fb: FloatBlock, x: np.ndarray, context: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Reference float forward in NHWC: (features, scores, intermediate activations).
 
-    Used for calibration ranges; matches the torch block in eval mode.
+    ``scores`` is (N, K) for a linear goodness, the goodness (N, 1) for an energy one. The
+    intermediates, named like the graph tensors, give the calibration ranges; matches the
+    torch block in eval mode.
     """
     t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NCHW float64
     if fb.pool > 1:
         t = torch.nn.functional.max_pool2d(t, fb.pool)
+    acts: dict[str, np.ndarray] = {}
+    if fb.l2_norm:
+        norm = t.flatten(1).norm(dim=1).clamp_min(1e-6)
+        t = t / norm[:, None, None, None]  # sqrt(numel) is in conv_weight
+        acts["l2"] = _nhwc(t)
     pre = torch.nn.functional.conv2d(t, torch.from_numpy(fb.conv_weight),
                                      torch.from_numpy(fb.conv_bias),
                                      padding=fb.conv_weight.shape[-1] // 2)
-    acts: dict[str, np.ndarray] = {}
     if fb.contextual:
         if context is None:
             raise ValueError(f"block {fb.index} is contextual: pass a (N, K) context")
-        acts["conv_pre"] = pre.numpy().transpose(0, 2, 3, 1)
-        ctx = torch.from_numpy(np.asarray(context, np.float64) @ fb.context_weight.T)  # (N, O)
-        acts["context_bias"] = ctx.numpy()
-        pre = pre + ctx[:, :, None, None]
+        acts["conv_pre"] = _nhwc(pre)
+        c = np.asarray(context, np.float64)
+        if fb.context_scale is not None:
+            scale = torch.from_numpy(1.0 + c @ fb.context_scale.T)  # (N, O)
+            acts["film_scale"] = scale.numpy()
+            pre = pre * scale[:, :, None, None]
+            acts["film"] = _nhwc(pre)
+        if fb.context_weight is not None:
+            ctx = torch.from_numpy(c @ fb.context_weight.T)  # (N, O)
+            acts["context_bias"] = ctx.numpy()
+            pre = pre + ctx[:, :, None, None]
     h = torch.relu(pre)
+    features = _nhwc(h)
+    if fb.goodness == "energy":
+        squares = h * h
+        acts["squares"] = _nhwc(squares)
+        scores = squares.flatten(1).mean(dim=1, keepdim=True)  # (N, 1)
+        acts["goodness"] = scores.numpy()
+        return features, scores.numpy(), acts
+    assert fb.head_weight is not None and fb.head_bias is not None
     z = torch.nn.functional.avg_pool2d(h, fb.head_cell) if fb.head_cell > 1 else h
     scores = z.flatten(1) @ torch.from_numpy(fb.head_weight).T + torch.from_numpy(fb.head_bias)
-    features = h.numpy().transpose(0, 2, 3, 1)  # NHWC
     return features, scores.numpy(), acts

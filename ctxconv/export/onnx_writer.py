@@ -294,11 +294,21 @@ def _emit(b: _Builder, op: Op) -> None:
             transB=1,
         )  # fmt: skip
         b.set_output(op, y, "NHWC")
-    elif op.kind == "ADD":
+    elif op.kind in ("ADD", "MUL"):
         layout = b.layout.get(x.name, "NHWC")
         args = [b.real(x.name, layout), b.real(op.inputs[1], layout)]
-        y = b.node("Add", args, f"{op.outputs[0]}/add", b.target(op, layout))
+        onnx_op = op.kind.capitalize()  # Add | Mul
+        y = b.node(onnx_op, args, f"{op.outputs[0]}/{op.kind.lower()}", b.target(op, layout))
         b.set_output(op, y, layout)
+    elif op.kind == "MEAN":  # axes index the NHWC tensor
+        axes = b.init(f"{op.outputs[0]}/axes", np.asarray(o["axes"], np.int64))
+        y = b.node("ReduceMean", [b.real(x.name, "NHWC"), axes], f"{op.outputs[0]}/mean",
+                   b.target(op, "NHWC"), keepdims=int(bool(o["keep_dims"])))
+        b.set_output(op, y, "NHWC")
+    elif op.kind == "L2_NORMALIZATION":  # over the last (NHWC) axis
+        y = b.node("LpNormalization", [b.real(x.name, "NHWC")], f"{op.outputs[0]}/l2",
+                   b.target(op, "NHWC"), axis=-1, p=2)
+        b.set_output(op, y, "NHWC")
     elif op.kind == "RESHAPE":
         out = g.tensors[op.outputs[0]]
         # copy the (batch) dim 0, then the target dims: flattening follows NHWC order

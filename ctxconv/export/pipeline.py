@@ -51,6 +51,12 @@ def io_quant(block: dict[str, Any], name: str, kind: str = "outputs") -> tuple[f
     return float(spec["scale"]), int(spec["zero_point"])
 
 
+def score_output(block: dict[str, Any]) -> str:
+    """A block's goodness output: ``goodness`` (N, 1), the one value of an energy goodness
+    under the pass's context, or ``scores`` (N, K), a goodness linear in the context."""
+    return "goodness" if any(o["name"] == "goodness" for o in block["outputs"]) else "scores"
+
+
 def one_hot_int8(k: int, num_classes: int, n: int) -> np.ndarray:
     ctx = np.full((n, num_classes), CONTEXT_OFF, np.int8)
     ctx[:, k] = CONTEXT_ON
@@ -71,7 +77,8 @@ def score_weights(manifest: dict[str, Any]) -> tuple[list[int], float]:
     core) gets the same scores and the same top-1; weights are relative to the largest score
     scale to 2^-16, and 255 * 2^16 * blocks stays far below 2^31.
     """
-    scales = [io_quant(b, "scores")[0] if b["score_block"] else 0.0 for b in manifest["blocks"]]
+    scales = [io_quant(b, score_output(b))[0] if b["score_block"] else 0.0
+              for b in manifest["blocks"]]
     top = max(scales, default=0.0) or 1.0
     weights = [int(round(s / top * (1 << SCORE_BITS))) for s in scales]
     return weights, top / (1 << SCORE_BITS)
@@ -103,7 +110,7 @@ class BlockPipeline:
         return quantize(x, *io_quant(self.blocks[0], "features_in", "inputs"))
 
     def _score_quant(self, block: dict[str, Any]) -> tuple[float, int]:
-        return io_quant(block, "scores") if self.int8 else (1.0, 0)
+        return io_quant(block, score_output(block)) if self.int8 else (1.0, 0)
 
     def block_outputs(self, index: int, x: np.ndarray, context: np.ndarray | None = None
                       ) -> dict[str, np.ndarray]:
@@ -139,8 +146,9 @@ class BlockPipeline:
             if block["contextual"]:  # one pass per candidate context (multipass only)
                 for k in range(self.num_classes):
                     out = self.block_outputs(i, x, one_hot(k, self.num_classes, n))
-                    if block["score_block"]:
-                        total[:, k] += score(i, out["scores"][:, k])
+                    if block["score_block"]:  # class k: the goodness under context k
+                        name = score_output(block)
+                        total[:, k] += score(i, out[name][:, 0 if name == "goodness" else k])
                 continue  # a contextual block is the last one
             out = self.block_outputs(i, x)
             if block["score_block"]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.blockgraph.ir import BlockGraph, Op, Tensor
+from ctxconv.blockgraph.ir import L2_NORM_QUANT, BlockGraph, Op, Tensor
 from ctxconv.blockgraph.tflite_schema import schema
 
 #: Alignment of constant buffers inside the file (bytes).
@@ -31,6 +31,9 @@ _OP_VERSIONS: dict[str, dict[str, int]] = {
     "AVERAGE_POOL_2D": {"int8": 2, "float32": 1},
     "ADD": {"int8": 2, "float32": 1},
     "RESHAPE": {"int8": 1, "float32": 1},
+    "MUL": {"int8": 2, "float32": 1},
+    "MEAN": {"int8": 2, "float32": 1},
+    "L2_NORMALIZATION": {"int8": 2, "float32": 1},
 }
 
 _ARITY: dict[str, tuple[int, int]] = {
@@ -40,6 +43,9 @@ _ARITY: dict[str, tuple[int, int]] = {
     "FULLY_CONNECTED": (3, 1),
     "ADD": (2, 1),
     "RESHAPE": (1, 1),
+    "MUL": (2, 1),
+    "MEAN": (1, 1),
+    "L2_NORMALIZATION": (1, 1),
 }
 
 #: ``OperatorCode.deprecated_builtin_code`` is an int8; larger codes store 127 there.
@@ -94,11 +100,28 @@ def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...], kind: str = "ADD"
+                    ) -> tuple[int, ...]:
     try:
         return tuple(int(d) for d in np.broadcast_shapes(a, b))
     except ValueError as exc:
-        raise ValueError(f"op ADD: shapes {a} and {b} do not broadcast") from exc
+        raise ValueError(f"op {kind}: shapes {a} and {b} do not broadcast") from exc
+
+
+def mean_axes(op: Op, rank: int) -> tuple[int, ...]:
+    """The reduced axes of a MEAN, checked: distinct, in 1..rank-1 (axis 0 is the batch)."""
+    axes = tuple(int(a) for a in op.options["axes"])
+    if not axes or len(set(axes)) != len(axes) or any(not 1 <= a < rank for a in axes):
+        raise ValueError(f"op MEAN: axes {axes} must be distinct and in 1..{rank - 1}")
+    return axes
+
+
+def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keep_dims: bool
+                  ) -> tuple[int, ...]:
+    """Output shape of a reduction over ``axes``."""
+    if keep_dims:
+        return tuple(1 if i in axes else int(d) for i, d in enumerate(shape))
+    return tuple(int(d) for i, d in enumerate(shape) if i not in axes)
 
 
 def _expect_shape(op: Op, t: Tensor, shape: tuple[int, ...]) -> None:
@@ -226,10 +249,24 @@ def _check_op(graph: BlockGraph, op: Op) -> None:
         _check_weight(op, wt)
         _check_bias(op, x, wt, b, k)
         _expect_shape(op, out, (1, k))
-    elif op.kind == "ADD":
+    elif op.kind in ("ADD", "MUL"):
         if x.is_constant:
-            raise ValueError("op ADD: the first input must be an activation")
-        _expect_shape(op, out, broadcast_shape(tuple(x.shape), tuple(t[1].shape)))
+            raise ValueError(f"op {op.kind}: the first input must be an activation")
+        _expect_shape(op, out, broadcast_shape(tuple(x.shape), tuple(t[1].shape), op.kind))
+    elif op.kind == "MEAN":
+        keep = op.options["keep_dims"]
+        if keep not in (True, False):
+            raise ValueError("op MEAN: option keep_dims must be a bool")
+        _expect_shape(op, out, reduced_shape(tuple(x.shape), mean_axes(op, len(x.shape)), keep))
+    elif op.kind == "L2_NORMALIZATION":
+        if len(x.shape) > 4:
+            raise ValueError(f"op L2_NORMALIZATION: input {x.name!r} has rank > 4")
+        _expect_shape(op, out, tuple(x.shape))
+        q = out.quant
+        if q is not None and (not math.isclose(float(q.scale[0]), L2_NORM_QUANT[0], rel_tol=1e-6)
+                              or int(q.zero_point[0]) != L2_NORM_QUANT[1]):
+            raise ValueError(f"op L2_NORMALIZATION: int8 output {out.name!r} must have scale "
+                             f"1/128 and zero point 0 (TFLite's fixed output quantization)")
     elif op.kind == "RESHAPE":
         target = tuple(int(d) for d in op.options["shape"])
         if target != tuple(out.shape):
@@ -239,7 +276,7 @@ def _check_op(graph: BlockGraph, op: Op) -> None:
         if target[:1] != (1,):
             raise ValueError(f"op RESHAPE: target {target} must keep the leading batch dim 1")
         _same_quant(op, x, out)
-    if op.kind in ("CONV_2D", "FULLY_CONNECTED", "ADD"):
+    if op.kind in ("CONV_2D", "FULLY_CONNECTED", "ADD", "MUL"):
         if op.options["relu"] not in (True, False):
             raise ValueError(f"op {op.kind}: option relu must be a bool")
 
@@ -362,6 +399,18 @@ def _options(fb: ModuleType, op: Op, new_shape: list[int] | None) -> tuple[int, 
         o = fb.ReshapeOptionsT()
         o.newShape = list(new_shape or [])
         return bo.ReshapeOptions, o
+    if op.kind == "MUL":
+        o = fb.MulOptionsT()
+        o.fusedActivationFunction = _activation(fb, op)
+        return bo.MulOptions, o
+    if op.kind == "MEAN":
+        o = fb.ReducerOptionsT()
+        o.keepDims = bool(op.options["keep_dims"])
+        return bo.ReducerOptions, o
+    if op.kind == "L2_NORMALIZATION":
+        o = fb.L2NormOptionsT()
+        o.fusedActivationFunction = fb.ActivationFunctionType.NONE
+        return bo.L2NormOptions, o
     raise ValueError(f"op {op.kind!r} is not supported by the TFLite writer")
 
 
@@ -374,7 +423,8 @@ def write_tflite(graph: BlockGraph, description: str = "ctxconv block") -> bytes
 
     Buffer 0 is the empty sentinel; every constant has its own 16-byte aligned buffer;
     activations point at buffer 0. RESHAPE gets its target as an int32 shape constant
-    (second input) as well as in ``ReshapeOptions.new_shape``.
+    (second input) as well as in ``ReshapeOptions.new_shape``; MEAN its axes as an int32
+    constant (second input).
     """
     dtype = check_graph(graph)
     fb = schema()
@@ -429,6 +479,12 @@ def write_tflite(graph: BlockGraph, description: str = "ctxconv block") -> bytes
             if shape_const.name in index:
                 raise ValueError(f"op RESHAPE: tensor name {shape_const.name!r} is taken")
             inputs.append(add_tensor(shape_const))
+        if op.kind == "MEAN":
+            axes = Tensor(name=f"{op.outputs[0]}/axes", shape=(len(op.options["axes"]),),
+                          dtype="int32", data=np.asarray(op.options["axes"], np.int32))
+            if axes.name in index:
+                raise ValueError(f"op MEAN: tensor name {axes.name!r} is taken")
+            inputs.append(add_tensor(axes))
         fop = fb.OperatorT()
         fop.opcodeIndex = opcode_index[op.kind]
         fop.inputs = inputs

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctxconv.export.pipeline import BlockPipeline, dequantize, io_quant, one_hot_int8
+from ctxconv.export.pipeline import (
+    BlockPipeline,
+    dequantize,
+    io_quant,
+    one_hot_int8,
+    score_output,
+)
 from ctxconv.export.runtimes import LiteRTRunner, OnnxRunner, TFLMRunner
 from ctxconv.train.inference import class_scores
 from ctxconv.train.model import ContextualNet
@@ -60,6 +66,9 @@ def _torch_block(model: ContextualNet, index: int, x_nhwc: np.ndarray,
     ctx = torch.from_numpy(context).float() if context is not None else None
     with torch.no_grad():
         h = block(x, ctx)
+        if not block.has_linear_goodness:  # energy: the goodness under the given context
+            return {"features": h.permute(0, 2, 3, 1).numpy(),
+                    "goodness": block.goodness(h, ctx)[:, None].numpy()}
         scores = block.goodness.scores(h)
     return {"features": h.permute(0, 2, 3, 1).numpy(), "scores": scores.numpy()}
 
@@ -102,7 +111,7 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
             xf = x
         tout = _torch_block(model, i, xf, ctx_float)
         row["torch_float"] = {}
-        for o in ("features", "scores"):
+        for o in ("features", score_output(block)):
             if int8:
                 s, z = io_quant(block, o)
                 err = np.abs(dequantize(ref[o], s, z) - tout[o]) / s
@@ -153,7 +162,8 @@ def agreement_table(agreement: dict[str, Any]) -> str:
             if n not in row:
                 cells.append(f"{'-':>14}")
             elif n == "torch_float":
-                cells.append(f"{row[n]['scores']['max']:>11.2f} LSB")
+                err = row[n].get("scores") or row[n]["goodness"]
+                cells.append(f"{err['max']:>11.2f} LSB")
             else:
                 cells.append(f"{row[n]['max_diff']:>10} LSB")
         lines.append(f"{row['block']:<8}" + "".join(cells))

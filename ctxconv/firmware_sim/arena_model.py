@@ -91,8 +91,9 @@ class TflmOverhead:
         return n
 
     def tensor_count(self, graph: BlockGraph) -> int:
-        """Tensors in the .tflite file: the IR's plus one shape constant per RESHAPE."""
-        return len(graph.tensors) + sum(op.kind == "RESHAPE" for op in graph.ops)
+        """Tensors in the .tflite file: the IR's plus one shape (axes) constant per RESHAPE
+        (MEAN)."""
+        return len(graph.tensors) + sum(op.kind in ("RESHAPE", "MEAN") for op in graph.ops)
 
     def tail(self, graph: BlockGraph) -> int:
         """Persistent tail bytes after AllocateTensors."""

@@ -1,7 +1,9 @@
 """Latency and energy of a block on an MCU from its profile's cycle cost model.
 
 Work per op: MACs for CONV_2D (Ho*Wo*Cout*kh*kw*Cin) and FULLY_CONNECTED (Din*Dout),
-input taps for pooling (Ho*Wo*C*fh*fw), output elements for ADD, nothing for RESHAPE;
+input taps for pooling (Ho*Wo*C*fh*fw), output elements for ADD and MUL, input elements
+for MEAN, twice the input elements for L2_NORMALIZATION (squares, then rescale; all
+charged at the per-element ADD cost), nothing for RESHAPE;
 plus the profile's fixed per-op overhead. A first-order model: it ignores memory-bound
 effects beyond what the per-MAC figures already average in.
 """
@@ -28,8 +30,13 @@ def op_work(graph: BlockGraph, op: Op) -> int:
     if op.kind in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
         fh, fw = op.options["filter"]
         return n_out * int(fh) * int(fw)
-    if op.kind == "ADD":
+    if op.kind in ("ADD", "MUL"):
         return n_out
+    n_in = int(np.prod(graph.tensors[op.inputs[0]].shape, dtype=np.int64))
+    if op.kind == "MEAN":
+        return n_in
+    if op.kind == "L2_NORMALIZATION":
+        return 2 * n_in
     return 0
 
 
@@ -53,6 +60,9 @@ def estimate_latency(graph: BlockGraph, profile: McuProfile) -> LatencyEstimate:
         "MAX_POOL_2D": c.pool_cycles_per_element,
         "AVERAGE_POOL_2D": c.pool_cycles_per_element,
         "ADD": c.add_cycles_per_element,
+        "MUL": c.add_cycles_per_element,
+        "MEAN": c.add_cycles_per_element,
+        "L2_NORMALIZATION": c.add_cycles_per_element,
         "RESHAPE": 0.0,
     }
     rows = []

@@ -20,6 +20,7 @@ from ctxconv.blockgraph.fixedpoint import (
 from ctxconv.blockgraph.fixedpoint import quant_scale as _scale
 from ctxconv.blockgraph.ir import BlockGraph, Op, Quant, Tensor
 from ctxconv.firmware_sim import kernels as K
+from ctxconv.firmware_sim import kernels_mul_norm as KM
 
 Kernel = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -105,6 +106,23 @@ class CompiledGraph:
         if op.kind == "RESHAPE":
             shape = tuple(out.shape)
             return lambda xs: K.reshape(xs[0], shape)
+        if op.kind == "MUL":
+            return self._prepare_mul(op, relu, act, what)
+        if op.kind == "MEAN":
+            axes = tuple(int(a) for a in o["axes"])
+            keep = bool(o["keep_dims"])
+            if 0 in axes:
+                raise ValueError(f"{what}: MEAN over the batch axis 0 is not a block op")
+            if not is_int8:
+                return lambda xs: KM.mean_float(xs[0], axes, keep)
+            m, s = quantize_multiplier(_scale(x.quant, what) / _scale(out.quant, what))
+            in_zp, out_zp = _zp(x.quant), _zp(out.quant)
+            return lambda xs: KM.mean_int8(xs[0], axes, keep, in_zp, out_zp, m, s)
+        if op.kind == "L2_NORMALIZATION":
+            if not is_int8:
+                return lambda xs: KM.l2_normalization_float(xs[0])
+            in_zp = _zp(x.quant)
+            return lambda xs: KM.l2_normalization_int8(xs[0], in_zp)
         raise ValueError(f"{what}: op kind not supported by the simulator")
 
     def _prepare_add(self, op: Op, relu: bool, act: tuple[int, int], what: str) -> Kernel:
@@ -131,6 +149,22 @@ class CompiledGraph:
         return lambda xs: K.add_int8(
             *operands(xs), a_zp, b_zp, o_zp, a_m, b_m, o_m, act, left_shift
         )
+
+    def _prepare_mul(self, op: Op, relu: bool, act: tuple[int, int], what: str) -> Kernel:
+        a, b, out = self._t(op.inputs[0]), self._t(op.inputs[1]), self._t(op.outputs[0])
+        rank = len(out.shape)
+        a_batched, b_batched = not a.is_constant, not b.is_constant
+
+        def operands(xs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            return _align(xs[0], a_batched, rank), _align(xs[1], b_batched, rank)
+
+        if a.dtype != "int8":
+            return lambda xs: KM.mul_float(*operands(xs), relu)
+        real = (_scale(a.quant, f"{what} input a") * _scale(b.quant, f"{what} input b")
+                / _scale(out.quant, f"{what} output"))
+        m, s = quantize_multiplier(real)
+        a_zp, b_zp, o_zp = _zp(a.quant), _zp(b.quant), _zp(out.quant)
+        return lambda xs: KM.mul_int8(*operands(xs), a_zp, b_zp, o_zp, m, s, act)
 
     # -- execution --------------------------------------------------------------------
 
@@ -172,7 +206,7 @@ class CompiledGraph:
 
 
 def _align(x: np.ndarray, batched: bool, rank: int) -> np.ndarray:
-    """Align an ADD operand to the output rank: batch stays on axis 0, graph dims right-aligned.
+    """Align an ADD/MUL operand to the output rank: batch stays on axis 0, graph dims right-aligned.
 
     A batched (N, *s) operand of lower rank becomes (N, 1, ..., 1, *s); constants keep
     TFLite/numpy right-aligned broadcasting.

@@ -66,12 +66,13 @@ def estimate_flash(graph: BlockGraph) -> int:
         )
     for op in graph.ops:
         total += FLASH_PER_OP + 4 * (len(op.inputs) + len(op.outputs))
-        if op.kind == "RESHAPE":  # the writer adds an int32 shape constant input
-            shape = op.options["shape"]
+        if op.kind in ("RESHAPE", "MEAN"):  # the writer adds an int32 shape / axes input
+            shape = op.options["shape" if op.kind == "RESHAPE" else "axes"]
+            suffix = "/shape" if op.kind == "RESHAPE" else "/axes"
             total += (
                 4
                 + 4 * len(shape)
-                + _tensor_flash(op.outputs[0] + "/shape", 1, None, 4 * len(shape))
+                + _tensor_flash(op.outputs[0] + suffix, 1, None, 4 * len(shape))
             )
     return total
 
