@@ -225,6 +225,30 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
     return results
 
 
+def train_finals(out: Path, device: str, group: str, ablation: str, deadline: float,
+                 extra: list[str]) -> dict:
+    """Three seeds of one named ablation setting, side by side, as group ``group``."""
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = next(r for r in ablation_runs() if r.name == ablation)
+    pool = Pool(out, device, extra, len(SEEDS), T0 + deadline)
+    pool.queue = finals(group, chosen)
+    while pool.queue or pool.live:
+        if time.time() > T0 + deadline:
+            pool.kill_all()
+            break
+        time.sleep(0.5)
+        pool.poll()
+    results = {"machine": _machine(), "device": device, "extra_overrides": extra,
+               "selected": {group: ablation},
+               "runs": {r.name: {"group": r.group, "seed": r.seed, "overrides": r.overrides,
+                                 **r.result} for r in pool.done}}
+    (out / f"results_{group}.json").write_text(json.dumps(results, indent=1))
+    with tarfile.open(out / f"runs_{group}.tar", "w") as tar:
+        for run in pool.done:
+            tar.add(out / "runs" / run.name, arcname=run.name)
+    return results
+
+
 def bundle(out: Path) -> None:
     """One tar per model group (checkpoints and run files of the finals), for transport."""
     for group in "abcd":
@@ -514,8 +538,13 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     parser.add_argument("--bundle", action="store_true", help="tar the finals after train")
     parser.add_argument("--groups", default="abcd", help="evaluate: which model groups")
+    parser.add_argument("--finals", metavar="GROUP=ABLATION",
+                        help="train: only three seeds of one ablation setting, as GROUP")
     args = parser.parse_args()
-    if args.stage == "train":
+    if args.stage == "train" and args.finals:
+        group, ablation = args.finals.split("=", 1)
+        train_finals(args.out, args.device, group, ablation, args.deadline, args.extra)
+    elif args.stage == "train":
         train(args.out, args.device, args.jobs, args.deadline, args.extra)
         if args.bundle:
             bundle(args.out)
