@@ -5,10 +5,12 @@ recording allocator) by bisecting the smallest arena that allocates and invokes 
 model, over random graphs of every supported op. The arena has to hold, at its peak,
 one of three phases of ``MicroInterpreter::AllocateTensors``:
 
-* prepare: persistent tail so far + 12 ScratchBufferRequest slots in the head + the
-  temporary TfLiteTensors a kernel's Prepare holds at once;
-* planning: persistent tail so far + the AllocationInfo array + the greedy planner's
-  40 bytes per planned buffer;
+* prepare: persistent tail so far + 12 ScratchBufferRequest slots in the head (plus one
+  per request of the kernels prepared before) + the temporary TfLiteTensors a kernel's
+  Prepare allocates;
+* planning: persistent tail so far (with a ScratchBufferHandle per scratch request) + the
+  request slots + the AllocationInfo array + the greedy planner's 40 bytes per planned
+  buffer (scratch buffers included);
 * final: full persistent tail + the planned head (activations and scratch).
 
 Small graphs are limited by the first two, graphs with real feature maps by the last.
@@ -25,10 +27,26 @@ the same structures with 4-byte pointers and size_t. It is modelled, not measure
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ctxconv.blockgraph.greedy import align_up
 from ctxconv.blockgraph.ir import BlockGraph, Op, Tensor
+
+
+def reference_scratch(graph: BlockGraph, op: Op) -> list[int]:
+    """Bytes of each scratch buffer TFLM's reference kernel requests for ``op``.
+
+    Only the int8 MEAN does (reduce_common.cc ``PrepareMeanOrSumHelper``): an int32
+    accumulator per output element, an int per input dimension (``input_iter``) and an
+    int per reduced axis (``resolved_axis``).
+    """
+    if op.kind != "MEAN":
+        return []
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    acc = [4 * math.prod(y.shape)] if x.dtype == "int8" else []
+    return [*acc, 4 * len(x.shape), 4 * len(op.options["axes"])]
 
 
 @dataclass(frozen=True)
@@ -39,11 +57,14 @@ class TflmOverhead:
       ``fixed`` (allocator, planner, subgraph tables) + per tensor a TfLiteEvalTensor
       + per op a NodeAndRegistration + the op's builtin params + the kernel's OpData
       (conv/FC: plus per-channel multiplier and shift arrays) + per graph input/output
-      a TfLiteTensor, its quantization struct and a pointer.
+      a TfLiteTensor, its quantization struct and a pointer + per scratch request a
+      ScratchBufferHandle.
     Temporary (during AllocateTensors only):
-      prepare: 12 ScratchBufferRequest slots + the temp TfLiteTensors a kernel's
-      Prepare holds at once (CONV_2D holds 7: ConvPrepare's 3 plus CalculateOpDataConv's
-      4); planning: one AllocationInfo per tensor + the greedy planner's 40 B per buffer.
+      prepare: 12 + (requests so far) ScratchBufferRequest slots + the temp TfLiteTensors
+      a kernel's Prepare allocates (they are freed only after it: CONV_2D takes 7,
+      ConvPrepare's 3 plus CalculateOpDataConv's 4; MEAN 6, its helper's 3 plus
+      PrepareSimple's 3); planning: the request slots + one AllocationInfo per tensor and
+      per scratch buffer + the greedy planner's 40 B per buffer.
     """
 
     fixed: int = 528
@@ -52,7 +73,9 @@ class TflmOverhead:
     io_tensor: int = 64 + 32 + 8
     temp_tensor: int = 64
     temp_quant: int = 24
-    scratch_requests: int = 12 * 16
+    request_slot: int = 16
+    request_slots: int = 12
+    scratch_handle: int = 8
     allocation_info: int = 32
     planner_per_buffer: int = 40
     # builtin params + OpData per op kind (bytes, before the 16-byte rounding)
@@ -63,6 +86,9 @@ class TflmOverhead:
         ("AVERAGE_POOL_2D", 48),
         ("ADD", 16),
         ("RESHAPE", 40),
+        ("MUL", 4),  # TfLiteMulParams
+        ("MEAN", 1),  # TfLiteReducerParams
+        ("L2_NORMALIZATION", 4),  # TfLiteL2NormParams
     )
     op_data: tuple[tuple[str, int], ...] = (
         ("CONV_2D", 80),
@@ -71,6 +97,9 @@ class TflmOverhead:
         ("AVERAGE_POOL_2D", 32),
         ("ADD", 64),
         ("RESHAPE", 0),
+        ("MUL", 40),  # OpDataMul
+        ("MEAN", 44),  # OpDataReduce
+        ("L2_NORMALIZATION", 4),  # L2NormalizationParams
     )
 
     def _get(self, table: tuple[tuple[str, int], ...], kind: str, default: int = 0) -> int:
@@ -95,53 +124,71 @@ class TflmOverhead:
         (MEAN)."""
         return len(graph.tensors) + sum(op.kind in ("RESHAPE", "MEAN") for op in graph.ops)
 
-    def tail(self, graph: BlockGraph) -> int:
-        """Persistent tail bytes after AllocateTensors."""
+    def tail(self, graph: BlockGraph, n_scratch: int = 0) -> int:
+        """Persistent tail bytes after AllocateTensors (``n_scratch`` requests)."""
         n_io = len(graph.inputs) + len(graph.outputs)
         return (
             self.fixed
             + self.eval_tensor * self.tensor_count(graph)
             + sum(self.op_persistent(graph, op) for op in graph.ops)
             + self.io_tensor * n_io
+            + align_up(self.scratch_handle * n_scratch)
         )
+
+    def requests(self, n_before: int) -> int:
+        """Head bytes of the request slots while a kernel prepares after ``n_before``
+        requests (TFLM keeps room for 12 more)."""
+        return self.request_slot * (self.request_slots + n_before)
 
     def _temp(self, t: Tensor) -> int:
         q = 0 if t.quant is None else self.temp_quant + align_up(4 + 4 * t.quant.scale.size, 8)
         return self.temp_tensor + q
 
-    def prepare_temp(self, graph: BlockGraph, op: Op) -> int:
-        """Temporary bytes while ``op``'s kernel runs Prepare.
+    def prepare_temp(self, graph: BlockGraph, op: Op, n_before: int = 0) -> int:
+        """Temporary bytes while ``op``'s kernel runs Prepare after ``n_before`` requests.
 
-        Every kernel holds temp copies of its inputs and outputs; CONV_2D's ConvPrepare
-        holds output, input and filter while CalculateOpDataConv takes all four again.
+        Every kernel takes temp copies of its inputs and outputs; CONV_2D's ConvPrepare
+        holds output, input and filter while CalculateOpDataConv takes all four again;
+        MEAN's PrepareSimple takes input, axes and output again. The axes (and RESHAPE's
+        shape) are a file tensor the IR keeps as an option: an int32 temp without quant.
         """
         temps = sum(self._temp(graph.tensors[n]) for n in op.inputs + op.outputs)
         if op.kind == "CONV_2D":
             temps += sum(self._temp(graph.tensors[n]) for n in op.inputs[:2] + op.outputs)
-        return self.scratch_requests + temps
+        if op.kind == "MEAN":
+            temps = 2 * (temps + self.temp_tensor)
+        return self.requests(n_before) + temps
 
     def planning_temp(self, graph: BlockGraph, n_planned: int, n_scratch: int) -> int:
         """Temporary bytes while TFLM builds the memory plan."""
         return (
-            self.scratch_requests
+            self.requests(n_scratch)
             + align_up(self.allocation_info * (self.tensor_count(graph) + n_scratch))
             + self.planner_per_buffer * n_planned
         )
 
     def arena(
-        self, graph: BlockGraph, head: int, n_planned: int, n_scratch: int = 0
+        self, graph: BlockGraph, head: int, n_planned: int, scratch: Sequence[int] = ()
     ) -> tuple[int, dict[str, int]]:
         """Minimum arena bytes and the per-phase needs behind it.
 
-        final: tail + head; prepare/planning: the tail as it is then (without the
-        graph input/output tensors, which are allocated last) + that phase's temps.
+        ``scratch[i]``: scratch requests of op i (none when empty). final: tail + head;
+        prepare/planning: the tail as it is then (without the graph input/output tensors,
+        which are allocated last; the scratch handles come just before planning) + that
+        phase's temps.
         """
-        tail = self.tail(graph)
+        counts = list(scratch) or [0] * len(graph.ops)
+        n_scratch = sum(counts)
+        tail = self.tail(graph, n_scratch)
         early_tail = tail - self.io_tensor * (len(graph.inputs) + len(graph.outputs))
-        prepare = max((self.prepare_temp(graph, op) for op in graph.ops), default=0)
+        handles = align_up(self.scratch_handle * n_scratch)
+        before = [sum(counts[:i]) for i in range(len(graph.ops))]
+        prepare = max((self.prepare_temp(graph, op, n) for op, n in zip(graph.ops, before,
+                                                                         strict=True)),
+                      default=0)
         phases = {
             "final": tail + head,
-            "prepare": early_tail + prepare,
+            "prepare": early_tail - handles + prepare,
             "planning": early_tail + self.planning_temp(graph, n_planned, n_scratch),
         }
         return align_up(max(phases.values())), {"tail": tail, **phases}
@@ -151,11 +198,12 @@ class TflmOverhead:
 DEFAULT_OVERHEAD = TflmOverhead()
 #: Modelled for a 32-bit MCU build: pointer and size_t fields at 4 bytes. TfLiteEvalTensor
 #: 24 -> 12, NodeAndRegistration 64 -> 32, TfLiteTensor 64 -> 40 and its quantization 32 ->
-#: 20, AllocationInfo 32 -> 20, ScratchBufferRequest 16 -> 8; the greedy planner's 40 B per
-#: buffer hold no pointers; the fixed allocator/planner objects are estimated at 60 %.
+#: 20, AllocationInfo 32 -> 20, ScratchBufferRequest 16 -> 8, ScratchBufferHandle 8 -> 4;
+#: the greedy planner's 40 B per buffer hold no pointers; the fixed allocator/planner
+#: objects are estimated at 60 %.
 MCU_32BIT_OVERHEAD = TflmOverhead(
     fixed=320, eval_tensor=12, node=32, io_tensor=40 + 20 + 4, temp_tensor=40, temp_quant=12,
-    scratch_requests=12 * 8, allocation_info=20,
+    request_slot=8, scratch_handle=4, allocation_info=20,
 )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ctxconv.blockgraph.greedy import ALIGNMENT, Buffer, align_up, greedy_offsets
 from ctxconv.blockgraph.ir import BlockGraph, Op
-from ctxconv.firmware_sim.arena_model import TflmOverhead, overhead_for
+from ctxconv.firmware_sim.arena_model import TflmOverhead, overhead_for, reference_scratch
 from ctxconv.firmware_sim.profiles import McuProfile
 
 
@@ -205,18 +205,20 @@ def plan_block(
         f, la = life[t.name]
         entries.append(TensorPlan(t.name, tuple(t.shape), t.dtype, t.nbytes, "activation", f, la))
         buffers.append(Buffer(t.nbytes, f, la))
+    counts = []
     for i, op in enumerate(graph.ops, start=1):
-        scratch = conv_scratch_bytes(graph, op, profile)
-        if scratch:
-            name = f"{op.outputs[0]}/scratch"
-            entries.append(TensorPlan(name, (scratch,), "int8", scratch, "scratch", i, i))
-            buffers.append(Buffer(scratch, i, i))
+        sizes = [conv_scratch_bytes(graph, op, profile), *reference_scratch(graph, op)]
+        sizes = [n for n in sizes if n]
+        counts.append(len(sizes))
+        for j, n in enumerate(sizes):
+            name = f"{op.outputs[0]}/scratch" + (f"{j}" if j else "")
+            entries.append(TensorPlan(name, (n,), "int8", n, "scratch", i, i))
+            buffers.append(Buffer(n, i, i))
     offsets, head = greedy_offsets(buffers, ALIGNMENT)
     planned = [e for e in entries if e.kind != "constant"]
     for e, off in zip(planned, offsets, strict=True):
         e.offset = off
-    n_scratch = sum(e.kind == "scratch" for e in entries)
-    arena, phases = overhead.arena(graph, head, len(buffers), n_scratch)
+    arena, phases = overhead.arena(graph, head, len(buffers), counts)
     flash = len(tflite_bytes) if tflite_bytes is not None else estimate_flash(graph)
     return MemoryPlan(
         name=graph.name,

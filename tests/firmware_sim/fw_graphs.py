@@ -280,3 +280,71 @@ def chain_graph(
         ops.append(Op("FULLY_CONNECTED", ["flat", "fc_w", "fc_b"], ["logits"], {"relu": False}))
         cur = "logits"
     return BlockGraph(f"chain{seed}", t, ops, inputs, [cur])
+
+
+def _fc_into(t: dict, ops: list, seed: int, src: str, dout: int, out: str, relu: bool) -> None:
+    """Append src (1, D) -> FULLY_CONNECTED (1, dout) named ``out`` (per-tensor weights)."""
+    rng = np.random.default_rng(seed)
+    x = t[src]
+    in_s = float(x.quant.scale[0])
+    din = x.shape[1]
+    w_s = np.array([rng.uniform(0.002, 0.05)], np.float32)
+    t[f"{out}_w"] = Tensor(f"{out}_w", (dout, din), "int8", Quant(w_s, np.zeros(1, np.int64)),
+                           rng.integers(-127, 128, size=(dout, din)).astype(np.int8))
+    t[f"{out}_b"] = Tensor(f"{out}_b", (dout,), "int32",
+                           Quant((np.float32(in_s) * w_s).astype(np.float32),
+                                 np.zeros(1, np.int64)),
+                           rng.integers(-500, 500, size=dout).astype(np.int32))
+    t[out] = _act(out, (1, dout), _conv_out_scale(in_s, w_s, din, rng), int(rng.integers(-60, 60)))
+    ops.append(Op("FULLY_CONNECTED", [src, f"{out}_w", f"{out}_b"], [out], {"relu": relu}))
+
+
+def variant_graph(kind: str, seed: int, h: int = 8, w: int = 8, cin: int = 4, cout: int = 8,
+                  k: int = 10) -> BlockGraph:
+    """A block of one exported variant, as the exporter lays it out.
+
+    film: conv -> MUL by a context scale (FC(context) -> RESHAPE (1,1,1,cout)), ReLU;
+    energy: conv -> MUL by itself -> RESHAPE (1, N) -> MEAN keep_dims = ``goodness`` (1, 1);
+    l2: RESHAPE (1, N) -> L2_NORMALIZATION -> RESHAPE -> conv.
+    """
+    rng = np.random.default_rng(seed + 1000)
+    n = h * w * cout
+    if kind == "l2":
+        g = conv_graph(seed, h=h, w=w, cin=cin, cout=cout)
+        x = g.tensors["x"]
+        t = {"x": x, "flat": _act("flat", (1, h * w * cin), float(x.quant.scale[0]),
+                                  int(x.quant.zero_point[0])),
+             "unit": _act("unit", (1, h * w * cin), 1 / 128, 0),
+             "unit4": _act("unit4", (1, h, w, cin), 1 / 128, 0)}
+        ops = [Op("RESHAPE", ["x"], ["flat"], {"shape": (1, h * w * cin)}),
+               Op("L2_NORMALIZATION", ["flat"], ["unit"], {}),
+               Op("RESHAPE", ["unit"], ["unit4"], {"shape": (1, h, w, cin)})]
+        conv = g.ops[0]
+        t |= {name: g.tensors[name] for name in conv.inputs[1:] + conv.outputs}
+        wq, b = t["w"].quant, t["b"]  # the conv now reads scale 1/128
+        t["b"] = Tensor("b", b.shape, "int32", Quant((wq.scale / 128).astype(np.float32),
+                                                     wq.zero_point, wq.axis), b.data)
+        ops.append(Op("CONV_2D", ["unit4", *conv.inputs[1:]], conv.outputs, conv.options))
+        return BlockGraph(f"l2_{seed}", t, ops, ["x"], ["conv"])
+    g = conv_graph(seed, h=h, w=w, cin=cin, cout=cout, relu=kind != "film")
+    t, ops = dict(g.tensors), list(g.ops)
+    s = float(t["conv"].quant.scale[0])
+    if kind == "film":
+        t["context"] = _act("context", (1, k), 1 / 255, -128)
+        _fc_into(t, ops, seed, "context", cout, "scale", relu=False)
+        sq = t["scale"].quant
+        t["scale4"] = Tensor("scale4", (1, 1, 1, cout), "int8", sq)
+        ops.append(Op("RESHAPE", ["scale"], ["scale4"], {"shape": (1, 1, 1, cout)}))
+        out_s = s * float(sq.scale[0]) * 60 * rng.uniform(0.5, 2)
+        t["features"] = _act("features", (1, h, w, cout), out_s, -128)
+        ops.append(Op("MUL", ["conv", "scale4"], ["features"], {"relu": True}))
+        return BlockGraph(f"film{seed}", t, ops, ["x", "context"], ["features"])
+    if kind != "energy":
+        raise ValueError(f"unknown variant {kind!r}")
+    t["squares"] = _act("squares", (1, h, w, cout), s * s * 255 / 4, -128)
+    t["flat"] = _act("flat", (1, n), s * s * 255 / 4, -128)
+    t["goodness"] = _act("goodness", (1, 1), s * s * 255 / 40, -128)
+    ops += [Op("MUL", ["conv", "conv"], ["squares"], {"relu": False}),
+            Op("RESHAPE", ["squares"], ["flat"], {"shape": (1, n)}),
+            Op("MEAN", ["flat"], ["goodness"], {"axes": (1,), "keep_dims": True})]
+    return BlockGraph(f"energy{seed}", t, ops, ["x"], ["conv", "goodness"])

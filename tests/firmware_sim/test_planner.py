@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fw_graphs import chain_graph, conv_graph, fc_graph
+from fw_graphs import chain_graph, conv_graph, fc_graph, variant_graph
 from graph_factory import tiny_block_graph
 
 from ctxconv.blockgraph.greedy import Buffer, greedy_offsets
@@ -46,6 +46,9 @@ ARENA_GRAPHS = [
     tiny_block_graph(2, contextual_add=True, fc_per_channel=True),
     *_three_blocks(),
     chain_graph(3, size=(28, 28), cin=1, n_blocks=3, max_channels=64, context=True),
+    # MUL (FiLM, energy), MEAN with its three scratch buffers, L2_NORMALIZATION
+    *(variant_graph(kind, 0) for kind in ("film", "energy", "l2")),
+    *(variant_graph(kind, 1, h=16, w=16, cin=8, cout=16) for kind in ("film", "energy", "l2")),
 ]
 
 
@@ -138,3 +141,12 @@ def test_does_not_fit_explains():
     assert "'conv'" in msg and "(1, 64, 64, 64)" in msg and "262,144 B" in msg  # breakdown
     assert "what to change" in msg and "halving its channels" in msg and "cut at least" in msg
     assert "stm32h743" in msg.split("MCU that fits:")[1]
+
+
+def test_mean_plans_tflm_scratch_buffers():
+    # reduce_common.cc: int32 accumulator per output, an int per input dim and per axis
+    plan = plan_block(variant_graph("energy", 0))
+    scratch = [(t.nbytes, t.first_op, t.last_op) for t in plan.tensors if t.kind == "scratch"]
+    mean = len(variant_graph("energy", 0).ops)
+    assert scratch == [(4, mean, mean), (8, mean, mean), (4, mean, mean)]
+    assert plan.tail_bytes > plan_block(conv_graph(0, h=8, w=8, cin=4, cout=8)).tail_bytes
