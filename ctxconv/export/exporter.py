@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ctxconv.blockgraph.manifest import FORMAT, MANIFEST_NAME, io_records, validate_manifest
-from ctxconv.export.c_writer import C_DIR, c_record, unsupported_ops, write_c_library
+from ctxconv.export.c_writer import C_DIR, c_record, write_c_library
 from ctxconv.export.files import file_digests
 from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.onnx_writer import write_onnx
@@ -98,7 +98,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     disagree beyond the thresholds.
     """
     opts = options or ExportOptions()
-    default_formats = opts.formats is None
     if opts.formats is None:
         opts.formats = FORMATS if opts.int8 else ("onnx", "tflite")
     if "c" in opts.formats and not opts.int8:
@@ -140,9 +139,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     ranges = calibrate(floats, calib, k, opts.calib_method, opts.calib_percentile)
     graphs = [build_block_graph(fb, r, k, int8=opts.int8) for fb, r in zip(floats, ranges,
                                                                             strict=True)]
-    if default_formats and "c" in opts.formats and unsupported_ops(graphs):
-        log.info("not writing the C library: %s", "; ".join(unsupported_ops(graphs)))
-        opts.formats = tuple(f for f in opts.formats if f != "c")
     score_blocks = set(model.score_blocks)
     manifest: dict[str, Any] = {
         "format": FORMAT, "int8": opts.int8, "created_unix": int(time.time()),

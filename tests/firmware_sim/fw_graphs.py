@@ -146,11 +146,15 @@ def add_graph(
     b_shape: tuple[int, ...] = (1, 5, 4, 3),
     relu: bool = False,
     b_constant: bool = False,
+    kind: str = "ADD",
 ) -> BlockGraph:
-    """a + b with independent quantization (b broadcast over leading axes)."""
+    """a + b (or a * b: ``kind`` MUL) with independent quantization (b broadcast over
+    leading axes)."""
     rng = np.random.default_rng(seed)
     a_s, b_s = (float(v) for v in rng.uniform(0.005, 0.2, size=2))
     out_s = float(max(a_s, b_s) * rng.uniform(0.6, 2.5))
+    if kind == "MUL":  # |(a - za)(b - zb)| up to 255^2: spread it over the int8 range
+        out_s = float(a_s * b_s * rng.uniform(40, 200))
     b = _act("b", b_shape, b_s, int(rng.integers(-128, 128)))
     if b_constant:
         b.data = rng.integers(-128, 128, size=b_shape).astype(np.int8)
@@ -159,8 +163,8 @@ def add_graph(
         "b": b,
         "y": _act("y", a_shape, out_s, int(rng.integers(-128, 128))),
     }
-    ops = [Op("ADD", ["a", "b"], ["y"], {"relu": relu})]
-    return BlockGraph(f"add{seed}", t, ops, ["a"] if b_constant else ["a", "b"], ["y"])
+    ops = [Op(kind, ["a", "b"], ["y"], {"relu": relu})]
+    return BlockGraph(f"{kind.lower()}{seed}", t, ops, ["a"] if b_constant else ["a", "b"], ["y"])
 
 
 def random_inputs(graph: BlockGraph, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -348,3 +352,17 @@ def variant_graph(kind: str, seed: int, h: int = 8, w: int = 8, cin: int = 4, co
             Op("RESHAPE", ["squares"], ["flat"], {"shape": (1, n)}),
             Op("MEAN", ["flat"], ["goodness"], {"axes": (1,), "keep_dims": True})]
     return BlockGraph(f"energy{seed}", t, ops, ["x"], ["conv", "goodness"])
+
+
+def mean_graph(seed: int, shape: tuple[int, ...] = (1, 4, 4, 6), axes: tuple[int, ...] = (1, 2, 3),
+               keep_dims: bool = False) -> BlockGraph:
+    """x -> MEAN over trailing ``axes`` (int8, its own output quantization)."""
+    rng = np.random.default_rng(seed)
+    in_s = float(rng.uniform(0.005, 0.1))
+    out = [1 if i in axes else d for i, d in enumerate(shape)] if keep_dims else [
+        d for i, d in enumerate(shape) if i not in axes]
+    t = {"x": _act("x", shape, in_s, int(rng.integers(-128, 128))),
+         "y": _act("y", tuple(out), in_s * float(rng.uniform(0.05, 0.3)),
+                   int(rng.integers(-60, 60)))}
+    ops = [Op("MEAN", ["x"], ["y"], {"axes": axes, "keep_dims": keep_dims})]
+    return BlockGraph(f"mean{seed}", t, ops, ["x"], ["y"])

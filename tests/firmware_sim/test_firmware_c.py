@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from c_bundles import as_block, bundle_of, random_images
-from fw_graphs import add_graph, chain_graph, conv_graph, fc_graph
+from fw_graphs import add_graph, chain_graph, conv_graph, fc_graph, mean_graph, variant_graph
 
 from ctxconv.export.c_writer import CGenerationError, write_c_library
 from ctxconv.firmware_sim.firmware.check import check_emulated, check_host
@@ -43,6 +43,12 @@ def _graphs() -> list:
         add_graph(8, b_shape=(1, 1, 1, 3), b_constant=True),  # broadcast, in place
         add_graph(9, b_shape=(1, 5, 4, 3), b_constant=True, relu=True),
         *(chain_graph(10 + i, head=False) for i in range(4)),
+        add_graph(14, b_shape=(1, 1, 1, 3), b_constant=True, relu=True, kind="MUL"),  # FiLM
+        add_graph(15, b_shape=(1, 5, 4, 3), b_constant=True, kind="MUL"),
+        mean_graph(16),  # (1, 4, 4, 6) -> (1,)
+        mean_graph(17, shape=(1, 3, 5, 60), axes=(2, 3), keep_dims=True),  # (1, 3, 1, 1)
+        variant_graph("l2", 18, h=5, w=3, cin=3, cout=4),  # L2 over 45 values, then a conv
+        variant_graph("l2", 19, h=1, w=1, cin=2, cout=2),
     ]
 
 
@@ -138,7 +144,7 @@ def test_harness_errors_name_the_problem(tmp_path):
     from ctxconv.firmware_sim.firmware.build import build_host
 
     exe = build_host(tmp_path / "c", tmp_path, ["multipass"])
-    shapes = [BlockShape(1, bundle.graphs[0].tensors["features"].nbytes)]
+    shapes = [BlockShape(1, bundle.graphs[0].tensors["features"].nbytes, 3)]
     raw = random_images(bundle, 2, 0)
     # a truncated input file: the harness reports it and exits non-zero
     (tmp_path / "inputs.bin").write_bytes(b"\x05\x00")

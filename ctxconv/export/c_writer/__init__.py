@@ -25,8 +25,8 @@ from ctxconv.export.c_writer.layout import ArenaLayout, plan_arena
 from ctxconv.export.c_writer.readme import readme
 from ctxconv.export.c_writer.sources import CGenerationError, header, source
 
-__all__ = ["C_DIR", "KERNEL_FILES", "CGenerationError", "c_record", "unsupported_ops",
-           "write_c_for_export", "write_c_library"]
+__all__ = ["C_DIR", "KERNEL_FILES", "CGenerationError", "c_record", "write_c_for_export",
+           "write_c_library"]
 
 C_DIR = "c"  # the library's folder inside an export directory
 KERNEL_FILES = ("ctxconv_kernels.h", "ctxconv_kernels.c")
@@ -37,23 +37,7 @@ def c_record(layout: ArenaLayout) -> dict[str, Any]:
     return {"dir": C_DIR, "arena_bytes": layout.size, "arena": layout.table()}
 
 
-#: Block-graph ops the C runtime has no kernel for (yet): FiLM, energy goodness, L2 norm.
-NO_C_KERNEL = ("MUL", "MEAN", "L2_NORMALIZATION")
-
-
-def unsupported_ops(graphs: list[BlockGraph]) -> list[str]:
-    """``"blockN: OP"`` for every op of ``graphs`` the C writer cannot emit."""
-    return [f"{g.name}: {op.kind}" for g in graphs for op in g.ops if op.kind in NO_C_KERNEL]
-
-
 def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
-    missing = unsupported_ops(graphs)
-    if missing:
-        raise CGenerationError(
-            f"{missing[0]} has no C kernel (the C runtime implements CONV_2D, FULLY_CONNECTED, "
-            "MAX_POOL_2D, AVERAGE_POOL_2D, ADD and RESHAPE; FiLM context scales, energy "
-            "goodness and L2 normalisation export as ONNX and TFLite only: --format "
-            "onnx,tflite)")
     blocks = manifest["blocks"]
     if len(blocks) != len(graphs) or not graphs:
         raise CGenerationError(f"{len(graphs)} block graphs for {len(blocks)} manifest blocks")
@@ -67,9 +51,10 @@ def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
         if g.inputs[0] != "features_in" or any(n not in allowed for n in g.inputs):
             raise CGenerationError(f"{g.name} takes inputs {g.inputs}; a block takes "
                                    f"{' and '.join(allowed)}")
-        for name in ("features", "scores"):
-            if name not in g.outputs:
-                raise CGenerationError(f"{g.name} has no {name!r} output")
+        if "features" not in g.outputs:
+            raise CGenerationError(f"{g.name} has no 'features' output")
+        if not {"scores", "goodness"} & set(g.outputs):
+            raise CGenerationError(f"{g.name} has no 'scores' or 'goodness' output")
         if i and g.tensors["features_in"].shape != graphs[i - 1].tensors["features"].shape:
             raise CGenerationError(f"{g.name}'s input does not match {graphs[i - 1].name}'s "
                                    "features")

@@ -7,8 +7,8 @@ offset in that array:
 - RESHAPE is a view (no buffer); block i's ``features_in`` is block i-1's ``features``
   (block 0's is the input slot, where the caller's image is quantized).
 - Pools with VALID padding run in place (each output pixel is written no earlier than the
-  first input byte it reads, see ``ctxconv_kernels.h``), and so does an elementwise ADD
-  into its first operand, when nothing reads the input afterwards.
+  first input byte it reads, see ``ctxconv_kernels.h``), and so do an elementwise ADD or
+  MUL into its first operand and L2_NORMALIZATION, when nothing reads the input afterwards.
 - A contextual block runs its context-free ops (e.g. the conv of the image, the im2col
   formulation's shared part) once and the ops that read the context once per candidate in
   multipass, so what the per-candidate ops read from before the loop stays live to the end.
@@ -126,10 +126,10 @@ def _follow(maps: tuple[dict[str, str], ...], name: str) -> str:
 def _in_place_ok(op: Op, graph: BlockGraph) -> bool:
     if op.kind in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
         return op.options["padding"] == "VALID"
-    if op.kind == "ADD":
+    if op.kind in ("ADD", "MUL"):
         a, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
         return a.nbytes == out.nbytes and not a.is_constant
-    return False
+    return op.kind == "L2_NORMALIZATION"  # each row's sum is taken before it is written
 
 
 def _place(profiles: dict[str, dict[int, int]]) -> tuple[dict[str, int], int]:

@@ -8,6 +8,7 @@ generated code does integer arithmetic only and checks nothing the generator can
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,16 @@ from ctxconv.blockgraph.fixedpoint import (
     activation_range_int8,
     channel_multipliers,
     quantize_multiplier,
+    wrap_int32,
 )
 from ctxconv.blockgraph.ir import BlockGraph, Tensor, compute_padding
 from ctxconv.export.c_writer.layout import CONTEXT, ArenaLayout, Step, conv_k_padded
 from ctxconv.export.pipeline import BlockPipeline, score_weights
 
 ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD
+#: Block-graph ops the C runtime has a kernel for (RESHAPE is a view).
+C_OPS = ("CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ADD", "MUL", "MEAN",
+         "L2_NORMALIZATION", "RESHAPE")
 
 
 class CGenerationError(ValueError):
@@ -96,6 +101,12 @@ def _multipliers(step: Step, g: BlockGraph, channels: int) -> tuple[np.ndarray, 
     return channel_multipliers(x.quant, w.quant, out.quant, channels, f"{g.name} {op.kind}")
 
 
+def score_name(graph: BlockGraph) -> str:
+    """The block's goodness output: ``goodness`` (one value under the pass's context, energy
+    goodness) or ``scores`` (the goodness under every class)."""
+    return "goodness" if "goodness" in graph.outputs else "scores"
+
+
 def _arg(layout: ArenaLayout, name: str | None) -> str:
     return "context" if name == CONTEXT else f"A({layout.offset(name)})"
 
@@ -141,11 +152,12 @@ class BlockSource:
         if kind == "RESHAPE":  # a view: same bytes (the layout aliases it)
             return
         handler = {"CONV_2D": self._conv, "FULLY_CONNECTED": self._fc, "ADD": self._add,
-                   "MAX_POOL_2D": self._pool, "AVERAGE_POOL_2D": self._pool}.get(kind)
+                   "MAX_POOL_2D": self._pool, "AVERAGE_POOL_2D": self._pool,
+                   "MUL": self._mul, "MEAN": self._mean,
+                   "L2_NORMALIZATION": self._l2norm}.get(kind)
         if handler is None:
             raise CGenerationError(f"{self.g.name}: op {kind} has no C kernel; the C writer "
-                                   "supports CONV_2D, FULLY_CONNECTED, MAX_POOL_2D, "
-                                   "AVERAGE_POOL_2D, ADD and RESHAPE")
+                                   f"supports {', '.join(C_OPS)}")
         handler(p, step)
 
     def _conv(self, p: str, step: Step) -> None:
@@ -256,6 +268,74 @@ class BlockSource:
                          f"{_arg(self.layout, step.output)});")
 
 
+    def _operands(self, p: str, step: Step) -> tuple[list[str], list[str]]:
+        """(names, C arguments) of a binary op's inputs; a constant operand goes to flash."""
+        g, op = self.g, step.op
+        args = []
+        for j, (name, arena) in enumerate(zip(op.inputs[:2], step.inputs[:2], strict=True)):
+            if arena is None:
+                self.consts.append(c_array("int8_t", f"{p}_{'ab'[j]}", g.tensors[name].data))
+                args.append(f"{p}_{'ab'[j]}")
+            else:
+                args.append(_arg(self.layout, arena))
+        return list(op.inputs[:2]), args
+
+    def _mul(self, p: str, step: Step) -> None:
+        g, op = self.g, step.op
+        (na, nb), (arg_a, arg_b) = self._operands(p, step)
+        a, b, out = g.tensors[na], g.tensors[nb], g.tensors[op.outputs[0]]
+        n, b_n = math.prod(out.shape), math.prod(b.shape)
+        lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
+        block = tuple(b.shape[lead:])  # b without its leading ones: a trailing block of out
+        if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
+                len(out.shape) - len(block):]:
+            raise CGenerationError(f"{g.name}: MUL {a.shape} * {b.shape} -> {out.shape}: the C "
+                                   "kernel broadcasts only a trailing block of the second operand")
+        (sa, za), (sb, zb), (so, zo) = _q(a), _q(b), _q(out)
+        mult, shift = quantize_multiplier(float(np.float64(sa) * np.float64(sb) / so))
+        lo, hi = _act(step, g)
+        self.consts.append(f"static const ctxconv_mul_params {p} = {{{n}, {b_n}, {-za}, {-zb}, "
+                           f"{zo}, {mult}, {shift}, {lo}, {hi}}};\n")
+        self.body.append(f"ctxconv_mul_s8(&{p}, {arg_a}, {arg_b}, "
+                         f"{_arg(self.layout, step.output)});")
+
+    def _mean(self, p: str, step: Step) -> None:
+        g, op = self.g, step.op
+        x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        axes = sorted(int(a) % len(x.shape) for a in op.options["axes"])
+        if not axes or 0 in axes or axes != list(range(len(x.shape) - len(axes), len(x.shape))):
+            raise CGenerationError(f"{g.name}: MEAN over axes {tuple(op.options['axes'])} of "
+                                   f"{x.shape}: the C kernel reduces trailing axes only")
+        count = math.prod(x.shape[a] for a in axes)
+        if count * 255 >= 1 << 31:
+            raise CGenerationError(f"{g.name}: MEAN over {count} elements can overflow int32")
+        (si, zi), (so, zo) = _q(x), _q(out)
+        mult, shift = quantize_multiplier(float(np.float64(si) / np.float64(so)))
+        s = min(count.bit_length() - 1, 32, 31 + shift)  # reference_ops::QuantizedMeanOrSum
+        mult, shift = int((mult << s) // count), shift - s
+        self.consts.append(f"static const ctxconv_mean_params {p} = {{{x.nbytes // count}, "
+                           f"{count}, {int(wrap_int32(np.int64(zi) * count))}, {zo}, {mult}, "
+                           f"{shift}}};\n")
+        self.body.append(f"ctxconv_mean_s8(&{p}, {_arg(self.layout, step.inputs[0])}, "
+                         f"{_arg(self.layout, step.output)});")
+
+    def _l2norm(self, p: str, step: Step) -> None:
+        g, op = self.g, step.op
+        x = g.tensors[op.inputs[0]]
+        depth = x.shape[-1]
+        if depth * 255**2 >= 1 << 31:
+            raise CGenerationError(f"{g.name}: L2_NORMALIZATION over {depth} elements can "
+                                   "overflow its int32 sum of squares")
+        (_, zi), (so, zo) = _q(x), _q(g.tensors[op.outputs[0]])
+        if (so, zo) != (1 / 128, 0):
+            raise CGenerationError(f"{g.name}: L2_NORMALIZATION output must be int8 scale 1/128, "
+                                   "zero point 0")
+        self.consts.append(f"static const ctxconv_l2norm_params {p} = {{"
+                           f"{x.nbytes // depth}, {depth}, {-zi}}};\n")
+        self.body.append(f"ctxconv_l2norm_s8(&{p}, {_arg(self.layout, step.inputs[0])}, "
+                         f"{_arg(self.layout, step.output)});")
+
+
 def input_table(manifest: dict[str, Any]) -> np.ndarray:
     """(C, 256) int8: block 0's quantized input for every raw pixel value of each channel.
 
@@ -305,8 +385,10 @@ typedef struct {{
     int32_t contextual;       /* takes the one-hot context (run once per class in multipass) */
     int32_t score_block;      /* its class scores are summed into ctxconv_classify's */
     int32_t features_bytes;   /* int8 NHWC output feature map */
-    int32_t score_zero_point; /* zero point of its int8 class scores */
+    int32_t score_zero_point; /* zero point of its int8 goodness output */
     int32_t score_weight;     /* fixed-point weight of its scores in the class-score sum */
+    int32_t score_bytes;      /* int8 goodness values per run: CTXCONV_NUM_CLASSES (one per
+                               * class), or 1 (energy goodness under the run's context) */
 }} ctxconv_block_info;
 
 extern const ctxconv_block_info ctxconv_blocks[CTXCONV_NUM_BLOCKS];
@@ -317,7 +399,8 @@ int8_t *ctxconv_input_buffer(void);
 void ctxconv_quantize_image(const uint8_t *pixels, int8_t *input);
 /* Run block `index` on the arena (its input is the previous block's features, or the
  * input slot for block 0); `context` is the one-hot int8 context of a contextual block
- * (NULL otherwise). Returns its CTXCONV_NUM_CLASSES int8 class scores; NULL for a bad index. */
+ * (NULL otherwise). Returns its int8 goodness output (ctxconv_blocks[index].score_bytes
+ * values); NULL for a bad index. */
 const int8_t *ctxconv_run_block(int32_t index, const int8_t *context);
 /* Block `index`'s int8 output features, valid until the next block runs. */
 const int8_t *ctxconv_block_features(int32_t index);
@@ -360,10 +443,12 @@ static union {{
         parts.append("\n" + BlockSource(i, g, layout).emit())
     info = ",\n".join(
         f"    {{{int(b['contextual'])}, {int(b['score_block'])}, "
-        f"{g.tensors['features'].nbytes}, {_q(g.tensors['scores'])[1]}, {weights[i]}}}"
+        f"{g.tensors['features'].nbytes}, {_q(g.tensors[score_name(g)])[1]}, {weights[i]}, "
+        f"{g.tensors[score_name(g)].nbytes}}}"
         for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)))
     runs = "".join(f"    case {i}: {g.name}_run(context); "
-                   f"return A({layout.offset(f'b{i}.scores')});\n" for i, g in enumerate(graphs))
+                   f"return A({layout.offset(f'b{i}.{score_name(g)}')});\n"
+                   for i, g in enumerate(graphs))
     feats = "".join(f"    case {i}: return A({layout.offset(f'b{i}.features')});\n"
                     for i in range(len(graphs)))
     parts.append(f"""
@@ -435,14 +520,15 @@ def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],
     rest once per candidate context."""
     body = ["    const int8_t *q;", "    load_input(input, scores);"]
     for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)):
-        zp = _q(g.tensors["scores"])[1]
-        add = (f"scores[k] += (q[k] - ({zp})) * {weights[i]};" if b["score_block"] else "")
+        zp = _q(g.tensors[score_name(g)])[1]
+        at = "0" if score_name(g) == "goodness" else "k"  # one goodness per pass, or K
+        add = (f"scores[k] += (q[{at}] - ({zp})) * {weights[i]};" if b["score_block"] else "")
         if b["contextual"]:
             if mode != "multipass":
                 raise CGenerationError(f"{g.name} is contextual: only multipass can run it")
             split = any(s.per_context for s in layout.steps if s.block == i)
             run = (f"{g.name}_per_context(context_buffer);\n        "
-                   f"q = A({layout.offset(f'b{i}.scores')});" if split
+                   f"q = A({layout.offset(f'b{i}.{score_name(g)}')});" if split
                    else f"q = ctxconv_run_block({i}, context_buffer);")
             body += ([f"    {g.name}_shared();"] if split else []) + [
                 "    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {",

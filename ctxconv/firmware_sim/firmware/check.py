@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ctxconv.export.c_writer import C_DIR
-from ctxconv.export.pipeline import BlockPipeline, modes_coincide, one_hot_int8
+from ctxconv.export.pipeline import BlockPipeline, modes_coincide, one_hot_int8, score_output
 from ctxconv.firmware_sim.backends import make_runners
 from ctxconv.firmware_sim.bundle import ExportBundle
 from ctxconv.firmware_sim.cost import estimate_latency
@@ -59,7 +59,8 @@ class Reference:
             contexts = [one_hot_int8(c, k, n) for c in range(k)] if block["contextual"] else [None]
             outs = [pipe.block_outputs(i, x, ctx) for ctx in contexts]
             self.features.append(np.stack([o["features"].reshape(n, -1) for o in outs], 1))
-            self.block_scores.append(np.stack([o["scores"] for o in outs], 1))
+            name = score_output(block)
+            self.block_scores.append(np.stack([o[name].reshape(n, -1) for o in outs], 1))
             x = outs[-1]["features"]
 
 
@@ -88,9 +89,10 @@ def compare(got: HarnessOutputs, ref: Reference, labels: np.ndarray) -> dict[str
 
 
 def block_shapes(bundle: ExportBundle) -> list[BlockShape]:
-    """What the harness writes per block of ``bundle`` (passes, feature bytes)."""
+    """What the harness writes per block of ``bundle`` (passes, feature and goodness bytes)."""
     return [BlockShape(bundle.num_classes if b["contextual"] else 1,
-                       bundle.graphs[i].tensors["features"].nbytes)
+                       bundle.graphs[i].tensors["features"].nbytes,
+                       bundle.graphs[i].tensors[score_output(b)].nbytes)
             for i, b in enumerate(bundle.blocks)]
 
 

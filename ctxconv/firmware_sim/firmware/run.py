@@ -21,10 +21,11 @@ CALIBRATION_INSTRUCTIONS = 2_000_000  # the harness's calibration loop
 
 @dataclass
 class BlockShape:
-    """What the harness writes per block: passes x (features, scores)."""
+    """What the harness writes per block: passes x (features, goodness output)."""
 
     passes: int
     features_bytes: int
+    score_bytes: int  # K class scores, or 1 (an energy goodness per pass)
 
 
 @dataclass
@@ -32,7 +33,7 @@ class HarnessOutputs:
     """Everything one harness run recorded, per image."""
 
     features: list[np.ndarray]  # per block: (N, passes, features_bytes) int8
-    block_scores: list[np.ndarray]  # per block: (N, passes, K) int8
+    block_scores: list[np.ndarray]  # per block: (N, passes, score_bytes) int8
     block_ticks: list[np.ndarray]  # per block: (N,) uint64
     scores: dict[str, np.ndarray]  # per mode: (N, K) int32
     mode_ticks: dict[str, np.ndarray]  # per mode: (N,) uint64
@@ -58,7 +59,8 @@ def decode_outputs(data: bytes, n: int, blocks: list[BlockShape], k: int, modes:
     fields: list[tuple[str, str, tuple[int, ...]]] = []
     if per_block:
         for b, shape in enumerate(blocks):
-            fields.append((f"b{b}", "V", (shape.passes, shape.features_bytes + k)))
+            fields.append((f"b{b}", "V", (shape.passes,
+                                          shape.features_bytes + shape.score_bytes)))
             fields.append((f"t{b}", "<u8", ()))
     for m in modes:
         fields += [(f"s_{m}", "<i4", (k,)), (f"t_{m}", "<u8", ())]

@@ -387,3 +387,102 @@ void ctxconv_add_s8(const ctxconv_add_params *p, const int8_t *a, const int8_t *
         }
     }
 }
+
+/* ------------------------------------------------------------------ mul, mean */
+
+void ctxconv_mul_s8(const ctxconv_mul_params *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    int32_t j = 0;
+    for (int32_t i = 0; i < p->n; ++i) {
+        const int32_t prod = (a[i] + p->a_offset) * (b[j] + p->b_offset); /* |.| <= 255^2 */
+        out[i] = clamp_s8(requantize(prod, p->mult, p->shift) + p->out_offset, p->act_min,
+                          p->act_max);
+        if (++j == p->b_n) {
+            j = 0;
+        }
+    }
+}
+
+void ctxconv_mean_s8(const ctxconv_mean_params *p, const int8_t *in, int8_t *out)
+{
+    for (int32_t r = 0; r < p->outer; ++r) {
+        uint32_t sum = 0u; /* int32 with two's-complement wrap, as the reference */
+        for (int32_t i = 0; i < p->count; ++i) {
+            sum += (uint32_t)(int32_t)in[r * p->count + i];
+        }
+        const int32_t shifted = (int32_t)(sum - (uint32_t)p->zp_times_count);
+        out[r] = clamp_s8(requantize(shifted, p->mult, p->shift) + p->out_offset, -128, 127);
+    }
+}
+
+/* ------------------------------------------------------------------ l2 normalization */
+
+/* gemmlowp SaturatingRoundingMultiplyByPOT<e>, e > 0: a saturating left shift. */
+static inline int32_t srmbpot(int32_t x, int32_t e)
+{
+    const int32_t threshold = (int32_t)((1u << (31 - e)) - 1u);
+    if (x > threshold) {
+        return INT32_MAX;
+    }
+    if (x < -threshold) {
+        return INT32_MIN;
+    }
+    return (int32_t)((uint32_t)x << e);
+}
+
+/* TFLite GetInvSqrtQuantizedMultiplierExp(acc, kReverseShift): 1 / sqrt(acc) as a
+ * multiplier and a left shift; five Newton-Raphson steps in Q3.28, step by step. */
+static void inv_sqrt_multiplier(int32_t acc, int32_t *mult, int32_t *shift)
+{
+    if (acc <= 1) {
+        *mult = INT32_MAX;
+        *shift = 0;
+        return;
+    }
+    int32_t s = 11;
+    while (acc >= (1 << 29)) {
+        acc /= 4;
+        ++s;
+    }
+    int32_t clz = 0;
+    for (uint32_t v = (uint32_t)acc; !(v & 0x80000000u); v <<= 1) {
+        ++clz;
+    }
+    const int32_t pairs = (clz - 1) / 2 - 1;
+    s -= pairs;
+    acc <<= 2 * pairs; /* in [2^27, 2^29) */
+    const int32_t half_input = rdbpot(acc >> 1, 1);
+    const int32_t half_three = (1 << 28) + (1 << 27); /* 1.5 in Q3.28 */
+    int32_t x = 1 << 28;                              /* 1.0 in Q3.28 */
+    for (int32_t i = 0; i < 5; ++i) {
+        const int32_t x3 = srmbpot(srdhm(srdhm(x, x), x), 6);
+        const int32_t diff = (int32_t)((uint32_t)srdhm(half_three, x) -
+                                       (uint32_t)srdhm(half_input, x3));
+        x = srmbpot(diff, 3);
+    }
+    x = srdhm(x, 1518500250); /* * sqrt(2) / 2 in Q0.31 */
+    if (s < 0) {
+        x = (int32_t)((uint32_t)x << -s);
+        s = 0;
+    }
+    *mult = x;
+    *shift = -s;
+}
+
+void ctxconv_l2norm_s8(const ctxconv_l2norm_params *p, const int8_t *in, int8_t *out)
+{
+    for (int32_t r = 0; r < p->outer; ++r) {
+        const int8_t *x = in + r * p->depth;
+        int8_t *y = out + r * p->depth;
+        uint32_t acc = 0u;
+        for (int32_t i = 0; i < p->depth; ++i) {
+            const int32_t v = x[i] + p->in_offset;
+            acc += (uint32_t)(v * v);
+        }
+        int32_t mult, shift;
+        inv_sqrt_multiplier((int32_t)acc, &mult, &shift);
+        for (int32_t i = 0; i < p->depth; ++i) {
+            y[i] = clamp_s8(requantize(x[i] + p->in_offset, mult, shift + 7), -128, 127);
+        }
+    }
+}

@@ -62,6 +62,32 @@ typedef struct {
     int32_t act_min, act_max;
 } ctxconv_add_params;
 
+/* MUL of a (n elements) and b (b_n elements, repeated along a: b_n divides n), as TFLite's
+ * int8 Mul: (a - za)(b - zb) requantized by QuantizeMultiplier(sa * sb / so). */
+typedef struct {
+    int32_t n, b_n;
+    int32_t a_offset, b_offset, out_offset;
+    int32_t mult, shift;
+    int32_t act_min, act_max;
+} ctxconv_mul_params;
+
+/* MEAN over the last `count` elements of each of `outer` rows (keep_dims or not, the bytes
+ * are the same), as TFLite's QuantizedMeanOrSum: the int32 sum minus the input zero point
+ * times count, requantized by the input/output multiplier folded with 1/count. */
+typedef struct {
+    int32_t outer, count;
+    int32_t zp_times_count; /* input zero point * count, wrapped to int32 */
+    int32_t out_offset;
+    int32_t mult, shift;
+} ctxconv_mean_params;
+
+/* L2_NORMALIZATION over the last axis (`depth` elements per row), as TFLite's int8
+ * L2Normalization: output scale 1/128, zero point 0. */
+typedef struct {
+    int32_t outer, depth;
+    int32_t in_offset; /* minus the input zero point */
+} ctxconv_l2norm_params;
+
 /* TFLite MultiplyByQuantizedMultiplier (double rounding). */
 int32_t ctxconv_requantize(int32_t x, int32_t mult, int32_t shift);
 
@@ -74,5 +100,10 @@ void ctxconv_max_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t 
 void ctxconv_avg_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t *out);
 /* May run in place (out == a). */
 void ctxconv_add_s8(const ctxconv_add_params *p, const int8_t *a, const int8_t *b, int8_t *out);
+/* May run in place (out == a). */
+void ctxconv_mul_s8(const ctxconv_mul_params *p, const int8_t *a, const int8_t *b, int8_t *out);
+void ctxconv_mean_s8(const ctxconv_mean_params *p, const int8_t *in, int8_t *out);
+/* May run in place (out == in). */
+void ctxconv_l2norm_s8(const ctxconv_l2norm_params *p, const int8_t *in, int8_t *out);
 
 #endif /* CTXCONV_KERNELS_H */

@@ -2,8 +2,9 @@
  *
  * Input file: int32 count, int32 flags (bit 0: per-block outputs), then count raw images
  * (CTXCONV_INPUT_BYTES uint8 each). Output file, per image: with bit 0, for each block and
- * each of its passes (a contextual block: one per class) its int8 features and int8 scores,
- * then the block's counter ticks (uint32 x 2, all passes); then for each mode the int32
+ * each of its passes (a contextual block: one per class) its int8 features and its int8
+ * goodness output (score_bytes: K class scores, or one energy goodness), then the block's
+ * counter ticks (uint32 x 2, all passes); then for each mode the int32
  * class scores and the ticks of the classify call. Trailer: calibration ticks (uint32 x 2)
  * and the stack high-water mark in bytes.
  */
@@ -82,7 +83,7 @@ static void per_block(int32_t image)
             __asm__ volatile("" ::: "memory");
             ticks += platform_ticks() - t0;
             put(ctxconv_block_features(b), ctxconv_blocks[b].features_bytes);
-            put(scores, CTXCONV_NUM_CLASSES);
+            put(scores, ctxconv_blocks[b].score_bytes);
         }
         put_ticks(ticks);
     }
