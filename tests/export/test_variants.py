@@ -12,7 +12,6 @@ import torch
 from tiny_runs import train_tiny
 
 from ctxconv.blockgraph.tflite_reader import read_tflite
-from ctxconv.export.c_writer import CGenerationError, write_c_library
 from ctxconv.export.exporter import ExportOptions, export_run
 from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
 from ctxconv.export.runtimes import TFLMRunner
@@ -106,16 +105,3 @@ def test_energy_block_outputs_one_goodness_per_pass(exports, tmp_path_factory):
     assert [o["name"] for o in last["outputs"]] == ["features", "goodness"]
     assert next(o for o in last["outputs"] if o["name"] == "goodness")["shape"] == [1, 1]
     assert manifest["modes"] == ["multipass"]
-
-
-@pytest.mark.parametrize(("name", "op"), [("inject-film", "MUL"), ("norm-l2", "L2_NORMALIZATION"),
-                                          ("goodness-energy", "MUL")])
-def test_c_writer_names_the_op_it_cannot_emit(name, op, exports, tmp_path_factory, tmp_path):
-    manifest = _exported(name, exports, tmp_path_factory)
-    out = Path(manifest["export_dir"])
-    assert "c" not in manifest and not (out / "c").exists()  # the default export skips it
-    graphs = [read_tflite((out / b["files"]["tflite"]).read_bytes()) for b in manifest["blocks"]]
-    block = next(g.name for g in graphs if any(o.kind == op for o in g.ops))
-    with pytest.raises(CGenerationError, match=rf"^{block}: {op} has no C kernel .*--format "
-                                               r"onnx,tflite"):
-        write_c_library(manifest, graphs, tmp_path / "c")

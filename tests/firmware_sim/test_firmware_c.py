@@ -15,6 +15,7 @@ import pytest
 from c_bundles import as_block, bundle_of, random_images
 from fw_graphs import add_graph, chain_graph, conv_graph, fc_graph, mean_graph, variant_graph
 
+from ctxconv.blockgraph.ir import Quant
 from ctxconv.export.c_writer import CGenerationError, write_c_library
 from ctxconv.firmware_sim.firmware.check import check_emulated, check_host
 from ctxconv.firmware_sim.firmware.run import BlockShape, run_harness
@@ -136,6 +137,20 @@ def test_generated_code_refuses_what_it_cannot_express(tmp_path):
     big.tensors["b"].data = np.full(2, 2**31 - 1, np.int32)
     with pytest.raises(CGenerationError, match="accumulator can reach .* beyond int32"):
         write_c_library(bundle.manifest, [big], tmp_path / "z")
+    mul = as_block(add_graph(32, b_shape=(1, 5, 1, 3), b_constant=True, kind="MUL"), "block0", 32)
+    with pytest.raises(CGenerationError, match=r"block0: MUL \(1, 5, 4, 3\) \* \(1, 5, 1, 3\) -> "
+                                               r"\(1, 5, 4, 3\): the C kernel broadcasts only a "
+                                               "trailing block"):
+        write_c_library(bundle.manifest, [mul], tmp_path / "m")
+    mean = as_block(mean_graph(33, axes=(1,), keep_dims=True), "block0", 33)
+    with pytest.raises(CGenerationError, match=r"block0: MEAN over axes \(1,\) of \(1, 4, 4, 6\): "
+                                               "the C kernel reduces trailing axes only"):
+        write_c_library(bundle.manifest, [mean], tmp_path / "n")
+    l2 = as_block(variant_graph("l2", 34), "block0", 34)
+    l2.tensors["unit"].quant = Quant.per_tensor(1 / 64, 0)
+    with pytest.raises(CGenerationError, match="block0: L2_NORMALIZATION output must be int8 "
+                                               "scale 1/128, zero point 0"):
+        write_c_library(bundle.manifest, [l2], tmp_path / "l")
 
 
 @needs_cc
