@@ -17,16 +17,24 @@ from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.firmware_sim.bundle import ExportBundle, load_export
 from ctxconv.firmware_sim.ondevice.block import TrainableBlock, random_params
 from ctxconv.firmware_sim.ondevice.geometry import BlockGeometry
+from ctxconv.firmware_sim.ondevice.support import require_trainable
 
 F32 = np.float32
 
 
 def geometry(bundle_or_manifest: ExportBundle | dict[str, Any], index: int) -> BlockGeometry:
-    """Geometry of block ``index`` from an export's manifest."""
-    m = bundle_or_manifest.manifest if isinstance(bundle_or_manifest, ExportBundle) \
-        else bundle_or_manifest
+    """Geometry of block ``index`` from an export's manifest; UnsupportedBlockError for a
+    block with a layer on-device training does not model (FiLM, energy goodness, L2 norm)."""
+    bundle = bundle_or_manifest if isinstance(bundle_or_manifest, ExportBundle) else None
+    m = bundle.manifest if bundle is not None else bundle_or_manifest
     try:
         b = m["blocks"][index]
+        graph = bundle.graphs[index] if bundle is not None else None
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ModelFileError(f"manifest block {index} is missing: {exc}") from exc
+    if isinstance(b, dict):
+        require_trainable(b, graph, index)
+    try:
         shape = b["inputs"][0]["shape"]  # (1, H, W, C)
         return BlockGeometry(in_size=int(shape[1]), in_channels=int(shape[3]),
                              pool=int(b["pool"]), kernel=int(b["kernel"]),
