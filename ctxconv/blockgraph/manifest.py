@@ -32,6 +32,15 @@ GOODNESS_TENSOR = "goodness"
 CONTEXT_TENSOR = "context"
 
 
+def first_contextual(blocks: list[dict[str, Any]]) -> int | None:
+    """Index of the first block that takes the context (None: no block does).
+
+    From it on every block's input depends on the context, so multipass runs every later
+    block once per candidate on that candidate's features; the blocks before it run once.
+    """
+    return next((i for i, b in enumerate(blocks) if b["contextual"]), None)
+
+
 def io_records(graph: BlockGraph, names: list[str]) -> list[dict[str, Any]]:
     """Manifest records of a block's inputs or outputs: name, shape, dtype, layout, quant."""
     out = []

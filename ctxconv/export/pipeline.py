@@ -9,8 +9,10 @@ which blocks' goodness is summed into the class scores.
   all K contexts (linear in the one-hot context), summed over blocks (int8 exports: in
   fixed point, ``score_weights``, so every runtime gets the same integers).
 - ``multipass``: one pass per candidate context from the first contextual block on; the
-  context-free prefix runs once and is shared. Candidate c's score is the goodness of
-  the pass with context c. For a model without contextual blocks it equals onepass.
+  context-free prefix runs once and is shared. Every later block (contextual or not) runs
+  once per candidate on that candidate's features, and candidate c's score is the goodness
+  of the pass with context c, summed over the scoring blocks. For a model without
+  contextual blocks it equals onepass.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
+
+from ctxconv.blockgraph.manifest import first_contextual
 
 #: Class scores of an int8 export are summed in fixed point: block i adds
 #: (q - zero_point) * weight_i, weight_i = round(scale_i / max scale * 2^SCORE_BITS).
@@ -115,7 +119,7 @@ class BlockPipeline:
     def block_outputs(self, index: int, x: np.ndarray, context: np.ndarray | None = None
                       ) -> dict[str, np.ndarray]:
         inputs = {"features_in": x}
-        if self.blocks[index]["contextual"]:
+        if self.blocks[index]["contextual"]:  # later context-free blocks ignore ``context``
             inputs["context"] = context
         return self.runners[index].run(inputs)
 
@@ -141,19 +145,22 @@ class BlockPipeline:
                 return q
             return (q.astype(np.int64) - self._score_quant(self.blocks[i])[1]) * weights[i]
 
-        for i, block in enumerate(self.blocks):
-            one_hot = one_hot_int8 if self.int8 else one_hot_float
-            if block["contextual"]:  # one pass per candidate context (multipass only)
-                for k in range(self.num_classes):
-                    out = self.block_outputs(i, x, one_hot(k, self.num_classes, n))
-                    if block["score_block"]:  # class k: the goodness under context k
-                        name = score_output(block)
-                        total[:, k] += score(i, out[name][:, 0 if name == "goodness" else k])
-                continue  # a contextual block is the last one
+        first = first_contextual(self.blocks)
+        shared = len(self.blocks) if first is None else first
+        for i in range(shared):  # context-free: once per image, all K scores at once
             out = self.block_outputs(i, x)
-            if block["score_block"]:
+            if self.blocks[i]["score_block"]:
                 total += score(i, out["scores"])
             x = out["features"]
+        one_hot = one_hot_int8 if self.int8 else one_hot_float
+        for k in range(self.num_classes if first is not None else 0):  # multipass only
+            context, xk = one_hot(k, self.num_classes, n), x
+            for i in range(shared, len(self.blocks)):  # every later block on k's features
+                out = self.block_outputs(i, xk, context)
+                if self.blocks[i]["score_block"]:  # class k: the goodness under context k
+                    name = score_output(self.blocks[i])
+                    total[:, k] += score(i, out[name][:, 0 if name == "goodness" else k])
+                xk = out["features"]
         return total
 
     def predict_modes(self, raw: np.ndarray, modes: list[str]) -> dict[str, np.ndarray]:

@@ -49,31 +49,44 @@ def activation_quant(lo: float, hi: float) -> tuple[float, int]:
     return float(scale), zero_point
 
 
+def _observe(r: Ranges, name: str, x: np.ndarray, method: str, percentile: float) -> None:
+    """Widen ``r``'s range of ``name`` to cover ``x`` (the union over observations); the
+    context vectors (a column of the context weights per pass) by min/max."""
+    lo, hi = _range(x, "minmax" if name in CONTEXT_VECTORS else method, percentile)
+    if name in r.values:
+        lo, hi = min(lo, r.values[name][0]), max(hi, r.values[name][1])
+    r.values[name] = (lo, hi)
+
+
 def calibrate(blocks: list[FloatBlock], images: np.ndarray, num_classes: int,
               method: str = "minmax", percentile: float = 99.99) -> list[Ranges]:
     """Ranges of every block's activations on ``images`` (N, H, W, C), normalised floats.
 
-    Contextual blocks are calibrated under every candidate context (multipass inputs).
+    Blocks before the first contextual block see the images once. From it on, every block
+    is calibrated on the features of every candidate context (K x N inputs, what multipass
+    feeds it: block i+1's input under context c is block i's output under c), one candidate
+    at a time so memory stays that of N images; each range is the union of the
+    per-candidate ranges (for minmax exactly the range over all K x N).
     """
-    ranges: list[Ranges] = []
+    first = next((i for i, fb in enumerate(blocks) if fb.contextual), len(blocks))
+    ranges = [Ranges() for _ in blocks]
     x = images.astype(np.float64)
-    for fb in blocks:
-        r = Ranges({"input": _range(x, method, percentile)})
-        if fb.contextual:
-            n = x.shape[0]
-            contexts = np.repeat(np.eye(num_classes), n, axis=0)  # (K*N, K)
-            xs = np.concatenate([x] * num_classes)
-            features, scores, acts = float_forward(fb, xs, contexts)
-            features = features[:n]  # the next block is trained on the context-free prefix
-        else:
-            features, scores, acts = float_forward(fb, x)
-        for name, a in acts.items():
-            r.values[name] = _range(a, "minmax" if name in CONTEXT_VECTORS else method,
-                                    percentile)
-        r.values["features"] = _range(features, method, percentile)
-        r.values["scores"] = _range(scores, method, percentile)
-        ranges.append(r)
-        x = features
+    for fb, r in zip(blocks[:first], ranges, strict=False):  # context-free prefix: once
+        _observe(r, "input", x, method, percentile)
+        x, scores, acts = float_forward(fb, x)
+        for name, a in {**acts, "features": x}.items():
+            _observe(r, name, a, method, percentile)
+        _observe(r, "scores", scores, method, percentile)
+    for c in range(num_classes if first < len(blocks) else 0):
+        context = np.zeros((x.shape[0], num_classes))  # (N, K) one-hot c
+        context[:, c] = 1.0
+        xc = x
+        for fb, r in zip(blocks[first:], ranges[first:], strict=True):
+            _observe(r, "input", xc, method, percentile)
+            xc, scores, acts = float_forward(fb, xc, context if fb.contextual else None)
+            for name, a in {**acts, "features": xc}.items():
+                _observe(r, name, a, method, percentile)
+            _observe(r, "scores", scores, method, percentile)
     return ranges
 
 

@@ -44,9 +44,6 @@ def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
     if not manifest.get("int8"):
         raise CGenerationError("the C writer needs a full-integer int8 export (--int8)")
     for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)):
-        if b["contextual"] and i != len(blocks) - 1:
-            raise CGenerationError(f"{g.name} is contextual but not the last block; the "
-                                   "pipeline runs a contextual block once per class at the end")
         allowed = ["features_in", "context"] if b["contextual"] else ["features_in"]
         if g.inputs[0] != "features_in" or any(n not in allowed for n in g.inputs):
             raise CGenerationError(f"{g.name} takes inputs {g.inputs}; a block takes "

@@ -9,9 +9,12 @@ offset in that array:
 - Pools with VALID padding run in place (each output pixel is written no earlier than the
   first input byte it reads, see ``ctxconv_kernels.h``), and so do an elementwise ADD or
   MUL into its first operand and L2_NORMALIZATION, when nothing reads the input afterwards.
-- A contextual block runs its context-free ops (e.g. the conv of the image, the im2col
-  formulation's shared part) once and the ops that read the context once per candidate in
-  multipass, so what the per-candidate ops read from before the loop stays live to the end.
+- Multipass runs the first contextual block's context-free ops (e.g. the conv of the image,
+  the im2col formulation's shared part) once, then loops over the candidate contexts: that
+  block's ops that read the context and every later block (its input depends on the
+  context). What the loop reads from before it stays live to the end of the pipeline.
+- ``ctxconv_run_block`` may run a contextual block again (once per candidate), so what
+  such a block reads from before it stays live to its end.
 - Each conv gets an im2col scratch (two int16 columns) live during that op only.
 
 Buffers are then placed greedy by size, lowest offset first (as TFLM's planner), 4-byte
@@ -166,20 +169,23 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
 
     block_end = {s.block: i for i, s in enumerate(steps)}
     block_start: dict[int, int] = {}
-    loop_start: dict[int, int] = {}  # first per-context step of each contextual block
+    contextual = {b for b, g in enumerate(graphs) if CONTEXT in g.inputs}
     for i, s in enumerate(steps):
         block_start.setdefault(s.block, i)
-        if s.per_context:
-            loop_start.setdefault(s.block, i)
+    # multipass's candidate loop: the first per-context step to the last step
+    loop_start = next((i for i, s in enumerate(steps) if s.per_context), len(steps))
 
     written = {INPUT: -1} | {s.output: i for i, s in enumerate(steps) if s.op.kind != "RESHAPE"}
 
-    def held(step: Step, h: str) -> bool:
-        """``h`` must outlive ``step``'s block: a contextual block runs again per candidate
-        (``ctxconv_run_block``) or its per-context part re-reads it (multipass)."""
-        if step.block not in loop_start:
-            return False
-        return written[h] < (loop_start if step.per_context else block_start)[step.block]
+    def hold_end(i: int, step: Step, h: str) -> int | None:
+        """The step to which ``h``, read by step ``i``, must outlive its read (None: no
+        hold): the candidate loop re-reads what was written before it, and a contextual
+        block run again per candidate (``ctxconv_run_block``) re-reads its inputs."""
+        if i >= loop_start > written[h]:
+            return len(steps) - 1
+        if step.block in contextual and written[h] < block_start[step.block]:
+            return block_end[step.block]
+        return None
 
     for i, s in enumerate(steps):
         if s.op.kind == "RESHAPE" or not _in_place_ok(s.op, graphs[s.block]):
@@ -187,7 +193,8 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
         src = root(s.inputs[0])
         read_later = any(root(n) == src for t in steps[i + 1:] for n in _arena_inputs(t))
         outputs = {root(global_name(s.block, n)) for n in graphs[s.block].outputs}
-        if not (read_later or held(s, holder(s.inputs[0])) or src in outputs):
+        if not (read_later or hold_end(i, s, holder(s.inputs[0])) is not None
+                or src in outputs):
             in_place_of[s.output] = s.inputs[0]
 
     # each tensor that owns bytes is live from its write to its last read
@@ -195,10 +202,8 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
     for i, s in enumerate(steps):
         for n in _arena_inputs(s):
             h = holder(n)
-            end = i
-            if held(s, h):
-                end = block_end[s.block]  # re-read by every candidate pass
-            live[h][1] = max(live[h][1], end)
+            end = hold_end(i, s, h)  # re-read by every candidate pass
+            live[h][1] = max(live[h][1], i if end is None else end)
         if s.scratch:
             live[s.scratch] = [i, i]
     for b, g in enumerate(graphs):  # a block's outputs are read after its last op

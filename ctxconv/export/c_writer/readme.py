@@ -15,10 +15,15 @@ def readme(manifest: dict[str, Any], graphs: list[BlockGraph], layout: ArenaLayo
     modes = manifest["modes"]
     contextual = [g.name for b, g in zip(manifest["blocks"], graphs, strict=True)
                   if b["contextual"]]
-    ctx_line = (f"Contextual blocks ({', '.join(contextual)}): multipass runs their "
-                "context-free ops (e.g. the conv of the image) once and the ops that read the "
+    later = [g.name for g in graphs[graphs.index(next(
+        g for b, g in zip(manifest["blocks"], graphs, strict=True) if b["contextual"])) + 1:]
+    ] if contextual else []
+    after = (f" Every block after {contextual[0]} ({', '.join(later)}) runs once per candidate "
+             "too, on that candidate's features." if later else "")
+    ctx_line = (f"Contextual blocks ({', '.join(contextual)}): multipass runs the first one's "
+                "context-free ops (e.g. the conv of the image) once and its ops that read the "
                 "context once per candidate class, building the one-hot int8 context itself."
-                if contextual else "No block takes the context inside its graph: every block "
+                + after if contextual else "No block takes the context inside its graph: every block "
                 "runs once, and each block's head gives the goodness under all classes.")
     return f"""# ctxconv C library: {ds['name']} ({len(graphs)} int8 blocks, {k} classes)
 

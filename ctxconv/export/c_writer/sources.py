@@ -20,6 +20,7 @@ from ctxconv.blockgraph.fixedpoint import (
     wrap_int32,
 )
 from ctxconv.blockgraph.ir import BlockGraph, Tensor, compute_padding
+from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.export.c_writer.layout import CONTEXT, ArenaLayout, Step, conv_k_padded
 from ctxconv.export.pipeline import BlockPipeline, score_weights
 
@@ -516,29 +517,44 @@ void ctxconv_classify(const int8_t *input, int32_t scores[CTXCONV_NUM_CLASSES])
 
 def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],
               weights: list[int], layout: ArenaLayout) -> str:
-    """One classify function; a contextual block runs its context-free part once and the
-    rest once per candidate context."""
+    """One classify function. The blocks before the first contextual block run once; then
+    that block's context-free part runs once, and per candidate context its part that reads
+    the context and every later block (their inputs depend on the context)."""
     body = ["    const int8_t *q;", "    load_input(input, scores);"]
-    for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)):
-        zp = _q(g.tensors[score_name(g)])[1]
-        at = "0" if score_name(g) == "goodness" else "k"  # one goodness per pass, or K
-        add = (f"scores[k] += (q[{at}] - ({zp})) * {weights[i]};" if b["score_block"] else "")
-        if b["contextual"]:
-            if mode != "multipass":
-                raise CGenerationError(f"{g.name} is contextual: only multipass can run it")
-            split = any(s.per_context for s in layout.steps if s.block == i)
-            run = (f"{g.name}_per_context(context_buffer);\n        "
-                   f"q = A({layout.offset(f'b{i}.{score_name(g)}')});" if split
-                   else f"q = ctxconv_run_block({i}, context_buffer);")
-            body += ([f"    {g.name}_shared();"] if split else []) + [
-                "    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {",
-                "        memset(context_buffer, CTXCONV_CONTEXT_OFF, sizeof context_buffer);",
-                "        context_buffer[k] = CTXCONV_CONTEXT_ON;",
-                f"        {run}",
-                f"        {add or '(void)q;'}", "    }"]
-        else:
-            body.append(f"    q = ctxconv_run_block({i}, 0);")
-            body.append("    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {"
-                        f" {add} }}" if add else "    (void)q;")
+    first = first_contextual(blocks)
+    shared = len(blocks) if first is None else first
+
+    def add(i: int, index: str) -> str:
+        name = score_name(graphs[i])
+        zp = _q(graphs[i].tensors[name])[1]
+        at = "0" if name == "goodness" else index  # one goodness per pass, or K
+        return (f"scores[{index}] += (q[{at}] - ({zp})) * {weights[i]};"
+                if blocks[i]["score_block"] else "(void)q;")
+
+    for i in range(shared):
+        body.append(f"    q = ctxconv_run_block({i}, 0);")
+        body.append("    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {"
+                    f" {add(i, 'k')} }}" if blocks[i]["score_block"] else "    (void)q;")
+    if first is None:
+        return _function(mode, body)
+    if mode != "multipass":
+        raise CGenerationError(f"{graphs[first].name} is contextual: only multipass can run it")
+    g = graphs[first]
+    split = any(s.per_context for s in layout.steps if s.block == first)
+    run = ([f"{g.name}_per_context(context_buffer);",
+            f"q = A({layout.offset(f'b{first}.{score_name(g)}')});"] if split
+           else [f"q = ctxconv_run_block({first}, context_buffer);"])
+    loop = [*run, add(first, "k")]
+    for i in range(first + 1, len(blocks)):  # on candidate k's features
+        loop += [f"q = ctxconv_run_block({i}, context_buffer);", add(i, "k")]
+    body += ([f"    {g.name}_shared();"] if split else []) + [
+        "    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {",
+        "        memset(context_buffer, CTXCONV_CONTEXT_OFF, sizeof context_buffer);",
+        "        context_buffer[k] = CTXCONV_CONTEXT_ON;",
+        *(f"        {line}" for line in loop), "    }"]
+    return _function(mode, body)
+
+
+def _function(mode: str, body: list[str]) -> str:
     return (f"\nvoid ctxconv_classify_{mode}(const int8_t *input, "
             "int32_t scores[CTXCONV_NUM_CLASSES])\n{\n" + "\n".join(body) + "\n}\n")
