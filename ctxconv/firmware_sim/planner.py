@@ -243,7 +243,9 @@ class PipelinePlan:
     multi-tenant: one allocator, tails stacked, heads overlaid) the feature map must
     survive in an application buffer while the next block's head is reused, so the
     largest boundary map is staged outside the arena; with one arena per block it stays
-    in block i's arena. The context vector (K int8) and the score accumulator (K int32)
+    in block i's arena. In multipass the blocks from the first contextual one on run once
+    per candidate context, each pass starting from that block's input, which stays staged
+    beside the loop's boundary maps (``staging_bytes``). The context vector (K int8) and the score accumulator (K int32)
     live for the whole pipeline.
     """
 
@@ -340,6 +342,21 @@ def _shared_arena(blocks: list[MemoryPlan]) -> int:
     return align_up(max(peak, tails + max((b.head_bytes for b in blocks), default=0)))
 
 
+def staging_bytes(graphs: list[BlockGraph], boundaries: list[int]) -> int:
+    """Bytes staged outside a shared arena: one boundary feature map at a time, and in
+    multipass, while the candidate loop runs the blocks after the first contextual block,
+    that block's input as well (every candidate's pass starts again from it).
+
+    ``boundaries[i]`` is the bytes of the map from block i to block i+1.
+    """
+    first = next((i for i, g in enumerate(graphs) if "context" in g.inputs), None)
+    prefix = max(boundaries[:first] if first is not None else boundaries, default=0)
+    if first is None or first == len(graphs) - 1:
+        return prefix  # no loop over later blocks: the held input is the last boundary
+    held = graphs[first].tensors[graphs[first].inputs[0]].nbytes
+    return max(prefix, held + max(boundaries[first:], default=0))
+
+
 def plan_pipeline(
     graphs: list[BlockGraph],
     context_size: int,
@@ -375,7 +392,7 @@ def plan_pipeline(
         boundaries.append((a.name, b.name, tuple(out.shape), out.nbytes))
     if shared_arena:
         arena = _shared_arena(blocks)
-        staging = max((n for *_, n in boundaries), default=0)
+        staging = staging_bytes(graphs, [n for *_, n in boundaries])
     else:
         arena = sum(b.arena_bytes for b in blocks)
         staging = 0

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.blockgraph.ir import context_dependent_ops
+from ctxconv.blockgraph.ir import BlockGraph, context_dependent_ops
+from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.export.pipeline import BlockPipeline, modes_coincide, one_hot_int8
 from ctxconv.export.runtimes import tflm_min_arena
 from ctxconv.firmware_sim.backends import BACKENDS, ReferenceRunner, make_runners
@@ -91,6 +92,20 @@ def compare_with_tflm(bundle: ExportBundle, raw: np.ndarray, chunk: int = 256) -
     return diffs if len(raw) else []
 
 
+def op_runs(blocks: list[dict[str, Any]], index: int, graph: BlockGraph, k: int,
+            mode: str) -> list[int]:
+    """How often each op of block ``index`` runs per image in ``mode``, as the generated C
+    runs it: multipass runs the first contextual block's context-free ops (the conv of the
+    image) once and its ops that read the context once per candidate, and every later block
+    once per candidate (its input depends on the context); all else once."""
+    first = first_contextual(blocks)
+    if mode != "multipass" or first is None or index < first:
+        return [1] * len(graph.ops)
+    if index > first:
+        return [k] * len(graph.ops)
+    return [k if dep else 1 for dep in context_dependent_ops(graph)]
+
+
 def _macs(graph) -> int:
     return sum(op_work(graph, op) for op in graph.ops if op.kind in ("CONV_2D",
                                                                       "FULLY_CONNECTED"))
@@ -115,9 +130,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     blocks = []
     for i, (graph, bplan, block) in enumerate(zip(bundle.graphs, plan.blocks, bundle.blocks,
                                                   strict=True)):
-        runs = k if (block["contextual"] and mode == "multipass") else 1
-        # multipass shares the context-free ops; those that read the context run per candidate
-        times = [runs if dep else 1 for dep in context_dependent_ops(graph)]
+        times = op_runs(bundle.blocks, i, graph, k, mode)
+        runs = max(times, default=1)
         lat = estimate_latency(graph, profile)
         cycles = sum(t * c for t, (_, _, c) in zip(times, lat.op_cycles, strict=True))
         energy = profile.energy_mj(cycles)
