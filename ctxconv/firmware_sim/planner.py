@@ -245,8 +245,8 @@ class PipelinePlan:
     largest boundary map is staged outside the arena; with one arena per block it stays
     in block i's arena. In multipass the blocks from the first contextual one on run once
     per candidate context, each pass starting from that block's input, which stays staged
-    beside the loop's boundary maps (``staging_bytes``). The context vector (K int8) and the score accumulator (K int32)
-    live for the whole pipeline.
+    beside the loop's boundary maps (``staging_bytes``). The context vector (K int8) and
+    the score accumulator (K int32) live for the whole pipeline.
     """
 
     blocks: list[MemoryPlan]
