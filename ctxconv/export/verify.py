@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ctxconv.blockgraph.ir import BlockGraph
+from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.blockgraph.tflite_reader import read_tflite
 from ctxconv.export.pipeline import (
     BlockPipeline,
@@ -115,6 +116,7 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
     contexts = np.stack([one_hot_int8(i % k, k, 1)[0] for i in range(n)])  # (n, K) int8
     per_block: list[dict[str, Any]] = []
     failures: list[str] = []
+    first = first_contextual(manifest["blocks"])
     for i, block in enumerate(manifest["blocks"]):
         ctx_int8 = contexts if block["contextual"] else None
         ctx_float = (contexts > 0).astype(np.float32) if block["contextual"] else None
@@ -139,7 +141,9 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
             xf = dequantize(x, s_in, z_in)
         else:
             xf = x
-        tout = _torch_block(model, i, xf, ctx_float)
+        # from the first contextual block on, torch's goodness is the one under the pass's context
+        later = first is not None and i >= first
+        tout = _torch_block(model, i, xf, (contexts > 0).astype(np.float32) if later else None)
         row["torch_float"] = {}
         for o in ("features", score_output(block)):
             if int8:
