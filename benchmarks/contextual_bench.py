@@ -273,8 +273,11 @@ def _sh(cmd: list[str], log: Path) -> tuple[int, float]:
     return rc, round(time.perf_counter() - t0, 1)
 
 
-def evaluate(out: Path, groups: str, mcu: str = "nrf52840") -> dict:
-    """int8 export and the simulator on ``mcu`` for every final run; ``out/evaluated.json``."""
+def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False) -> dict:
+    """int8 export and the simulator on ``mcu`` for every final run; ``out/evaluated.json``.
+
+    ``reuse``: keep an existing export of the run (its manifest present) instead of
+    exporting again."""
     path = out / "evaluated.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     for group in groups:
@@ -283,9 +286,15 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840") -> dict:
             if not (run_dir / "summary.json").exists():
                 continue
             export = run_dir / "export"
-            rc, secs = _sh(["ctxconv-export", str(run_dir), "--int8"], run_dir / "export.log")
+            if reuse and (export / "manifest.json").exists():
+                rc, secs = 0, json.loads((export / "manifest.json").read_text())["export_seconds"]
+            else:
+                rc, secs = _sh(["ctxconv-export", str(run_dir), "--int8"],
+                               run_dir / "export.log")
             entry: dict = {"export_seconds": secs, "export_rc": rc}
-            if rc == 0:
+            if rc == 3 and (export / "manifest.json").exists():  # runtimes disagree: kept
+                entry["verification_failed"] = True
+            if rc == 0 or entry.get("verification_failed"):
                 manifest = json.loads((export / "manifest.json").read_text())
                 entry["manifest_accuracy"] = manifest.get("accuracy")
                 coincide = not any(b["contextual"] for b in manifest["blocks"])
@@ -299,7 +308,8 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840") -> dict:
                                             else {"rc": rc_sim})
             else:
                 entry["error"] = (run_dir / "export.log").read_text().strip().splitlines()[-1:]
-            done[f"{group}_seed{seed}"] = entry
+            done = {**(json.loads(path.read_text()) if path.exists() else {}),
+                    f"{group}_seed{seed}": entry}  # other stages may run beside this one
             path.write_text(json.dumps(done, indent=1))
             print(f"{group}_seed{seed}: export rc {rc} in {secs}s", flush=True)
     return done
@@ -326,6 +336,28 @@ def _metrics(out: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in open(path)] if path.exists() else []
 
 
+def _evaluation(run_dir: Path, logged: dict) -> dict:
+    """int8 accuracy, MACs, latency and memory of a run, read from its export and simulator
+    reports on disk (the files ``evaluate`` writes)."""
+    manifest_path = run_dir / "export" / "manifest.json"
+    if not manifest_path.exists():
+        return {"export_error": logged.get("error") or ["not exported"]} if logged else {}
+    manifest = json.loads(manifest_path.read_text())
+    acc = manifest["accuracy"]
+    row: dict = {"int8_export_accuracy": {
+        **{f"int8_{m}": v for m, v in acc.get("int8", {}).items()},
+        **{f"float_{m}": v for m, v in acc["float"].items()}}}
+    agreement = manifest.get("agreement", {})
+    if not agreement.get("passed", True):
+        row["verification_failures"] = agreement.get("failures", [])
+    for report in sorted(run_dir.glob("sim_nrf52840_*.json")):
+        sim = json.loads(report.read_text())
+        row[f"sim_{sim['mode']}"] = {k: sim[k] for k in ("accuracy", "macs", "latency_ms",
+                                                         "sram_bytes", "arena_bytes",
+                                                         "flash_bytes", "fits", "images")}
+    return row
+
+
 def summarize(out: Path) -> dict:
     """benchmarks/results/contextual.json and host_train_gpu.json from a train + evaluate."""
     import report
@@ -350,18 +382,7 @@ def summarize(out: Path) -> dict:
                    "params": summ["params"], "train_seconds": summ["train_seconds"],
                    "command": "ctxconv-train " + " ".join(BASE + run["overrides"])
                               + f" seed={seed} trainer.device=cuda"}
-            if ev.get("export_rc") == 0:
-                for key, sim in ev.items():
-                    if key.startswith("sim_") and "macs" in sim:
-                        row[key] = {k: sim[k] for k in ("accuracy", "macs", "latency_ms",
-                                                        "sram_bytes", "arena_bytes",
-                                                        "flash_bytes", "fits")}
-                acc = ev["manifest_accuracy"]
-                row["int8_export_accuracy"] = {
-                    **{f"int8_{m}": v for m, v in acc["int8"].items()},
-                    **{f"float_{m}": v for m, v in acc["float"].items()}}
-            elif ev:
-                row["export_error"] = ev.get("error")
+            row.update(_evaluation(out / "runs" / name, ev))
             seeds[str(seed)] = row
         groups[group] = {"label": LABELS[group], "seeds": seeds}
     ablation = [{"name": n, "group": r["group"], "overrides": r["overrides"],
@@ -445,6 +466,12 @@ def render(res: dict) -> list[str]:
             + f" | {first['params']:,} | {format(one['macs'], ',') if one else '-'} | "
             + (f"{multi['macs']:,} | {multi['latency_ms']:.0f} | {multi['sram_bytes'] / 1024:.1f}"
                if multi else "- | - | -") + " |")
+    for g in res["groups"].values():
+        for seed, row in g["seeds"].items():
+            if row.get("verification_failures"):
+                lines += ["", f"{g['label'][:3]} seed {seed}: the export's cross-runtime check "
+                          "failed (" + "; ".join(row["verification_failures"]) + "); TFLM and "
+                          "the simulator's kernels agree, onnxruntime does not reproduce it."]
     lines += ["", *_comparison(res["groups"], res["ablation"]), "",
               f"Ablation on the validation split ({res['ablation_epochs']} epochs per block, "
               "everything else as above; one seed; multipass validation accuracy). Chosen: "
@@ -538,6 +565,8 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     parser.add_argument("--bundle", action="store_true", help="tar the finals after train")
     parser.add_argument("--groups", default="abcd", help="evaluate: which model groups")
+    parser.add_argument("--reuse-export", action="store_true",
+                        help="evaluate: keep a run's existing export")
     parser.add_argument("--finals", metavar="GROUP=ABLATION",
                         help="train: only three seeds of one ablation setting, as GROUP")
     args = parser.parse_args()
@@ -549,7 +578,7 @@ def main() -> None:
         if args.bundle:
             bundle(args.out)
     elif args.stage == "evaluate":
-        evaluate(args.out, args.groups)
+        evaluate(args.out, args.groups, reuse=args.reuse_export)
     elif args.stage == "summarize":
         summarize(args.out)
     else:
