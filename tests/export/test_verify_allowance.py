@@ -40,3 +40,14 @@ def test_a_model_without_elementwise_ops_keeps_the_plain_limit(digits_run, digit
         assert lsb_allowance(read_tflite(path.read_bytes())) == 1
     rows = digits_export["agreement"]["blocks"]
     assert [row["lsb_limit"] for row in rows] == [1] * len(rows)
+
+
+def test_l2_levels_is_the_rms_of_a_unit_vector_at_step_one_128th():
+    from ctxconv.export.verify import l2_levels
+
+    q = Quant.per_tensor(1 / 128, 0)
+    tensors = {"x": Tensor("x", (1, 784), "int8", Quant.per_tensor(0.1, 0)),
+               "y": Tensor("y", (1, 784), "int8", q)}
+    graph = BlockGraph("g", tensors, [Op("L2_NORMALIZATION", ["x"], ["y"])], ["x"], ["y"])
+    assert l2_levels(graph) == pytest.approx(128 / 28)
+    assert l2_levels(_graph(0.1, 0.1, 0.1, False)) is None
