@@ -273,7 +273,8 @@ def _sh(cmd: list[str], log: Path) -> tuple[int, float]:
     return rc, round(time.perf_counter() - t0, 1)
 
 
-def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False) -> dict:
+def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
+             images: int | None = None) -> dict:
     """int8 export and the simulator on ``mcu`` for every final run; ``out/evaluated.json``.
 
     ``reuse``: keep an existing export of the run (its manifest present) instead of
@@ -302,7 +303,8 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False)
                     report = run_dir / f"sim_{mcu}_{mode}.json"
                     rc_sim, secs_sim = _sh(
                         ["ctxconv-sim", str(export), "--mcu", mcu, "--mode", mode, "--json",
-                         str(report), "--no-tflm-arena", "--bit-exact-images", "200"],
+                         str(report), "--no-tflm-arena", "--bit-exact-images", "200",
+                         *(["--images", str(images)] if images else [])],
                         run_dir / f"sim_{mode}.log")
                     entry[f"sim_{mode}"] = (json.loads(report.read_text()) if rc_sim == 0
                                             else {"rc": rc_sim})
@@ -565,6 +567,8 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     parser.add_argument("--bundle", action="store_true", help="tar the finals after train")
     parser.add_argument("--groups", default="abcd", help="evaluate: which model groups")
+    parser.add_argument("--sim-images", type=int, default=None,
+                        help="evaluate: simulate the first N test images (default all)")
     parser.add_argument("--reuse-export", action="store_true",
                         help="evaluate: keep a run's existing export")
     parser.add_argument("--finals", metavar="GROUP=ABLATION",
@@ -578,7 +582,7 @@ def main() -> None:
         if args.bundle:
             bundle(args.out)
     elif args.stage == "evaluate":
-        evaluate(args.out, args.groups, reuse=args.reuse_export)
+        evaluate(args.out, args.groups, reuse=args.reuse_export, images=args.sim_images)
     elif args.stage == "summarize":
         summarize(args.out)
     else:
