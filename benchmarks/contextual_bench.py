@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 BASE = ["experiment=fashion_mnist", "trainer.progress=false"]
 SEEDS = (0, 1, 2)
 ABLATION_EPOCHS = 2
+TEST_IMAGES = 10_000
 CONTRAST = ["trainer.objective=contrast"]
 OFFICIAL = ["model.contextual=[true,false,false]", "model.goodness=energy", "model.norm=l2",
             "trainer.objective=bce"]
@@ -447,19 +448,23 @@ def render(res: dict) -> list[str]:
             continue
         floats = [s["float_test"]["multipass"] for s in seeds.values()]
         m, sd = _mean_std(floats)
-        int8, gaps = [], []
+        int8, gaps, subset = [], [], 0
         for s in seeds.values():
             sim = s.get("sim_multipass") or s.get("sim_onepass")
             if sim:
                 int8.append(sim["accuracy"])
-                gaps.append(sim["accuracy"] - s["int8_export_accuracy"]["float_multipass"])
+                if sim.get("images", TEST_IMAGES) < TEST_IMAGES:
+                    subset = sim["images"]
+                else:
+                    gaps.append(sim["accuracy"] - s["int8_export_accuracy"]["float_multipass"])
         first = next(iter(seeds.values()))
         multi = first.get("sim_multipass") or first.get("sim_onepass")
         one = first.get("sim_onepass")
         if int8:
             i_m, i_sd = _mean_std(int8)
-            int8_cell = (f"{_pct(i_m)} ± {_pct(i_sd)} | "
-                         f"{100 * sum(gaps) / len(gaps):+.2f}")
+            int8_cell = (f"{_pct(i_m)} ± {_pct(i_sd)}"
+                         + (f" (first {subset:,} test images)" if subset else "") + " | "
+                         + (f"{100 * sum(gaps) / len(gaps):+.2f}" if gaps else "-"))
         else:
             int8_cell = f"not exported: {first.get('export_error', ['not run'])[-1]} | -"
         lines.append(
