@@ -361,6 +361,28 @@ def _evaluation(run_dir: Path, logged: dict) -> dict:
     return row
 
 
+def float_on_first(run_dir: Path, n: int) -> float:
+    """Float multipass accuracy of a run's checkpoint on the first ``n`` test images (what a
+    simulator run on ``--images n`` sees), for an int8-vs-float gap on the same images."""
+    import torch
+
+    from ctxconv.train.checkpoint import load_checkpoint, restore_model
+    from ctxconv.train.data import DataConfig, load_datasets
+    from ctxconv.train.inference import multipass_scores
+
+    payload = load_checkpoint(run_dir / "checkpoint.pt")
+    model = restore_model(payload, run_dir / "checkpoint.pt").eval()
+    data = DataConfig(**{k: v for k, v in payload["data"].items()
+                         if k in DataConfig.__dataclass_fields__})
+    data.num_classes, data.max_test_samples = None, n
+    test = load_datasets(data)[2]
+    x, y = test.tensors
+    with torch.no_grad():
+        preds = torch.cat([multipass_scores(model, x[i:i + 250]).argmax(1)
+                           for i in range(0, len(x), 250)])
+    return float((preds == y).float().mean())
+
+
 def summarize(out: Path) -> dict:
     """benchmarks/results/contextual.json and host_train_gpu.json from a train + evaluate."""
     import report
@@ -386,6 +408,14 @@ def summarize(out: Path) -> dict:
                    "command": "ctxconv-train " + " ".join(BASE + run["overrides"])
                               + f" seed={seed} trainer.device=cuda"}
             row.update(_evaluation(out / "runs" / name, ev))
+            full = out / "runs" / name / "full_sim_nrf52840_multipass.json"
+            if full.exists():  # a whole-split simulator run kept beside a subset one
+                report = json.loads(full.read_text())
+                row["full_split_int8"] = {"accuracy": report["accuracy"],
+                                          "images": report["images"]}
+            sim = row.get("sim_multipass")
+            if sim and sim["images"] < TEST_IMAGES:
+                row["float_on_sim_images"] = float_on_first(out / "runs" / name, sim["images"])
             seeds[str(seed)] = row
         groups[group] = {"label": LABELS[group], "seeds": seeds}
     ablation = [{"name": n, "group": r["group"], "overrides": r["overrides"],
@@ -455,6 +485,7 @@ def render(res: dict) -> list[str]:
                 int8.append(sim["accuracy"])
                 if sim.get("images", TEST_IMAGES) < TEST_IMAGES:
                     subset = sim["images"]
+                    gaps.append(sim["accuracy"] - s["float_on_sim_images"])
                 else:
                     gaps.append(sim["accuracy"] - s["int8_export_accuracy"]["float_multipass"])
         first = next(iter(seeds.values()))
@@ -475,6 +506,12 @@ def render(res: dict) -> list[str]:
                if multi else "- | - | -") + " |")
     for g in res["groups"].values():
         for seed, row in g["seeds"].items():
+            if "full_split_int8" in row:
+                full = row["full_split_int8"]
+                lines += ["", f"{g['label'][:3]} seed {seed} on the whole test split "
+                          f"({full['images']:,} images): int8 {_pct(full['accuracy'])} % "
+                          f"against float {_pct(row['int8_export_accuracy']['float_multipass'])} "
+                          "% (the export's float measurement on this machine)."]
             if row.get("verification_failures"):
                 lines += ["", f"{g['label'][:3]} seed {seed}: the export's cross-runtime check "
                           "failed (" + "; ".join(row["verification_failures"]) + "); TFLM and "
