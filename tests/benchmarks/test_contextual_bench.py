@@ -1,0 +1,86 @@
+"""The contextual benchmark: choices on validation only, finals of the chosen setting, and a
+table whose derived figures (means, int8 gaps, MAC ratio) come from the stored numbers."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import contextual_bench as cb  # noqa: E402
+
+
+def _write_summary(out: Path, name: str, val: float, test: float | None = None) -> None:
+    run = out / "runs" / name
+    run.mkdir(parents=True)
+    summary = {"val_accuracy": {"multipass": val},
+               "test_accuracy": None if test is None else {"multipass": test}}
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_best_validation_run_is_chosen_and_its_finals_drop_the_short_epochs(tmp_path):
+    runs = [r for r in cb.ablation_runs() if r.group == "ablation_b"]
+    assert runs and all(not r.test for r in cb.ablation_runs())  # ablations never read test
+    for i, run in enumerate(runs):
+        _write_summary(tmp_path, run.name, val=0.5 + (0.3 if i == 2 else 0.01 * i))
+    chosen = cb.choose(tmp_path, runs)
+    assert chosen is runs[2]
+    finals = cb.finals("b", chosen)
+    assert [f.seed for f in finals] == list(cb.SEEDS) and all(f.test for f in finals)
+    assert all(not o.startswith("trainer.epochs=") for f in finals for o in f.overrides)
+    assert set(chosen.overrides) - set(finals[0].overrides) == {
+        f"trainer.epochs={cb.ABLATION_EPOCHS}"}
+    assert cb.choose(tmp_path, [r for r in cb.ablation_runs() if r.group == "ablation_c"]) is None
+
+
+def _seed(test: float, int8: float, float_export: float, macs: int, images: int = 10_000,
+          subset_float: float | None = None) -> dict:
+    row = {"float_test": {"multipass": test}, "params": 1000,
+           "int8_export_accuracy": {"float_multipass": float_export},
+           "sim_multipass": {"accuracy": int8, "macs": macs, "latency_ms": 10.0,
+                             "sram_bytes": 2048, "images": images}}
+    if subset_float is not None:
+        row["float_on_sim_images"] = subset_float
+    return row
+
+
+def _res() -> dict:
+    groups = {}
+    for g, macs in zip("abcd", (100, 980, 990, 100), strict=True):
+        seeds = {str(s): _seed(0.90 + 0.01 * s, 0.89 + 0.01 * s, 0.90 + 0.01 * s, macs)
+                 for s in range(3)}
+        groups[g] = {"label": cb.LABELS[g], "seeds": seeds}
+    for s in range(3):
+        groups["c"]["seeds"][str(s)] = _seed(0.5, 0.3, 0.5, 990, images=2000,
+                                             subset_float=0.45)
+    for seed in groups["a"]["seeds"].values():
+        seed["sim_onepass"] = dict(seed["sim_multipass"])
+    prov = {"machine": "m", "date": "d", "commit": "c", "command": "x"}
+    return {"provenance": prov, "evaluation_provenance": prov, "groups": groups,
+            "ablation": [{"name": "abl_c_x", "group": "ablation_c", "overrides": [],
+                          "val": 0.6}], "selected": {"b": "abl_b", "c": "abl_c_x"},
+            "ablation_epochs": 2}
+
+
+def test_render_computes_means_gaps_and_the_mac_ratio():
+    text = "\n".join(cb.render(_res()))
+    row_a = next(line for line in text.splitlines() if line.startswith("| (a)"))
+    assert "| 91.00 ± 1.00 | 90.00, 91.00, 92.00 | 90.00 ± 1.00 | -1.00 |" in row_a
+    row_c = next(line for line in text.splitlines() if line.startswith("| (c)"))
+    assert "30.00 ± 0.00 (first 2,000 test images) | -15.00 |" in row_c  # vs float on them
+    assert "**9.80x**" in text  # (b) multipass over (a) onepass
+    assert "past 60.0 % on validation" in text
+
+
+@pytest.mark.parametrize("missing", ["b", "c"])
+def test_render_says_when_a_group_was_not_exported(missing):
+    res = _res()
+    for seed in res["groups"][missing]["seeds"].values():
+        for key in ("sim_multipass", "int8_export_accuracy", "float_on_sim_images"):
+            seed.pop(key, None)
+        seed["export_error"] = ["error: something failed"]
+    text = "\n".join(cb.render(res))
+    assert "not exported: error: something failed" in text
