@@ -161,6 +161,27 @@ class Pool:
             self.start(self.queue.pop(0))
         return ended
 
+    @property
+    def expired(self) -> bool:
+        return time.time() > self.deadline
+
+    def drain(self, tick: float = 0.5, after_poll=None) -> None:
+        """Run the queue to its end (``after_poll`` called after each poll); at the deadline
+        kill what still runs."""
+        while self.queue or self.live:
+            if self.expired:
+                self.kill_all()
+                return
+            time.sleep(tick)
+            self.poll()
+            if after_poll is not None:
+                after_poll()
+
+    def record(self) -> dict:
+        """Every ended run, by name, as results.json stores it."""
+        return {r.name: {"group": r.group, "seed": r.seed, "overrides": r.overrides,
+                         **r.result} for r in self.done}
+
     def kill_all(self) -> None:
         for _, (proc, _, run) in self.live.items():
             proc.kill()
@@ -193,8 +214,7 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
                "selected": {}, "runs": {}}
 
     def save() -> None:
-        results["runs"] = {r.name: {"group": r.group, "seed": r.seed, "overrides": r.overrides,
-                                    **r.result} for r in pool.done}
+        results["runs"] = pool.record()
         (out / "results.json").write_text(json.dumps(results, indent=1))
 
     for run in exclusive_runs():  # one at a time: their wall times are the measurement
@@ -207,12 +227,8 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
     pool.queue = ablations + seed_runs()
     pending = {"b": [r for r in ablations if r.group == "ablation_b"],
                "c": [r for r in ablations if r.group == "ablation_c"]}
-    while pool.queue or pool.live:
-        if time.time() > T0 + deadline:
-            pool.kill_all()
-            break
-        time.sleep(1.0)
-        pool.poll()
+
+    def start_finals() -> None:
         for group, runs in list(pending.items()):
             if all(r in pool.done for r in runs):
                 chosen = choose(out, runs)
@@ -222,6 +238,8 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
                     pool.queue[:0] = finals(group, chosen)  # ahead of everything else
                     pool.poll()
         save()
+
+    pool.drain(tick=1.0, after_poll=start_finals)
     save()
     return results
 
@@ -233,16 +251,9 @@ def train_finals(out: Path, device: str, group: str, ablation: str, deadline: fl
     chosen = next(r for r in ablation_runs() if r.name == ablation)
     pool = Pool(out, device, extra, len(SEEDS), T0 + deadline)
     pool.queue = finals(group, chosen)
-    while pool.queue or pool.live:
-        if time.time() > T0 + deadline:
-            pool.kill_all()
-            break
-        time.sleep(0.5)
-        pool.poll()
+    pool.drain()
     results = {"machine": _machine(), "device": device, "extra_overrides": extra,
-               "selected": {group: ablation},
-               "runs": {r.name: {"group": r.group, "seed": r.seed, "overrides": r.overrides,
-                                 **r.result} for r in pool.done}}
+               "selected": {group: ablation}, "runs": pool.record()}
     (out / f"results_{group}.json").write_text(json.dumps(results, indent=1))
     with tarfile.open(out / f"runs_{group}.tar", "w") as tar:
         for run in pool.done:
@@ -281,7 +292,7 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
     ``reuse``: keep an existing export of the run (its manifest present) instead of
     exporting again."""
     path = out / "evaluated.json"
-    done = json.loads(path.read_text()) if path.exists() else {}
+    done: dict = {}
     for group in groups:
         for seed in SEEDS:
             run_dir = out / "runs" / f"{group}_seed{seed}"
@@ -337,6 +348,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _metrics(out: Path, name: str) -> list[dict]:
     path = out / "runs" / name / "metrics.jsonl"
     return [json.loads(line) for line in open(path)] if path.exists() else []
+
+
+def _timing(run: dict, rows: list[dict]) -> dict:
+    """A timed run's seconds per epoch of each block, and its totals."""
+    summary = run["summary"]
+    return {"train_seconds": summary["train_seconds"], "wall_seconds": run["wall_seconds"],
+            "val": summary["val_accuracy"]["onepass"], "prefix_cache": summary["prefix_cache"],
+            "epoch_seconds": {str(b): [r["seconds"] for r in rows if r["block"] == b]
+                              for b in sorted({r["block"] for r in rows})},
+            "command": "ctxconv-train " + " ".join(BASE + run["overrides"])
+                       + " trainer.device=cuda"}
 
 
 def _evaluation(run_dir: Path, logged: dict) -> dict:
@@ -431,16 +453,7 @@ def summarize(out: Path) -> dict:
                "python benchmarks/contextual_bench.py summarize"),
            "groups": groups, "ablation": ablation, "selected": results["selected"],
            "ablation_epochs": ABLATION_EPOCHS}
-    timing = {name: {"train_seconds": runs[name]["summary"]["train_seconds"],
-                     "wall_seconds": runs[name]["wall_seconds"],
-                     "val": runs[name]["summary"]["val_accuracy"]["onepass"],
-                     "prefix_cache": runs[name]["summary"]["prefix_cache"],
-                     "epoch_seconds": {str(b): [r["seconds"] for r in _metrics(out, name)
-                                                if r["block"] == b]
-                                       for b in sorted({r["block"] for r in
-                                                        _metrics(out, name)})},
-                     "command": "ctxconv-train " + " ".join(BASE + runs[name]["overrides"])
-                                + " trainer.device=cuda"}
+    timing = {name: _timing(runs[name], _metrics(out, name))
               for name in ("a_seed0", "a_seed0_nocache", "a_seed0_bf16", "d_seed0")}
     gpu = {"provenance": {**res["provenance"], "note": "each run alone on the machine"},
            "machine": results["machine"], "runs": timing}
@@ -530,7 +543,7 @@ def render(res: dict) -> list[str]:
     return lines
 
 
-def _group_mean(g: dict, key: str = "float") -> float | None:
+def _group_mean(g: dict) -> float | None:
     values = [s["float_test"]["multipass"] for s in g["seeds"].values()]
     return sum(values) / len(values) if values else None
 

@@ -33,19 +33,16 @@ def block_scores(model: ContextualNet, x: torch.Tensor, upto: int | None = None
     for block in model.blocks[:shared]:  # context-free: computed once
         h = block(h)
         out.append(block.goodness.scores(h))  # linear goodness: all K scores analytically
-    per_context = [torch.empty(0)] * (last + 1 - shared)
-    if shared <= last:
-        per_context = [torch.zeros(batch, k, device=x.device, dtype=x.dtype)
-                       for _ in range(shared, last + 1)]
-        eye = torch.eye(k, device=x.device, dtype=x.dtype)
-        for c in range(k):
-            context = eye[c].expand(batch, k)
-            hc = h
-            for j, i in enumerate(range(shared, last + 1)):
-                block = model.blocks[i]
-                hc = block(hc, context)
-                per_context[j][:, c] = block.goodness(hc, context)
-    return out + per_context if shared <= last else out
+    per_context = [torch.zeros(batch, k, device=x.device, dtype=x.dtype)
+                   for _ in range(shared, last + 1)]
+    eye = torch.eye(k, device=x.device, dtype=x.dtype)
+    for c in range(k if per_context else 0):
+        context = eye[c].expand(batch, k)
+        hc = h
+        for scores, block in zip(per_context, model.blocks[shared:last + 1], strict=True):
+            hc = block(hc, context)
+            scores[:, c] = block.goodness(hc, context)
+    return out + per_context
 
 
 @torch.no_grad()

@@ -262,13 +262,7 @@ class BlockwiseTrainer:
         for p in block.parameters():
             p.requires_grad_(True)
         images, labels = train.tensors
-        per_rank = self.data_gen.batch_size // ctx.world_size
-        steps_per_epoch = math.ceil(math.ceil(len(train) / ctx.world_size) / per_rank)
-        opt = make_optimizer(block.parameters(), cfg)
-        sched = make_scheduler(opt, cfg, steps_per_epoch * cfg.epochs)
-        if states is not None:
-            opt.load_state_dict(states["optimizer"])
-            sched.load_state_dict(states["scheduler"])
+        opt, sched, steps_per_epoch = self._optimizer(block.parameters(), len(train), states)
         t_cache = time.perf_counter()
         inputs, cached = self._inputs(b, images, cfg.epochs - first_epoch)
         cache_seconds = time.perf_counter() - t_cache  # counted in the block's first epoch
@@ -278,23 +272,31 @@ class BlockwiseTrainer:
         return self._epochs(b, trained, inputs, labels, cached, val, first_epoch,
                             opt, sched, steps_per_epoch, cache_seconds)
 
+    def _optimizer(self, params, n_train: int, states: dict[str, Any] | None
+                   ) -> tuple[torch.optim.Optimizer, Any, int]:
+        """Optimizer and schedule over ``params`` for ``cfg.epochs`` epochs of this rank's
+        shard (restored from ``states`` on resume), and the steps per epoch."""
+        cfg, ctx = self.cfg, self.ctx
+        per_rank = self.data_gen.batch_size // ctx.world_size
+        steps_per_epoch = math.ceil(math.ceil(n_train / ctx.world_size) / per_rank)
+        opt = make_optimizer(params, cfg)
+        sched = make_scheduler(opt, cfg, steps_per_epoch * cfg.epochs)
+        if states is not None:
+            opt.load_state_dict(states["optimizer"])
+            sched.load_state_dict(states["scheduler"])
+        return opt, sched, steps_per_epoch
+
     def _fit_end_to_end(self, train: TensorDataset, val: TensorDataset, first_epoch: int,
                         states: dict[str, Any] | None) -> float:
         """The backprop baseline: every block trained at once on the summed class scores."""
-        cfg, model, ctx = self.cfg, self.model, self.ctx
+        model, ctx = self.model, self.ctx
         if not model.supports_onepass:
             raise ValueError("trainer.method=backprop trains context-free models (the baseline "
                              "of the local-head recipe): set model.contextual to all false")
         for p in model.parameters():
             p.requires_grad_(True)
         images, labels = train.tensors
-        per_rank = self.data_gen.batch_size // ctx.world_size
-        steps_per_epoch = math.ceil(math.ceil(len(train) / ctx.world_size) / per_rank)
-        opt = make_optimizer(model.parameters(), cfg)
-        sched = make_scheduler(opt, cfg, steps_per_epoch * cfg.epochs)
-        if states is not None:
-            opt.load_state_dict(states["optimizer"])
-            sched.load_state_dict(states["scheduler"])
+        opt, sched, steps_per_epoch = self._optimizer(model.parameters(), len(train), states)
         self.cache_plans[len(model.blocks) - 1] = "backprop: no frozen prefix"
         trained = distributed.wrap(EndToEndObjective(model), ctx, self.device)
         return self._epochs(len(model.blocks) - 1, trained, images, labels, False, val,
