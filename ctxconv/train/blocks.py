@@ -66,7 +66,15 @@ class ContextualConv2d(nn.Module):
         return self.injection != "none"
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.bn(self.conv(x))  # (B, n, H, W)
+        return self.inject(self.context_free(x), context)
+
+    def context_free(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv and batch norm, (B, n, H, W): what every context shares."""
+        return self.bn(self.conv(x))
+
+    def inject(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The context injection into ``context_free``'s output (a context row per row of
+        ``y``): the only per-context part of the conv."""
         if not self.is_contextual:
             return y
         if context is None:
@@ -101,7 +109,15 @@ class PoolConv(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return F.relu(self.conv(self.pre_norm(self.pool(x)), context))
+        return self.per_context(self.shared(x), context)
+
+    def shared(self, x: torch.Tensor) -> torch.Tensor:
+        """The context-free part: pool, normalisation, conv and batch norm of the input."""
+        return self.conv.context_free(self.pre_norm(self.pool(x)))
+
+    def per_context(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The rest, under ``context``: the injection and the ReLU."""
+        return F.relu(self.conv.inject(y, context))
 
 
 def grid_size(feature_size: int, max_grid: int) -> int:
@@ -199,6 +215,18 @@ class ContextualConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(x, context)
 
+    def under_contexts(self, x: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """Output for the input ``x`` (B, ...) under ``contexts`` (R*B, K), context-major
+        (rows r*B..r*B+B-1 share context row block r): equal to ``self(x.repeat(R), contexts)``
+        with the conv of ``x`` computed once (the im2col formulation: only the per-context
+        bias or scale, the activation and what follows depend on the context). In training
+        mode batch norm takes its statistics over the B images, not their R copies: the
+        same mean and biased variance (the running variance's n/(n-1) differs by less than
+        1e-3 of itself)."""
+        y = self.body.shared(x)
+        repeats = len(contexts) // len(x)
+        return self.body.per_context(y.repeat(repeats, *([1] * (y.dim() - 1))), contexts)
+
     def all_class_goodness(self, x: torch.Tensor) -> torch.Tensor:
         """Goodness under every candidate context, (B, K), one body pass per context when needed.
 
@@ -209,5 +237,4 @@ class ContextualConvBlock(nn.Module):
         batch, k = x.shape[0], self.num_classes
         eye = torch.eye(k, device=x.device, dtype=x.dtype)
         contexts = eye.repeat_interleave(batch, dim=0)  # (K*B, K), context-major
-        xs = x.repeat(k, *([1] * (x.dim() - 1)))  # (K*B, C, H, W)
-        return self.goodness(self.body(xs, contexts), contexts).view(k, batch).T
+        return self.goodness(self.under_contexts(x, contexts), contexts).view(k, batch).T

@@ -1,9 +1,9 @@
 """Inference with context inputs: class scores without knowing the true label.
 
 - ``multipass``: one pipeline run per candidate context; the blocks before the first
-  contextual block run once and are shared by all K passes, and every block from it on
-  runs once per candidate (its input depends on the context). Scores are the goodness
-  under each candidate, summed over the scoring blocks.
+  contextual block, and that block's conv of its input, run once and are shared by all K
+  passes; the context injection and everything after it run once per candidate. Scores
+  are the goodness under each candidate, summed over the scoring blocks.
 - ``onepass``: one run; each block's linear goodness gives all K scores analytically.
   Available when no block's output depends on the context; then it equals multipass.
 
@@ -22,9 +22,10 @@ MODES = ("multipass", "onepass")
 def block_scores(model: ContextualNet, x: torch.Tensor, upto: int | None = None
                  ) -> list[torch.Tensor]:
     """(B, K) goodness under every candidate context of each block ``<= upto`` (all blocks
-    when None). Blocks before the first contextual one run once and are shared; from it
-    on, one pass per candidate context (each pass is a batch of B, so memory stays that
-    of one pass)."""
+    when None). Blocks before the first contextual one run once and are shared, and so
+    does the first contextual block's conv of its input; from its context injection on,
+    one pass per candidate context (each pass is a batch of B, so memory stays that of
+    one pass)."""
     last = len(model.blocks) - 1 if upto is None else upto
     batch, k = x.shape[0], model.num_classes
     shared = min(model.first_contextual_block, last + 1)
@@ -35,11 +36,17 @@ def block_scores(model: ContextualNet, x: torch.Tensor, upto: int | None = None
         out.append(block.goodness.scores(h))  # linear goodness: all K scores analytically
     per_context = [torch.zeros(batch, k, device=x.device, dtype=x.dtype)
                    for _ in range(shared, last + 1)]
+    if not per_context:
+        return out
     eye = torch.eye(k, device=x.device, dtype=x.dtype)
-    for c in range(k if per_context else 0):
+    first = model.blocks[shared]  # its conv of the image is context-free: computed once
+    conv_of_image = first.body.shared(h)
+    for c in range(k):
         context = eye[c].expand(batch, k)
-        hc = h
-        for scores, block in zip(per_context, model.blocks[shared:last + 1], strict=True):
+        hc = first.body.per_context(conv_of_image, context)
+        per_context[0][:, c] = first.goodness(hc, context)
+        for scores, block in zip(per_context[1:], model.blocks[shared + 1:last + 1],
+                                 strict=True):
             hc = block(hc, context)
             scores[:, c] = block.goodness(hc, context)
     return out + per_context

@@ -109,6 +109,17 @@ class ContextualNet(nn.Module):
             x = block(x, context)
         return x
 
+    def features_under_contexts(
+        self, x: torch.Tensor, upto: int, contexts: torch.Tensor, start: int = 0
+    ) -> torch.Tensor:
+        """``features`` of one input ``x`` (B, ...) of block ``start`` under each row of
+        ``contexts`` (R*B, K), context-major: equal to ``features(x.repeat(R), upto,
+        contexts, start)``, with block ``start``'s conv of ``x`` computed once."""
+        if start >= upto:
+            return x.repeat(len(contexts) // len(x), *([1] * (x.dim() - 1)))
+        h = self.blocks[start].under_contexts(x, contexts)
+        return self.features(h, upto, contexts, start=start + 1)
+
 
 def build_model(cfg: ModelConfig) -> ContextualNet:
     """The network a config describes."""

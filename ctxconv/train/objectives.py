@@ -32,9 +32,25 @@ from ctxconv.train.model import ContextualNet
 
 OBJECTIVES = ("softmax", "bce", "contrast")
 
-#: ``prefix(x, contexts)``: the frozen blocks between the shared input and the trained
-#: block, run under ``contexts`` (N, K) with no graph.
+#: ``prefix(x, contexts)``: the frozen blocks between the shared input ``x`` (B, ...) and
+#: the trained block, run under each row of ``contexts`` (R*B, K), context-major, with no
+#: graph; returns the trained block's (R*B, ...) inputs.
 Prefix = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _under_contexts(block: ContextualConvBlock, x: torch.Tensor, contexts: torch.Tensor,
+                    prefix: Prefix | None) -> torch.Tensor:
+    """Goodness of ``block`` for the input ``x`` (B, ...) under each row of ``contexts``
+    (R*B, K), context-major, (R*B,). Nothing context-free is computed twice: a block
+    whose body ignores the context runs once and its linear goodness is read off for every
+    context; a contextual conv computes the conv of ``x`` once (``under_contexts``)."""
+    repeats = len(contexts) // len(x)
+    if prefix is not None:
+        return block.goodness(block(prefix(x, contexts), contexts), contexts)
+    if block.is_contextual:
+        return block.goodness(block.under_contexts(x, contexts), contexts)
+    scores = block.goodness.scores(block(x))  # (B, K): linear in the context
+    return (scores.repeat(repeats, 1) * contexts).sum(dim=1)
 
 
 def _all_contexts(block: ContextualConvBlock, x: torch.Tensor,
@@ -44,21 +60,18 @@ def _all_contexts(block: ContextualConvBlock, x: torch.Tensor,
         return block.all_class_goodness(x)
     batch, k = x.shape[0], block.num_classes
     contexts = torch.eye(k, device=x.device, dtype=x.dtype).repeat_interleave(batch, dim=0)
-    xs = x.repeat(k, *([1] * (x.dim() - 1)))  # (K*B, ...), context-major
-    h = block(prefix(xs, contexts), contexts)
-    return block.goodness(h, contexts).view(k, batch).T
+    return _under_contexts(block, x, contexts, prefix).view(k, batch).T
 
 
 def _pair_goodness(block: ContextualConvBlock, x: torch.Tensor, labels: torch.Tensor,
                    data_gen: DataGenConfig, prefix: Prefix | None) -> torch.Tensor:
-    """Goodness of the ``generate_data`` pairs, ((1 + n) B,), positives first."""
-    images, contexts = generate_data((x, labels), data_gen)  # ((1+n)B, ...), ((1+n)B, K)
-    if prefix is not None:
-        return block.goodness(block(prefix(images, contexts), contexts), contexts)
-    if block.is_contextual:
-        return block.goodness(block(images, contexts), contexts)
-    h = block(x)  # the body does not see the context: run it once for every pair
-    return block.goodness(h.repeat(len(images) // len(x), *([1] * (h.dim() - 1))), contexts)
+    """Goodness of the ``generate_data`` pairs, ((1 + n) B,), positives first.
+
+    The pairs' images are ``x`` repeated context-major; only their contexts are taken
+    from ``generate_data`` (given a zero-width view of ``x``, so nothing is copied), and
+    the context-free work on ``x`` is shared by every pair of an image."""
+    _, contexts = generate_data((x[:, :0], labels), data_gen)  # ((1+n)B, K)
+    return _under_contexts(block, x, contexts, prefix)
 
 
 def block_loss(

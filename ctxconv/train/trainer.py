@@ -178,7 +178,7 @@ class BlockwiseTrainer:
             with torch.no_grad():
                 for block in self.model.blocks[start:block_index]:
                     block.eval()
-                return self.model.features(x, block_index, contexts, start=start)
+                return self.model.features_under_contexts(x, block_index, contexts, start)
 
         return prefix
 

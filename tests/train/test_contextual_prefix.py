@@ -82,7 +82,7 @@ def test_some_negatives_are_distinct_and_wrong():
 def _prefix(model, upto):
     def run(x, contexts):
         with torch.no_grad():
-            return model.features(x, upto, contexts)
+            return model.features_under_contexts(x, upto, contexts)
     return run
 
 
@@ -128,6 +128,68 @@ def test_the_prefix_runs_under_each_pairs_own_context():
     free_trainer = BlockwiseTrainer(free, TrainerConfig(), DataGenConfig(num_classes=K), ".",
                                     device=torch.device("cpu"))
     assert free_trainer._context_prefix(2) is None and free_trainer._shared(2) == 2
+
+
+# --- shared context-free work ------------------------------------------------------------
+
+def _pair_goodness_repeated(model, b, x, contexts):
+    """The reference: every pair's image run through the whole prefix and block."""
+    repeats = len(contexts) // len(x)
+    h = model.features(x.repeat(repeats, 1, 1, 1), b, contexts)
+    block = model.blocks[b]
+    return block.goodness(block(h, contexts), contexts)
+
+
+@pytest.mark.parametrize(("contextual", "injection", "goodness"), [
+    ([False, False, True], "bias", "linear"),
+    ([False, True, False], "bias+film", "linear"),
+    ([True, False, False], "film", "energy"),
+    ([True, True, True], "bias", "linear"),
+])
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_pairs_share_the_context_free_work_and_equal_repeated_images(contextual, injection,
+                                                                    goodness, train_mode):
+    """Goodness, loss and gradients of ``generate_data`` pairs computed with the conv of an
+    image once (and a context-free block's scores read off) equal the repeated images run
+    one by one, in eval and in train mode (batch statistics of the repeated batch)."""
+    data_gen = DataGenConfig(num_classes=K, negatives=4)
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, K, (6,))
+    for b in range(3):
+        model = _model(contextual, goodness=goodness, injection=injection).train(train_mode)
+        trainer = BlockwiseTrainer(model, TrainerConfig(progress=False), data_gen, run_dir=".",
+                                   device=torch.device("cpu"))
+        x_in = trainer._frozen_input(b, x)
+        model.blocks[b].train(train_mode)
+        torch.manual_seed(1)
+        loss, _ = block_loss(model.blocks[b], x_in, y, "contrast", data_gen,
+                             prefix=trainer._context_prefix(b))
+        grads = torch.autograd.grad(loss, list(model.blocks[b].parameters()), allow_unused=True)
+        torch.manual_seed(1)
+        _, contexts = generate_data((x_in, y), data_gen)
+        with torch.no_grad():
+            for block in model.blocks[:b]:
+                block.eval()
+        g = _pair_goodness_repeated(model, b, x, contexts).view(-1, 6).T
+        want = F.cross_entropy(g, torch.zeros(6, dtype=torch.long))
+        want_grads = torch.autograd.grad(want, list(model.blocks[b].parameters()),
+                                         allow_unused=True)
+        assert torch.allclose(loss, want, atol=1e-5), (b, float(loss), float(want))
+        for got, ref in zip(grads, want_grads, strict=True):
+            assert (got is None) == (ref is None)
+            if got is not None:
+                assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4), b
+
+
+def test_a_contextual_conv_of_the_image_runs_once_per_batch():
+    """The conv of a contextual block sees B images, not (1 + n) B, and still every context."""
+    model = _model([False, False, True])
+    block = model.blocks[2]
+    seen = []
+    block.body.conv.conv.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    x, y = torch.randn(5, 8, 4, 4), torch.randint(0, K, (5,))
+    block_loss(block, x, y, "contrast", DataGenConfig(num_classes=K, negatives=9))
+    scores = block_scores(model, torch.randn(5, 1, 8, 8))
+    assert seen == [5, 5] and scores[2].shape == (5, K)
 
 
 # --- inference -------------------------------------------------------------------------------
