@@ -45,6 +45,10 @@ OFFICIAL = ["model.contextual=[true,false,false]", "model.goodness=energy", "mod
             "trainer.objective=bce"]
 PLACEMENTS = {"first": "[true,false,false]", "last": "[false,false,true]",
               "all": "[true,true,true]"}
+#: the default with augmentation, validation only, at its full 6 epochs per block (2
+#: epochs cannot show what augmentation buys); seed 0 of (a) is the reference
+AUGMENTATIONS = {"shift2_flip": ["trainer.augment=2", "trainer.flip=true"],
+                 "flip": ["trainer.flip=true"]}
 
 
 @dataclass
@@ -83,6 +87,8 @@ def ablation_runs() -> list[Run]:
     the official form's free settings (c)."""
     short = [f"trainer.epochs={ABLATION_EPOCHS}"]
     runs = [Run("abl_default", "ablation_ref", short, test=False)]
+    for name, aug in AUGMENTATIONS.items():  # (a)'s stretch: at the full epochs
+        runs.append(Run(f"abl_a_{name}", "ablation_a", aug, test=False))
     for place, flags in PLACEMENTS.items():
         for inj in ("bias", "film"):
             runs.append(Run(f"abl_b_{place}_{inj}_n9", "ablation_b",
@@ -244,21 +250,43 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
     return results
 
 
-def train_finals(out: Path, device: str, group: str, ablation: str, deadline: float,
-                 extra: list[str]) -> dict:
-    """Three seeds of one named ablation setting, side by side, as group ``group``."""
+def train_side_by_side(out: Path, device: str, tag: str, runs: list[Run], deadline: float,
+                       extra: list[str], selected: dict[str, str] | None = None) -> dict:
+    """``runs`` side by side (one thread each) as ``out/results_<tag>.json``, with their
+    provenance, and a tar of their run folders for transport."""
+    import report
+
     out.mkdir(parents=True, exist_ok=True)
-    chosen = next(r for r in ablation_runs() if r.name == ablation)
-    pool = Pool(out, device, extra, len(SEEDS), T0 + deadline)
-    pool.queue = finals(group, chosen)
+    pool = Pool(out, device, extra, len(runs), T0 + deadline)
+    prov = report.provenance()
+    pool.queue = list(runs)
     pool.drain()
-    results = {"machine": _machine(), "device": device, "extra_overrides": extra,
-               "selected": {group: ablation}, "runs": pool.record()}
-    (out / f"results_{group}.json").write_text(json.dumps(results, indent=1))
-    with tarfile.open(out / f"runs_{group}.tar", "w") as tar:
+    results = {"machine": _machine(), "provenance": prov, "device": device,
+               "extra_overrides": extra, "selected": selected or {}, "runs": pool.record()}
+    (out / f"results_{tag}.json").write_text(json.dumps(results, indent=1))
+    with tarfile.open(out / f"runs_{tag}.tar", "w") as tar:
         for run in pool.done:
             tar.add(out / "runs" / run.name, arcname=run.name)
     return results
+
+
+def train_finals(out: Path, device: str, group: str, ablation: str, deadline: float,
+                 extra: list[str]) -> dict:
+    """Three seeds of one named ablation setting, side by side, as group ``group``."""
+    chosen = next(r for r in ablation_runs() if r.name == ablation)
+    return train_side_by_side(out, device, group, finals(group, chosen), deadline, extra,
+                              {group: ablation})
+
+
+def train_named(out: Path, device: str, names: list[str], deadline: float,
+                extra: list[str]) -> dict:
+    """Named runs of the plan (ablations), side by side, as ``results_<first name>.json``."""
+    plan = {r.name: r for r in ablation_runs()}
+    unknown = [n for n in names if n not in plan]
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; the plan has {sorted(plan)}")
+    return train_side_by_side(out, device, names[0], [plan[n] for n in names], deadline,
+                              extra)
 
 
 def bundle(out: Path) -> None:
@@ -632,10 +660,14 @@ def main() -> None:
                         help="evaluate: keep a run's existing export")
     parser.add_argument("--finals", metavar="GROUP=ABLATION",
                         help="train: only three seeds of one ablation setting, as GROUP")
+    parser.add_argument("--runs", metavar="NAME,...",
+                        help="train: only these runs of the plan, side by side")
     args = parser.parse_args()
     if args.stage == "train" and args.finals:
         group, ablation = args.finals.split("=", 1)
         train_finals(args.out, args.device, group, ablation, args.deadline, args.extra)
+    elif args.stage == "train" and args.runs:
+        train_named(args.out, args.device, args.runs.split(","), args.deadline, args.extra)
     elif args.stage == "train":
         train(args.out, args.device, args.jobs, args.deadline, args.extra)
         if args.bundle:
