@@ -84,3 +84,27 @@ def test_render_says_when_a_group_was_not_exported(missing):
         seed["export_error"] = ["error: something failed"]
     text = "\n".join(cb.render(res))
     assert "not exported: error: something failed" in text
+
+
+def test_the_budget_group_chooses_among_last_block_placements_only(tmp_path):
+    runs = cb.within_budget(cb.ablation_runs())
+    assert runs and all("model.contextual=[false,false,true]" in r.overrides for r in runs)
+    everything = [r for r in cb.ablation_runs() if r.group == "ablation_b"]
+    for i, run in enumerate(everything):  # a richer placement scores best overall
+        best = "model.contextual=[true,true,true]" in run.overrides
+        _write_summary(tmp_path, run.name, val=0.9 if best else 0.5 + 0.01 * i)
+    assert "model.contextual=[true,true,true]" in cb.choose(tmp_path, everything).overrides
+    chosen = cb.choose(tmp_path, runs)
+    assert chosen is max(runs, key=lambda r: everything.index(r))
+
+
+def test_render_gives_the_budget_models_mac_ratio_and_where_it_was_trained():
+    res = _res()
+    res["groups"]["e"] = {"label": cb.LABELS["e"], "seeds": {
+        str(s): _seed(0.92, 0.92, 0.92, 104) for s in range(3)}}
+    res["side_by_side_provenance"] = [{"machine": "cpu box", "date": "d", "commit": "abc",
+                                       "command": "python x", "runs": ["e_seed0"]}]
+    text = "\n".join(cb.render(res))
+    assert "**1.04x** the context-free model" in text
+    assert "Against (b): +1.00 points for 9.4x fewer MACs." in text
+    assert "Trained later, side by side (e_seed0): Machine: cpu box." in text
