@@ -29,7 +29,7 @@ from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
 from ctxconv.export.run_check import check_float_accuracy, check_learned, read_summary
 from ctxconv.export.runtimes import OnnxRunner
 from ctxconv.export.tflite_writer import write_tflite
-from ctxconv.export.verify import VerificationError, verify_blocks
+from ctxconv.export.verify import VerificationError, verification_limits, verify_blocks
 from ctxconv.train.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -179,6 +179,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                 "pool": fb.pool, "kernel": int(fb.conv_weight.shape[-1]),
                 "filters": fb.out_channels, "head_grid": fb.head_grid,
                 "macs": block_macs(fb, k), "params": fb.param_count(),
+                **(verification_limits(graph) if opts.int8 else {}),
             })  # fmt: skip
         raw_test = _raw_images(test.tensors[0], info)
         labels = test.tensors[1].numpy()

@@ -22,7 +22,6 @@ import torch
 
 from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.blockgraph.manifest import first_contextual
-from ctxconv.blockgraph.tflite_reader import read_tflite
 from ctxconv.export.pipeline import (
     BlockPipeline,
     dequantize,
@@ -83,6 +82,16 @@ def l2_levels(graph: BlockGraph) -> float | None:
     return None
 
 
+def verification_limits(graph: BlockGraph) -> dict[str, Any]:
+    """What the manifest records of an int8 block for its verification: ``lsb_allowance``
+    and, with an L2_NORMALIZATION, its output's RMS in LSB (``l2_output_lsb``)."""
+    limits: dict[str, Any] = {"lsb_allowance": lsb_allowance(graph)}
+    coarse = l2_levels(graph)
+    if coarse is not None:
+        limits["l2_output_lsb"] = coarse
+    return limits
+
+
 def _runners(manifest: dict[str, Any], export_dir: Path) -> dict[str, list[Any]]:
     runners: dict[str, list[Any]] = {}
     blocks = manifest["blocks"]
@@ -136,12 +145,10 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
         outs = {name: rs[i].run(feeds) for name, rs in runners.items()}
         ref = outs[reference]
         row: dict[str, Any] = {"block": block["name"]}
-        if int8 and "tflite" in block["files"]:
-            graph = read_tflite((export_dir / block["files"]["tflite"]).read_bytes())
-            row["lsb_limit"] = opts.max_lsb * lsb_allowance(graph)
-            coarse = l2_levels(graph)
-            if coarse is not None:
-                row["l2_output_lsb"] = coarse
+        if int8:
+            row["lsb_limit"] = opts.max_lsb * block["lsb_allowance"]
+            if "l2_output_lsb" in block:
+                row["l2_output_lsb"] = block["l2_output_lsb"]
         for name, out in outs.items():
             if name == reference:
                 continue

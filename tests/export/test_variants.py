@@ -15,7 +15,7 @@ from ctxconv.blockgraph.tflite_reader import read_tflite
 from ctxconv.export.exporter import ExportOptions, export_run
 from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
 from ctxconv.export.runtimes import TFLMRunner
-from ctxconv.export.verify import verification_arena
+from ctxconv.export.verify import l2_levels, lsb_allowance, verification_arena
 from ctxconv.firmware_sim.interpreter import compile_graph
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
 from ctxconv.train.inference import class_scores
@@ -97,6 +97,10 @@ def test_variant_exports_bit_exact_with_tflm(name, exports, tmp_path_factory):
         agree = float((tflm_scores.argmax(1) == torch_pred).mean())
         assert agree >= 0.9, f"{name} {mode}: top-1 agreement with float torch {agree:.2f}"
     assert manifest["agreement"]["blocks"][-1]["tflm"]["max_diff"] <= 2  # vs LiteRT reference
+    # the manifest records each block's verification limits, computed from its graph
+    for block, graph in zip(manifest["blocks"], graphs, strict=True):
+        assert block["lsb_allowance"] == lsb_allowance(graph) >= 1
+        assert block.get("l2_output_lsb") == l2_levels(graph)
 
 
 def test_energy_block_outputs_one_goodness_per_pass(exports, tmp_path_factory):

@@ -40,6 +40,8 @@ def test_a_model_without_elementwise_ops_keeps_the_plain_limit(digits_run, digit
         assert lsb_allowance(read_tflite(path.read_bytes())) == 1
     rows = digits_export["agreement"]["blocks"]
     assert [row["lsb_limit"] for row in rows] == [1] * len(rows)
+    assert [b["lsb_allowance"] for b in digits_export["blocks"]] == [1] * len(rows)
+    assert not any("l2_output_lsb" in b for b in digits_export["blocks"])
 
 
 def test_l2_levels_is_the_rms_of_a_unit_vector_at_step_one_128th():
