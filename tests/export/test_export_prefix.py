@@ -39,7 +39,10 @@ def test_export_verifies_every_block_in_every_runtime(prefix_export):
     agreement = manifest["agreement"]
     assert [row["block"] for row in agreement["blocks"]] == ["block0", "block1"]
     for row in agreement["blocks"]:
-        assert row["tflm"]["per_output"]["features"] == 0, row
+        # the reference here is LiteRT's reference kernels: its FULLY_CONNECTED of the context
+        # (the per-class bias) rounds once, TFLM's twice, so a tie moves the bias, and the
+        # features after the ADD, by 1 LSB (our kernels equal TFLM exactly: test below)
+        assert row["tflm"]["per_output"]["features"] <= 1, row
         assert row["tflm"]["per_output"]["scores"] <= 1, row
         assert row["torch_float"]["features"]["mean"] < 0.5, row
     assert agreement["top1"]["multipass"]["tflm"] == 1.0
