@@ -325,7 +325,7 @@ def _sh(cmd: list[str], log: Path) -> tuple[int, float]:
 
 
 def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
-             images: int | None = None) -> dict:
+             images: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict:
     """int8 export and the simulator on ``mcu`` for every final run; ``out/evaluated.json``.
 
     ``reuse``: keep an existing export of the run (its manifest present) instead of
@@ -333,7 +333,7 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
     path = out / "evaluated.json"
     done: dict = {}
     for group in groups:
-        for seed in SEEDS:
+        for seed in seeds:
             run_dir = out / "runs" / f"{group}_seed{seed}"
             if not (run_dir / "summary.json").exists():
                 continue
@@ -702,6 +702,8 @@ def main() -> None:
     parser.add_argument("--groups", default=GROUPS, help="evaluate: which model groups")
     parser.add_argument("--sim-images", type=int, default=None,
                         help="evaluate: simulate the first N test images (default all)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help="evaluate: which seeds (one process per seed can run side by side)")
     parser.add_argument("--reuse-export", action="store_true",
                         help="evaluate: keep a run's existing export")
     parser.add_argument("--finals", metavar="GROUP=ABLATION",
@@ -719,7 +721,8 @@ def main() -> None:
         if args.bundle:
             bundle(args.out)
     elif args.stage == "evaluate":
-        evaluate(args.out, args.groups, reuse=args.reuse_export, images=args.sim_images)
+        evaluate(args.out, args.groups, reuse=args.reuse_export, images=args.sim_images,
+                 seeds=tuple(int(v) for v in args.seeds.split(",")))
     elif args.stage == "summarize":
         summarize(args.out)
     else:
