@@ -463,7 +463,8 @@ def summarize(out: Path) -> dict:
         extra = json.loads(path.read_text())
         if "provenance" not in extra:
             continue
-        side_by_side.append({**extra["provenance"], "runs": sorted(extra["runs"])})
+        finished = sorted(n for n, r in extra["runs"].items() if r.get("summary"))
+        side_by_side.append({**extra["provenance"], "runs": finished})
         runs.update({name: {**run, "device": extra["device"]}
                      for name, run in extra["runs"].items()})
         results["selected"].update(extra["selected"])
