@@ -646,6 +646,15 @@ def _comparison(groups: dict, ablation: list[dict]) -> list[str]:
                   "bias, ReLU and goodness run per candidate. Against (b): "
                   f"{100 * (mean_e - b):+.2f} points"
                   + (f" for {macs_b / macs_e:.1f}x fewer MACs." if macs_b else ".")]
+    seed0 = groups["a"]["seeds"].get("0")
+    variants = [r for r in ablation if r["group"] == "ablation_a"]
+    if seed0 and variants:
+        best = max(variants, key=lambda r: r["val"])
+        ref = seed0["float_val"]["multipass"]
+        lines += ["", f"(a)'s stretch (94 %): the best augmentation on validation, `{best['name']}`, "
+                  f"reaches {_pct(best['val'])} % against {_pct(ref)} % without "
+                  f"({100 * (best['val'] - ref):+.2f} points, seed 0, 6 epochs per block)"
+                  + (": augmentation is not adopted." if best["val"] <= ref else ".")]
     best_c = max((r["val"] for r in ablation if r["group"] == "ablation_c"), default=0.0)
     lines += ["", f"(c), the official method's form, reaches {100 * c:.2f} % (target 90 %): its "
               "goodness is one number per image and context (the mean squared activation), "

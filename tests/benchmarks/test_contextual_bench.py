@@ -108,3 +108,16 @@ def test_render_gives_the_budget_models_mac_ratio_and_where_it_was_trained():
     assert "**1.04x** the context-free model" in text
     assert "Against (b): +1.00 points for 9.4x fewer MACs." in text
     assert "Trained later, side by side (e_seed0): Machine: cpu box." in text
+
+
+def test_render_weighs_the_defaults_augmentation_against_its_seed_0():
+    res = _res()
+    for seed in res["groups"]["a"]["seeds"].values():
+        seed["float_val"] = {"multipass": 0.937}
+    res["ablation"].append({"name": "abl_a_flip", "group": "ablation_a",
+                            "overrides": ["trainer.flip=true"], "val": 0.9345})
+    text = "\n".join(cb.render(res))
+    assert "| a_seed0 | ablation_a | `default` | 93.70 |" in text
+    assert "| abl_a_flip | ablation_a | `trainer.flip=true` | 93.45 |" in text
+    assert "reaches 93.45 % against 93.70 % without (-0.25 points" in text
+    assert "augmentation is not adopted" in text
