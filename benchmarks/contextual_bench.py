@@ -654,7 +654,7 @@ def _comparison(groups: dict, ablation: list[dict]) -> list[str]:
         best = max(variants, key=lambda r: r["val"])
         ref = seed0["float_val"]["multipass"]
         lines += ["", f"(a)'s stretch (94 %): the best variant on validation, `{best['name']}`, "
-                  f"reaches {_pct(best['val'])} % against {_pct(ref)} % without "
+                  f"reaches {_pct(best['val'])} % against the default's {_pct(ref)} % "
                   f"({100 * (best['val'] - ref):+.2f} points, seed 0, 6 epochs per block)"
                   + (": the default is kept." if best["val"] <= ref else ".")]
     best_c = max((r["val"] for r in ablation if r["group"] == "ablation_c"), default=0.0)

@@ -119,5 +119,5 @@ def test_render_weighs_the_defaults_augmentation_against_its_seed_0():
     text = "\n".join(cb.render(res))
     assert "| a_seed0 | ablation_a | `default` | 93.70 |" in text
     assert "| abl_a_flip | ablation_a | `trainer.flip=true` | 93.45 |" in text
-    assert "reaches 93.45 % against 93.70 % without (-0.25 points" in text
+    assert "reaches 93.45 % against the default's 93.70 % (-0.25 points" in text
     assert "the default is kept" in text
