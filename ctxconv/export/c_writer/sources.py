@@ -257,33 +257,27 @@ class BlockSource:
             f"static const ctxconv_add_params {p} = {{{int(np.prod(out.shape))}, {b_n}, {-za}, "
             f"{-zb}, {zo}, {ADD_LEFT_SHIFT}, {am[0]}, {am[1]}, {bm[0]}, {bm[1]}, {om[0]}, "
             f"{om[1]}, {lo}, {hi}}};\n")
-        ins = dict(zip(op.inputs[:2], step.inputs[:2], strict=True))
-        args = []
-        for j, name in enumerate(names):
-            if ins[name] is None:  # a constant operand lives in flash
-                self.consts.append(c_array("int8_t", f"{p}_{'ab'[j]}", g.tensors[name].data))
-                args.append(f"{p}_{'ab'[j]}")
-            else:
-                args.append(_arg(self.layout, ins[name]))
-        self.body.append(f"ctxconv_add_s8(&{p}, {args[0]}, {args[1]}, "
+        arg_a, arg_b = self._operands(p, step, names)
+        self.body.append(f"ctxconv_add_s8(&{p}, {arg_a}, {arg_b}, "
                          f"{_arg(self.layout, step.output)});")
 
-
-    def _operands(self, p: str, step: Step) -> tuple[list[str], list[str]]:
-        """(names, C arguments) of a binary op's inputs; a constant operand goes to flash."""
-        g, op = self.g, step.op
+    def _operands(self, p: str, step: Step, names: list[str]) -> list[str]:
+        """C arguments of a binary op's inputs ``names`` (the op's, in the kernel's order);
+        a constant operand goes to flash."""
+        arena = dict(zip(step.op.inputs[:2], step.inputs[:2], strict=True))
         args = []
-        for j, (name, arena) in enumerate(zip(op.inputs[:2], step.inputs[:2], strict=True)):
-            if arena is None:
-                self.consts.append(c_array("int8_t", f"{p}_{'ab'[j]}", g.tensors[name].data))
+        for j, name in enumerate(names):
+            if arena[name] is None:
+                self.consts.append(c_array("int8_t", f"{p}_{'ab'[j]}", self.g.tensors[name].data))
                 args.append(f"{p}_{'ab'[j]}")
             else:
-                args.append(_arg(self.layout, arena))
-        return list(op.inputs[:2]), args
+                args.append(_arg(self.layout, arena[name]))
+        return args
 
     def _mul(self, p: str, step: Step) -> None:
         g, op = self.g, step.op
-        (na, nb), (arg_a, arg_b) = self._operands(p, step)
+        na, nb = op.inputs[:2]
+        arg_a, arg_b = self._operands(p, step, [na, nb])
         a, b, out = g.tensors[na], g.tensors[nb], g.tensors[op.outputs[0]]
         n, b_n = math.prod(out.shape), math.prod(b.shape)
         lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
