@@ -22,7 +22,7 @@ from ctxconv.blockgraph.fixedpoint import (
 from ctxconv.blockgraph.ir import BlockGraph, Tensor, compute_padding
 from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.export.c_writer.layout import CONTEXT, ArenaLayout, Step, conv_k_padded
-from ctxconv.export.pipeline import BlockPipeline, score_weights
+from ctxconv.export.pipeline import BlockPipeline, score_output, score_weights
 
 ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD
 #: Block-graph ops the C runtime has a kernel for (RESHAPE is a view).
@@ -100,12 +100,6 @@ def _multipliers(step: Step, g: BlockGraph, channels: int) -> tuple[np.ndarray, 
     op = step.op
     x, w, out = (g.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
     return channel_multipliers(x.quant, w.quant, out.quant, channels, f"{g.name} {op.kind}")
-
-
-def score_name(graph: BlockGraph) -> str:
-    """The block's goodness output: ``goodness`` (one value under the pass's context, energy
-    goodness) or ``scores`` (the goodness under every class)."""
-    return "goodness" if "goodness" in graph.outputs else "scores"
 
 
 def _arg(layout: ArenaLayout, name: str | None) -> str:
@@ -438,12 +432,12 @@ static union {{
         parts.append("\n" + BlockSource(i, g, layout).emit())
     info = ",\n".join(
         f"    {{{int(b['contextual'])}, {int(b['score_block'])}, "
-        f"{g.tensors['features'].nbytes}, {_q(g.tensors[score_name(g)])[1]}, {weights[i]}, "
-        f"{g.tensors[score_name(g)].nbytes}}}"
+        f"{g.tensors['features'].nbytes}, {_q(g.tensors[score_output(b)])[1]}, {weights[i]}, "
+        f"{g.tensors[score_output(b)].nbytes}}}"
         for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)))
     runs = "".join(f"    case {i}: {g.name}_run(context); "
-                   f"return A({layout.offset(f'b{i}.{score_name(g)}')});\n"
-                   for i, g in enumerate(graphs))
+                   f"return A({layout.offset(f'b{i}.{score_output(b)}')});\n"
+                   for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)))
     feats = "".join(f"    case {i}: return A({layout.offset(f'b{i}.features')});\n"
                     for i in range(len(graphs)))
     parts.append(f"""
@@ -519,7 +513,7 @@ def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],
     shared = len(blocks) if first is None else first
 
     def add(i: int, index: str) -> str:
-        name = score_name(graphs[i])
+        name = score_output(blocks[i])
         zp = _q(graphs[i].tensors[name])[1]
         at = "0" if name == "goodness" else index  # one goodness per pass, or K
         return (f"scores[{index}] += (q[{at}] - ({zp})) * {weights[i]};"
@@ -536,7 +530,7 @@ def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],
     g = graphs[first]
     split = any(s.per_context for s in layout.steps if s.block == first)
     run = ([f"{g.name}_per_context(context_buffer);",
-            f"q = A({layout.offset(f'b{first}.{score_name(g)}')});"] if split
+            f"q = A({layout.offset(f'b{first}.{score_output(blocks[first])}')});"] if split
            else [f"q = ctxconv_run_block({first}, context_buffer);"])
     loop = [*run, add(first, "k")]
     for i in range(first + 1, len(blocks)):  # on candidate k's features
