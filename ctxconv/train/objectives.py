@@ -44,13 +44,12 @@ def _under_contexts(block: ContextualConvBlock, x: torch.Tensor, contexts: torch
     (R*B, K), context-major, (R*B,). Nothing context-free is computed twice: a block
     whose body ignores the context runs once and its linear goodness is read off for every
     context; a contextual conv computes the conv of ``x`` once (``under_contexts``)."""
-    repeats = len(contexts) // len(x)
     if prefix is not None:
         return block.goodness(block(prefix(x, contexts), contexts), contexts)
     if block.is_contextual:
         return block.goodness(block.under_contexts(x, contexts), contexts)
-    scores = block.goodness.scores(block(x))  # (B, K): linear in the context
-    return (scores.repeat(repeats, 1) * contexts).sum(dim=1)
+    scores = block.all_class_goodness(x)  # (B, K), one pass: linear in the context
+    return (scores.repeat(len(contexts) // len(x), 1) * contexts).sum(dim=1)
 
 
 def _all_contexts(block: ContextualConvBlock, x: torch.Tensor,
