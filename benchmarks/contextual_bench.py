@@ -332,6 +332,8 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
 
     ``reuse``: keep an existing export of the run (its manifest present) instead of
     exporting again."""
+    from ctxconv.export.pipeline import modes_coincide
+
     path = out / "evaluated.json"
     done: dict = {}
     for group in groups:
@@ -351,8 +353,8 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
             if rc == 0 or entry.get("verification_failed"):
                 manifest = json.loads((export / "manifest.json").read_text())
                 entry["manifest_accuracy"] = manifest.get("accuracy")
-                coincide = not any(b["contextual"] for b in manifest["blocks"])
-                for mode in manifest["modes"][-1:] if coincide else manifest["modes"]:
+                modes = manifest["modes"]
+                for mode in modes[-1:] if modes_coincide(manifest) else modes:
                     report = run_dir / f"sim_{mcu}_{mode}.json"
                     rc_sim, secs_sim = _sh(
                         ["ctxconv-sim", str(export), "--mcu", mcu, "--mode", mode, "--json",
