@@ -43,6 +43,12 @@ TEST_IMAGES = 10_000
 CONTRAST = ["trainer.objective=contrast"]
 OFFICIAL = ["model.contextual=[true,false,false]", "model.goodness=energy", "model.norm=l2",
             "trainer.objective=bce"]
+#: the official code's whole structure: its forward-forward blocks (OFFICIAL), then its final
+#: classifier (global average pool, linear, cross-entropy) as the last block's local linear
+#: head, scored leak-free under every candidate context (``softmax`` over the contexts)
+OFFICIAL_CLASSIFIER = ["model.contextual=[true,false,false]",
+                       "model.goodness=[energy,energy,linear]", "model.norm=l2",
+                       "trainer.objective=[bce,bce,softmax]", "model.score_blocks=[2]"]
 PLACEMENTS = {"first": "[true,false,false]", "last": "[false,false,true]",
               "all": "[true,true,true]"}
 #: the default with augmentation or wider blocks (int8 weights still under 1 MB),
@@ -108,6 +114,10 @@ def ablation_runs() -> list[Run]:
         runs.append(Run(f"abl_c_{inj.replace('+', '')}_lr5e-3_allscores", "ablation_c",
                         [*short, *OFFICIAL, f"model.injection={inj}", "trainer.lr=5e-3",
                          "model.score_blocks=null"], test=False))
+    for name, grid in (("gap", 1), ("grid7", 7)):  # its pooling, and (a)'s
+        runs.append(Run(f"abl_c_classifier_{name}", "ablation_c",
+                        [*short, *OFFICIAL_CLASSIFIER, "model.injection=bias",
+                         f"model.max_grid={grid}"], test=False))
     return runs
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 
-def train_tiny(path: Path, epochs: int = 3, **model_kw) -> Path:
+def train_tiny(path: Path, epochs: int = 3, trainer_kw: dict | None = None, **model_kw) -> Path:
     """A two-block digits model (seconds on 2 cores); returns its run directory."""
     from ctxconv.train.config import TrainAppConfig
     from ctxconv.train.data_gen import DataGenConfig
@@ -14,7 +14,8 @@ def train_tiny(path: Path, epochs: int = 3, **model_kw) -> Path:
     cfg = TrainAppConfig()
     cfg.data = DataGenConfig(dataset="digits", max_train_samples=600)
     cfg.model = ModelConfig(**{"blocks": [[1, 8, 3], [2, 16, 3]], **model_kw})
-    cfg.trainer = TrainerConfig(epochs=epochs, lr=5e-3, progress=False)
+    cfg.trainer = TrainerConfig(**{"epochs": epochs, "lr": 5e-3, "progress": False,
+                                   **(trainer_kw or {})})
     train_run(cfg, path)
     return path
 

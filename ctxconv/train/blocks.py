@@ -22,6 +22,7 @@ from torch import nn
 
 INJECTIONS = ("none", "bias", "film", "bias+film")
 NORMS = ("batch", "l2", "none")
+GOODNESS = ("linear", "energy")
 
 
 class L2Normalize(nn.Module):
@@ -196,7 +197,7 @@ class ContextualConvBlock(nn.Module):
                 )
             self.goodness = EnergyGoodness()
         else:
-            raise ValueError(f"unknown goodness {goodness!r}; choose 'linear' or 'energy'")
+            raise ValueError(f"unknown goodness {goodness!r}; choose one of {list(GOODNESS)}")
 
     @property
     def is_contextual(self) -> bool:

@@ -8,11 +8,12 @@ checkpoint, so export and simulation never need the training config.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from ctxconv.train.blocks import ContextualConvBlock
+from ctxconv.train.blocks import GOODNESS, ContextualConvBlock
 
 
 @dataclass
@@ -22,13 +23,27 @@ class ModelConfig:
     blocks: list[list[int]] = field(default_factory=lambda: [[1, 32, 3], [2, 64, 3]])
     contextual: list[bool] | None = None  # per block: conv receives context; None = all False
     injection: str = "bias"  # how a contextual conv receives the context: bias|film|bias+film
-    goodness: str = "linear"  # of blocks whose output depends on the context: linear | energy
+    #: of the blocks whose output depends on the context: linear | energy, or one per block
+    #: (e.g. [energy, energy, linear]: forward-forward blocks, then a local linear classifier)
+    goodness: Any = "linear"
     norm: str = "batch"  # batch (folds into the conv at export) | l2 | none
     max_grid: int = 4  # the linear goodness pools each block output to at most g x g cells
     score_blocks: list[int] | None = None  # blocks whose goodness is summed; None = all
     in_channels: int = 1
     image_size: int = 8
     num_classes: int = 10
+
+
+def per_block(value: Any, blocks: int, key: str, choices: tuple[str, ...]) -> list[str]:
+    """``value`` (one choice, or a list of one per block) as a list of ``blocks`` choices."""
+    values = [value] * blocks if isinstance(value, str) else [str(v) for v in value]
+    if len(values) != blocks:
+        raise ValueError(f"{key} has {len(values)} entries for {blocks} blocks: give one "
+                         "value, or one per block")
+    for v in values:
+        if v not in choices:
+            raise ValueError(f"unknown {key} {v!r}; choose one of {list(choices)}")
+    return values
 
 
 def _validate(cfg: ModelConfig) -> list[bool]:
@@ -60,6 +75,8 @@ class ContextualNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         flags = _validate(cfg)
+        per_block_goodness = not isinstance(cfg.goodness, str)
+        goodness = per_block(cfg.goodness, len(cfg.blocks), "model.goodness", GOODNESS)
         self.cfg = cfg
         blocks, channels, size = [], cfg.in_channels, cfg.image_size
         for i, ((pool, filters, kernel), contextual) in enumerate(zip(cfg.blocks, flags,
@@ -73,7 +90,8 @@ class ContextualNet(nn.Module):
                 int(kernel),
                 cfg.num_classes,
                 injection=cfg.injection if contextual else "none",
-                goodness=cfg.goodness if contextual or context_in_input else "linear",
+                goodness=(goodness[i] if per_block_goodness or contextual or context_in_input
+                          else "linear"),
                 norm=cfg.norm,
                 max_grid=cfg.max_grid,
                 context_in_input=context_in_input,

@@ -28,8 +28,8 @@ from ctxconv.train.data_gen import DataGenConfig
 from ctxconv.train.device import autocast, available_memory, resolve_device, to_cpu
 from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import block_scores
-from ctxconv.train.model import ContextualNet
-from ctxconv.train.objectives import BlockObjective, EndToEndObjective
+from ctxconv.train.model import ContextualNet, per_block
+from ctxconv.train.objectives import OBJECTIVES, BlockObjective, EndToEndObjective
 from ctxconv.train.prefix_cache import PrefixCacheError, build_cache, cached_shape, plan_cache
 from ctxconv.train.progress import ThrottledBar
 
@@ -47,7 +47,8 @@ class TrainerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     schedule: str = "cosine"  # cosine | constant (per block)
-    objective: str = "softmax"  # softmax | bce (the seed's) | contrast (generate_data pairs)
+    #: softmax | bce (the seed's) | contrast (generate_data pairs), or one per block
+    objective: Any = "softmax"
     threshold: float = 0.0  # bce: logit = goodness - threshold
     augment: int = 0  # random translation by up to this many pixels (0 = off)
     flip: bool = False  # random horizontal flip
@@ -154,6 +155,8 @@ class BlockwiseTrainer:
         self.ctx = dist_ctx or DistContext()
         self.device = device if device is not None else resolve_device(cfg.device)
         self.cache_plans: dict[int, str] = {}  # block -> what the prefix cache did, and why
+        self.objectives = per_block(cfg.objective, len(model.blocks), "trainer.objective",
+                                    OBJECTIVES)
 
     def _shared(self, block_index: int) -> int:
         """How many prefix blocks of ``block_index`` are context-free (computed once per
@@ -266,8 +269,8 @@ class BlockwiseTrainer:
         t_cache = time.perf_counter()
         inputs, cached = self._inputs(b, images, cfg.epochs - first_epoch)
         cache_seconds = time.perf_counter() - t_cache  # counted in the block's first epoch
-        objective = BlockObjective(block, cfg.objective, self.data_gen, cfg.threshold, cached,
-                                   self._context_prefix(b))
+        objective = BlockObjective(block, self.objectives[b], self.data_gen, cfg.threshold,
+                                   cached, self._context_prefix(b))
         trained = distributed.wrap(objective, ctx, device)
         return self._epochs(b, trained, inputs, labels, cached, val, first_epoch,
                             opt, sched, steps_per_epoch, cache_seconds)

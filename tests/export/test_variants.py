@@ -22,6 +22,7 @@ from ctxconv.train.inference import class_scores
 
 N = 40  # test images per check
 LAST = [False, True]  # the context enters the last block
+FIRST = [True, False]  # the context enters the first block
 
 #: variant -> (model config, ops its graphs must contain)
 VARIANTS = {
@@ -35,6 +36,11 @@ VARIANTS = {
     "norm-none": (dict(norm="none"), set()),
     "energy-film-l2": (dict(contextual=LAST, injection="film", goodness="energy", norm="l2"),
                        {"MUL", "MEAN", "L2_NORMALIZATION"}),
+    # the official code's structure: forward-forward blocks (energy, BCE), then a local
+    # linear classifier; goodness and objective chosen per block (L2 is held above)
+    "energy-then-linear": (dict(contextual=FIRST, goodness=["energy", "linear"],
+                                trainer_kw={"objective": ["bce", "softmax"]}),
+                           {"MUL", "MEAN", "FULLY_CONNECTED", "ADD"}),
 }
 
 
@@ -108,4 +114,17 @@ def test_energy_block_outputs_one_goodness_per_pass(exports, tmp_path_factory):
     last = manifest["blocks"][-1]
     assert [o["name"] for o in last["outputs"]] == ["features", "goodness"]
     assert next(o for o in last["outputs"] if o["name"] == "goodness")["shape"] == [1, 1]
+    assert manifest["modes"] == ["multipass"]
+
+
+def test_per_block_goodness_exports_each_blocks_own_head(exports, tmp_path_factory):
+    """[energy, linear]: block 0 outputs its one energy per pass, block 1 its K class
+    scores (a linear classifier read under each candidate context)."""
+    manifest = _exported("energy-then-linear", exports, tmp_path_factory)
+    first, last = manifest["blocks"]
+    outputs = {b["name"]: {o["name"]: o["shape"] for o in b["outputs"]} for b in (first, last)}
+    assert outputs[first["name"]]["goodness"] == [1, 1]
+    k = int(manifest["dataset"]["num_classes"])
+    assert outputs[last["name"]]["scores"] == [1, k]
+    assert first["contextual"] and not last["contextual"]
     assert manifest["modes"] == ["multipass"]

@@ -98,3 +98,23 @@ def test_multipass_runs_one_pass_per_candidate_context():
             model.blocks[1](h, ctx), ctx
         )
         assert torch.allclose(scores[:, c], expected, atol=1e-5)
+
+
+def test_goodness_per_block_builds_each_blocks_head():
+    from ctxconv.train.blocks import EnergyGoodness, LinearGoodness
+
+    cfg = ModelConfig(blocks=[[1, 4, 3], [2, 4, 3], [2, 4, 3]], contextual=[True, False, False],
+                      goodness=["energy", "energy", "linear"], image_size=8)
+    kinds = [type(b.goodness) for b in build_model(cfg).blocks]
+    assert kinds == [EnergyGoodness, EnergyGoodness, LinearGoodness]
+
+
+@pytest.mark.parametrize("goodness,message", [
+    (["energy", "linear"], "model.goodness has 2 entries for 3 blocks"),
+    (["energy", "cosine", "linear"], "unknown model.goodness 'cosine'"),
+    (["linear", "linear", "energy"], "energy goodness needs a block whose output depends"),
+])
+def test_goodness_per_block_errors_say_what_to_fix(goodness, message):
+    cfg = ModelConfig(blocks=[[1, 4, 3], [2, 4, 3], [2, 4, 3]], goodness=goodness, image_size=8)
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg)

@@ -199,3 +199,38 @@ def test_wandb_only_when_enabled(tmp_path, monkeypatch):
     cfg.wandb.enabled = True
     with pytest.raises(RuntimeError, match=r"pip install 'ctxconv\[wandb\]'"):
         train_run(cfg, tmp_path / "on")
+
+
+def test_objective_per_block_trains_each_block_with_its_own(digits, tmp_path, monkeypatch):
+    import ctxconv.train.objectives as objectives
+
+    seen = []
+    real = objectives.block_loss
+
+    def recording(block, x, labels, objective, *args, **kw):
+        seen.append((id(block), objective))
+        return real(block, x, labels, objective, *args, **kw)
+
+    train, val, _, _ = digits
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(blocks=[[1, 8, 3], [2, 12, 3]], contextual=[True, False],
+                                    goodness=["energy", "linear"]))
+    monkeypatch.setattr(objectives, "block_loss", recording)
+    trainer = BlockwiseTrainer(model, TrainerConfig(epochs=1, progress=False,
+                                                    objective=["bce", "softmax"]),
+                               DataGenConfig(num_classes=10), tmp_path)
+    trainer.fit(train, val)
+    ids = [id(b) for b in model.blocks]
+    used = {(ids.index(block), objective) for block, objective in seen}
+    assert used == {(0, "bce"), (1, "softmax")}
+
+
+@pytest.mark.parametrize("objective,message", [
+    (["bce"], "trainer.objective has 1 entries for 2 blocks"),
+    (["bce", "hinge"], "unknown trainer.objective 'hinge'"),
+])
+def test_objective_per_block_errors_before_training(tmp_path, objective, message):
+    model = build_model(ModelConfig(blocks=[[1, 8, 3], [2, 12, 3]]))
+    with pytest.raises(ValueError, match=message):
+        BlockwiseTrainer(model, TrainerConfig(objective=objective),
+                         DataGenConfig(num_classes=10), tmp_path)
