@@ -17,10 +17,10 @@ from ctxconv.train.inference import LabelLeakError, assert_label_free, available
 from ctxconv.train.model import ModelConfig, build_model
 
 
-def _model(contextual=None):
+def _model(contextual=None, goodness="linear"):
     torch.manual_seed(7)
     cfg = ModelConfig(blocks=[[1, 8, 3], [2, 8, 3]], num_classes=10, in_channels=1,
-                      image_size=8, contextual=contextual)
+                      image_size=8, contextual=contextual, goodness=goodness)
     return build_model(cfg).eval()
 
 
@@ -31,9 +31,12 @@ def _float_predict(model, x, mode):
     return run
 
 
-@pytest.mark.parametrize("contextual", [None, [False, True], [True, False]])
-def test_float_model_is_label_free(contextual):
-    model = _model(contextual)
+@pytest.mark.parametrize("contextual,goodness", [
+    (None, "linear"), ([False, True], "linear"), ([True, False], "linear"),
+    ([True, False], ["energy", "linear"]),  # forward-forward block, then a classifier
+])
+def test_float_model_is_label_free(contextual, goodness):
+    model = _model(contextual, goodness)
     x = torch.randn(100, 1, 8, 8)
     y = torch.randint(0, 10, (100,))
     for mode in available_modes(model):
