@@ -121,3 +121,23 @@ def test_render_weighs_the_defaults_augmentation_against_its_seed_0():
     assert "| abl_a_flip | ablation_a | `trainer.flip=true` | 93.45 |" in text
     assert "reaches 93.45 % against the default's 93.70 % (-0.25 points" in text
     assert "the default is kept" in text
+
+
+def test_the_official_classifier_is_its_own_group_weighed_against_c():
+    runs = [r for r in cb.ablation_runs() if r.group == "ablation_f"]
+    assert runs and all("trainer.objective=[bce,bce,softmax]" in r.overrides for r in runs)
+    res = _res()
+    res["ablation"] += [{"name": "abl_c_classifier_gap", "group": "ablation_f",
+                         "overrides": [], "val": 0.71},
+                        {"name": "abl_c_classifier_grid7", "group": "ablation_f",
+                         "overrides": [], "val": 0.83}]
+    text = "\n".join(cb.render(res))
+    assert "past 60.0 % on validation" in text  # (c)'s best stays (c)'s own
+    assert ("`abl_c_classifier_grid7` 83.00 %, `abl_c_classifier_gap` 71.00 %, against "
+            "60.0 % for the energy goodness in every block (c)") in text
+    assert "--finals f=abl_c_classifier_grid7`) are not trained yet" in text
+    res["groups"]["f"] = {"label": cb.LABELS["f"], "seeds": {
+        str(s): _seed(0.88 + 0.01 * s, 0.8, 0.88, 990) for s in range(3)}}
+    text = "\n".join(cb.render(res))
+    assert "Three seeds of it at the full epochs: 89.00 % on the test split." in text
+    assert "not trained yet" not in text
