@@ -616,15 +616,20 @@ def render(res: dict) -> list[str]:
                   if g == "e" else "") for g in GROUPS if g in res["selected"]) + ".", "",
               "| run | group | settings | val % |", "|---|---|---|---|"]
     ablation = list(res["ablation"])
-    seed0 = res["groups"]["a"]["seeds"].get("0")
-    if seed0 and any(r["group"] == "ablation_a" for r in ablation):
-        ablation.append({"name": "a_seed0", "group": "ablation_a", "overrides": [],
-                         "val": seed0["float_val"]["multipass"]})
+    ref = _default_val(res["groups"])
+    if ref is not None and any(r["group"] == "ablation_a" for r in ablation):
+        ablation.append({"name": "a_seed0", "group": "ablation_a", "overrides": [], "val": ref})
     for row in sorted(ablation, key=lambda r: (r["group"], -r["val"])):
         settings = " ".join(o for o in row["overrides"] if not o.startswith("trainer.epochs"))
         lines.append(f"| {row['name']} | {row['group']} | `{settings or 'default'}` | "
                      f"{_pct(row['val'])} |")
     return lines
+
+
+def _default_val(groups: dict) -> float | None:
+    """Seed 0 of (a) on validation: what the default's variants are weighed against."""
+    seed0 = groups["a"]["seeds"].get("0", {})
+    return seed0.get("float_val", {}).get("multipass")
 
 
 def _group_mean(g: dict) -> float | None:
@@ -665,11 +670,10 @@ def _comparison(groups: dict, ablation: list[dict]) -> list[str]:
                   "bias, ReLU and goodness run per candidate. Against (b): "
                   f"{100 * (mean_e - b):+.2f} points"
                   + (f" for {macs_b / macs_e:.1f}x fewer MACs." if macs_b else ".")]
-    seed0 = groups["a"]["seeds"].get("0")
+    ref = _default_val(groups)
     variants = [r for r in ablation if r["group"] == "ablation_a"]
-    if seed0 and variants:
+    if ref is not None and variants:
         best = max(variants, key=lambda r: r["val"])
-        ref = seed0["float_val"]["multipass"]
         lines += ["", f"(a)'s stretch (94 %): the best variant on validation, `{best['name']}`, "
                   f"reaches {_pct(best['val'])} % against the default's {_pct(ref)} % "
                   f"({100 * (best['val'] - ref):+.2f} points, seed 0, 6 epochs per block)"
