@@ -118,6 +118,12 @@ def ablation_runs() -> list[Run]:
         runs.append(Run(f"abl_c_classifier_{name}", "ablation_f",
                         [*short, *OFFICIAL_CLASSIFIER, "model.injection=bias",
                          f"model.max_grid={grid}"], test=False))
+    free = {"batchnorm": ["model.injection=bias", "model.norm=batch"],  # what L2 costs
+            "biasfilm_lr5e-3": ["model.injection=bias+film", "trainer.lr=5e-3"]}  # (c)'s
+    for name, settings in free.items():
+        runs.append(Run(f"abl_c_classifier_grid7_{name}", "ablation_f",
+                        [*short, *OFFICIAL_CLASSIFIER, *settings, "model.max_grid=7"],
+                        test=False))
     return runs
 
 
@@ -390,8 +396,10 @@ LABELS = {
     "d": "(d) backprop, end to end, architecture of (a)",
     "e": "(e) best contextual within 2x multipass MACs: context in the last block's conv "
          "(chosen on validation), generate_data pairs",
-    "f": "(f) the official code's whole structure: (c)'s forward-forward blocks, then its "
-         "cross-entropy classifier (block 2's linear head, scored under every candidate context)",
+    "f": "(f) the official code's whole structure: the context into block 0's conv, "
+         "forward-forward blocks (energy goodness, BCE), then its cross-entropy classifier "
+         "(block 2's linear head, scored under every candidate context); settings chosen on "
+         "validation",
 }
 GROUPS = "abcdef"
 TRAIN_COMMIT = "39aafc8"  # the commit the device trained at (results.json has no git)
