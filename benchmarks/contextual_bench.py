@@ -122,9 +122,17 @@ def ablation_runs() -> list[Run]:
             "biasfilm_lr5e-3": ["model.injection=bias+film", "trainer.lr=5e-3"]}  # (c)'s
     for name, settings in free.items():
         runs.append(Run(f"abl_c_classifier_grid7_{name}", "ablation_f",
-                        [*short, *OFFICIAL_CLASSIFIER, *settings, "model.max_grid=7"],
+                        [*short, *overridden(OFFICIAL_CLASSIFIER, settings), "model.max_grid=7"],
                         test=False))
     return runs
+
+
+def overridden(base: list[str], settings: list[str]) -> list[str]:
+    """``base`` then ``settings``, each key once, where it last appears (as Hydra applies
+    them, the last value of a key wins)."""
+    both = [*base, *settings]
+    keys = [o.split("=", 1)[0] for o in both]
+    return [o for i, o in enumerate(both) if keys[i] not in keys[i + 1:]]
 
 
 def seed_runs() -> list[Run]:
@@ -518,7 +526,8 @@ def summarize(out: Path) -> dict:
             seeds[str(seed)] = row
         groups[group] = {"label": LABELS[group], "seeds": seeds}
     plan = {r.name: r.group for r in ablation_runs()}  # the plan's grouping, as it is now
-    ablation = [{"name": n, "group": plan.get(n, r["group"]), "overrides": r["overrides"],
+    ablation = [{"name": n, "group": plan.get(n, r["group"]),
+                 "overrides": overridden([], r["overrides"]),
                  "val": r["summary"]["val_accuracy"]["multipass"],
                  "train_seconds": r["summary"]["train_seconds"]}
                 for n, r in runs.items() if r["group"].startswith("ablation") and r.get("summary")]

@@ -141,3 +141,11 @@ def test_the_official_classifier_is_its_own_group_weighed_against_c():
     text = "\n".join(cb.render(res))
     assert "Three seeds of it at the full epochs: 89.00 % on the test split." in text
     assert "not trained yet" not in text
+
+
+def test_a_setting_replaces_the_base_value_of_its_key_where_hydra_would():
+    assert cb.overridden(["model.norm=l2", "model.x=1"], ["model.norm=batch"]) == [
+        "model.x=1", "model.norm=batch"]
+    for run in cb.ablation_runs():  # every key once, so the table shows what ran
+        keys = [o.split("=", 1)[0] for o in run.overrides]
+        assert len(keys) == len(set(keys)), run.name
