@@ -36,7 +36,13 @@ class ModelConfig:
 
 def per_block(value: Any, blocks: int, key: str, choices: tuple[str, ...]) -> list[str]:
     """``value`` (one choice, or a list of one per block) as a list of ``blocks`` choices."""
-    values = [value] * blocks if isinstance(value, str) else [str(v) for v in value]
+    if isinstance(value, str):
+        values = [value] * blocks
+    elif isinstance(value, list | tuple):
+        values = [str(v) for v in value]
+    else:
+        raise ValueError(f"{key}={value!r}: give one of {list(choices)}, or a list of one "
+                         "per block")
     if len(values) != blocks:
         raise ValueError(f"{key} has {len(values)} entries for {blocks} blocks: give one "
                          "value, or one per block")

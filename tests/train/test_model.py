@@ -113,6 +113,7 @@ def test_goodness_per_block_builds_each_blocks_head():
     (["energy", "linear"], "model.goodness has 2 entries for 3 blocks"),
     (["energy", "cosine", "linear"], "unknown model.goodness 'cosine'"),
     (["linear", "linear", "energy"], "energy goodness needs a block whose output depends"),
+    (5, r"model.goodness=5: give one of \['linear', 'energy'\], or a list"),
 ])
 def test_goodness_per_block_errors_say_what_to_fix(goodness, message):
     cfg = ModelConfig(blocks=[[1, 4, 3], [2, 4, 3], [2, 4, 3]], goodness=goodness, image_size=8)
