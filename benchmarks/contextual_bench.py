@@ -726,7 +726,17 @@ def _official_classifier(groups: dict, ablation: list[dict], best_c: float) -> l
             "read at test time. On validation at 2 epochs per block: "
             + ", ".join(f"`{r['name']}` {_pct(r['val'])} %" for r in rows)
             + f", against {100 * best_c:.1f} % for the energy goodness in every block (c). "
-            + finals]
+            + _l2_cost(rows) + finals]
+
+
+def _l2_cost(rows: list[dict]) -> str:
+    """What the per-sample L2 normalisation costs (f), from the run that swaps it out."""
+    val = {r["name"]: r["val"] for r in rows}
+    base = "abl_c_classifier_grid7"
+    if base not in val or f"{base}_batchnorm" not in val:
+        return ""
+    return (f"Batch norm in place of the L2 normalisation: "
+            f"{100 * (val[f'{base}_batchnorm'] - val[base]):+.2f} points. ")
 
 
 def render_gpu(gpu: dict) -> list[str]:

@@ -136,6 +136,12 @@ def test_the_official_classifier_is_its_own_group_weighed_against_c():
     assert ("`abl_c_classifier_grid7` 83.00 %, `abl_c_classifier_gap` 71.00 %, against "
             "60.0 % for the energy goodness in every block (c)") in text
     assert "--finals f=abl_c_classifier_grid7`) are not trained yet" in text
+    assert "Batch norm in place" not in text
+    res["ablation"].append({"name": "abl_c_classifier_grid7_batchnorm", "group": "ablation_f",
+                            "overrides": [], "val": 0.9})
+    text = "\n".join(cb.render(res))
+    assert "Batch norm in place of the L2 normalisation: +7.00 points." in text
+    assert "--finals f=abl_c_classifier_grid7_batchnorm`) are not trained yet" in text
     res["groups"]["f"] = {"label": cb.LABELS["f"], "seeds": {
         str(s): _seed(0.88 + 0.01 * s, 0.8, 0.88, 990) for s in range(3)}}
     text = "\n".join(cb.render(res))
