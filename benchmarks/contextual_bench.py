@@ -40,15 +40,25 @@ BASE = ["experiment=fashion_mnist", "trainer.progress=false"]
 SEEDS = (0, 1, 2)
 ABLATION_EPOCHS = 2
 TEST_IMAGES = 10_000
+
+
+def overridden(base: list[str], settings: list[str]) -> list[str]:
+    """``base`` then ``settings``, each key once, where it last appears (as Hydra applies
+    them, the last value of a key wins)."""
+    both = [*base, *settings]
+    keys = [o.split("=", 1)[0] for o in both]
+    return [o for i, o in enumerate(both) if keys[i] not in keys[i + 1:]]
+
+
 CONTRAST = ["trainer.objective=contrast"]
 OFFICIAL = ["model.contextual=[true,false,false]", "model.goodness=energy", "model.norm=l2",
             "trainer.objective=bce"]
 #: the official code's whole structure: its forward-forward blocks (OFFICIAL), then its final
 #: classifier (global average pool, linear, cross-entropy) as the last block's local linear
 #: head, scored leak-free under every candidate context (``softmax`` over the contexts)
-OFFICIAL_CLASSIFIER = ["model.contextual=[true,false,false]",
-                       "model.goodness=[energy,energy,linear]", "model.norm=l2",
-                       "trainer.objective=[bce,bce,softmax]", "model.score_blocks=[2]"]
+OFFICIAL_CLASSIFIER = overridden(OFFICIAL, ["model.goodness=[energy,energy,linear]",
+                                            "trainer.objective=[bce,bce,softmax]",
+                                            "model.score_blocks=[2]"])
 PLACEMENTS = {"first": "[true,false,false]", "last": "[false,false,true]",
               "all": "[true,true,true]"}
 #: the default with augmentation or wider blocks (int8 weights still under 1 MB),
@@ -125,14 +135,6 @@ def ablation_runs() -> list[Run]:
                         [*short, *overridden(OFFICIAL_CLASSIFIER, settings), "model.max_grid=7"],
                         test=False))
     return runs
-
-
-def overridden(base: list[str], settings: list[str]) -> list[str]:
-    """``base`` then ``settings``, each key once, where it last appears (as Hydra applies
-    them, the last value of a key wins)."""
-    both = [*base, *settings]
-    keys = [o.split("=", 1)[0] for o in both]
-    return [o for i, o in enumerate(both) if keys[i] not in keys[i + 1:]]
 
 
 def seed_runs() -> list[Run]:
