@@ -137,6 +137,42 @@ def ablation_runs() -> list[Run]:
     return runs
 
 
+LONG_EPOCHS = 20
+F_CHOSEN = "abl_c_classifier_grid7_batchnorm"  # (f)'s best at 2 epochs per block
+#: beyond the 2-epoch ablation, at the full epochs: each candidate is trained at every seed
+#: on validation only; the best mean validation accuracy makes the group's finals, and only
+#: those runs read the test split (``select``)
+CANDIDATES: dict[str, dict[str, list[str]]] = {
+    "f": {"f_bce": [F_CHOSEN],  # the official objective: BCE on one positive, one negative
+          "f_softmax": [F_CHOSEN, "trainer.objective=[softmax,softmax,softmax]"]},
+    "g": {"g_e20": [f"trainer.epochs={LONG_EPOCHS}"],
+          "g_e20_flip": [f"trainer.epochs={LONG_EPOCHS}", "trainer.flip=true"],
+          "g_e20_wide_flip": [f"trainer.epochs={LONG_EPOCHS}", "trainer.flip=true",
+                              *DEFAULT_VARIANTS["wide"]]},
+    "h": {"h_e20": ["trainer.method=backprop", f"trainer.epochs={LONG_EPOCHS}"],
+          "h_e20_flip": ["trainer.method=backprop", f"trainer.epochs={LONG_EPOCHS}",
+                         "trainer.flip=true"]},
+}
+
+
+def candidate_overrides(settings: list[str]) -> list[str]:
+    """A candidate's overrides: a named ablation run stands for its settings (its short
+    epochs out), later settings replace earlier values of their key."""
+    plan = {r.name: r for r in ablation_runs()}
+    flat: list[str] = []
+    for s in settings:
+        flat += ([o for o in plan[s].overrides if not o.startswith("trainer.epochs=")]
+                 if s in plan else [s])
+    return overridden([], flat)
+
+
+def candidate_runs(groups: str) -> list[Run]:
+    """Every candidate of ``groups`` at every seed, validation only."""
+    return [Run(f"cand_{name}_seed{s}", f"candidates_{g}", candidate_overrides(settings),
+                seed=s, test=False)
+            for g in groups for name, settings in CANDIDATES.get(g, {}).items() for s in SEEDS]
+
+
 def seed_runs() -> list[Run]:
     return [Run(f"{g}_seed{s}", g, ov, seed=s) for s in SEEDS[1:]
             for g, ov in (("a", []), ("d", ["trainer.method=backprop"]))]
@@ -291,23 +327,40 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
 
 
 def train_side_by_side(out: Path, device: str, tag: str, runs: list[Run], deadline: float,
-                       extra: list[str], selected: dict[str, str] | None = None) -> dict:
-    """``runs`` side by side (one thread each) as ``out/results_<tag>.json``, with their
-    provenance, and a tar of their run folders for transport."""
+                       extra: list[str], selected: dict[str, str] | None = None,
+                       jobs: int | None = None, tar_by: str | None = None) -> dict:
+    """``runs`` side by side (one thread each, at most ``jobs`` at once) as
+    ``out/results_<tag>.json``, with their provenance, and a tar of their run folders for
+    transport (``tar_by="candidate"``: one tar per candidate)."""
     import report
 
     out.mkdir(parents=True, exist_ok=True)
-    pool = Pool(out, device, extra, len(runs), T0 + deadline)
+    pool = Pool(out, device, extra, jobs or len(runs), T0 + deadline)
     prov = report.provenance()
     pool.queue = list(runs)
     pool.drain()
     results = {"machine": _machine(), "provenance": prov, "device": device,
                "extra_overrides": extra, "selected": selected or {}, "runs": pool.record()}
     (out / f"results_{tag}.json").write_text(json.dumps(results, indent=1))
-    with tarfile.open(out / f"runs_{tag}.tar", "w") as tar:
-        for run in pool.done:
-            tar.add(out / "runs" / run.name, arcname=run.name)
+    bundles: dict[str, list[Run]] = {}
+    for run in pool.done:
+        key = run.name.rsplit("_seed", 1)[0] if tar_by == "candidate" else tag
+        bundles.setdefault(key, []).append(run)
+    for key, members in bundles.items():
+        with tarfile.open(out / f"runs_{key}.tar", "w") as tar:
+            for run in members:
+                tar.add(out / "runs" / run.name, arcname=run.name)
     return results
+
+
+def train_candidates(out: Path, device: str, groups: str, deadline: float, jobs: int,
+                     extra: list[str]) -> dict:
+    """Every candidate of ``groups`` at every seed, side by side, validation only."""
+    runs = candidate_runs(groups)
+    if not runs:
+        raise SystemExit(f"no candidates in groups {groups!r}; they are in {''.join(CANDIDATES)}")
+    return train_side_by_side(out, device, "candidates", runs, deadline, extra, jobs=jobs,
+                              tar_by="candidate")
 
 
 def train_finals(out: Path, device: str, group: str, ablation: str, deadline: float,
@@ -792,12 +845,17 @@ def main() -> None:
                         help="evaluate: keep a run's existing export")
     parser.add_argument("--finals", metavar="GROUP=ABLATION",
                         help="train: only three seeds of one ablation setting, as GROUP")
+    parser.add_argument("--candidates", metavar="GROUPS",
+                        help="train: every candidate of these groups at every seed")
     parser.add_argument("--runs", metavar="NAME,...",
                         help="train: only these runs of the plan, side by side")
     args = parser.parse_args()
     if args.stage == "train" and args.finals:
         group, ablation = args.finals.split("=", 1)
         train_finals(args.out, args.device, group, ablation, args.deadline, args.extra)
+    elif args.stage == "train" and args.candidates:
+        train_candidates(args.out, args.device, args.candidates, args.deadline, args.jobs,
+                         args.extra)
     elif args.stage == "train" and args.runs:
         train_named(args.out, args.device, args.runs.split(","), args.deadline, args.extra)
     elif args.stage == "train":

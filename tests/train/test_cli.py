@@ -98,3 +98,31 @@ def test_resume_uses_the_stored_config(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert ("'trainer.epochs=2' sets trainer.epochs=2 but the run has trainer.epochs=1"
             in out.stderr)
+
+
+def test_a_run_trained_on_validation_reads_its_test_split_later_without_training(tmp_path):
+    """Choose on validation, then ``resume=true evaluate_test=true`` reads the test split of
+    the chosen run once: the weights and the epoch log stay as they were."""
+    first = ["model.blocks=[[1,4,3],[2,4,3]]", "trainer.epochs=1", "data.max_train_samples=200",
+             "trainer.progress=false"]
+    run(f"hydra.run.dir={tmp_path}", "evaluate_test=false", *first)
+    before = json.loads((tmp_path / "summary.json").read_text())
+    assert before["test_accuracy"] is None
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    before_ckpt = tmp_path.parent / f"{tmp_path.name}_before.pt"
+    before_ckpt.write_bytes((tmp_path / "checkpoint.pt").read_bytes())
+    out = run(f"hydra.run.dir={tmp_path}", "resume=true", "evaluate_test=true",
+              "trainer.progress=false")
+    after = json.loads((tmp_path / "summary.json").read_text())
+    assert set(after["test_accuracy"]) == set(after["val_accuracy"])
+    assert after["val_accuracy"] == before["val_accuracy"]
+    assert after["train_seconds"] == before["train_seconds"]
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics  # no epoch was trained
+    assert "test_accuracy" in out.stdout.strip().splitlines()[-1]
+    import torch
+
+    from ctxconv.train.checkpoint import load_checkpoint
+
+    old = load_checkpoint(before_ckpt)["state_dict"]
+    new = load_checkpoint(tmp_path / "checkpoint.pt")["state_dict"]
+    assert all(torch.equal(old[k], new[k]) for k in old)
