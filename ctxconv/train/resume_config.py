@@ -4,7 +4,8 @@ A run directory holds ``config.yaml`` (the resolved config it was trained with).
 resume that is the config; the command line may repeat settings, change the ones that
 do not alter what is trained (``RUNTIME_KEYS``), and anything else that differs from
 the stored value is an error naming both values. ``evaluate_test=true`` on a finished run
-that was trained on validation only reads its test split once, without training.
+that was trained on validation only reads its test split once, without training; a run
+trained on a GPU continues, or is evaluated, on another ``trainer.device``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ctxconv.train.overrides import (
 CONFIG_NAME = "config.yaml"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RUNTIME_KEYS = ("resume", "overwrite", "threads", "trainer.progress", "trainer.eval_batch_size",
-                "wandb", "evaluate_test")  # fmt: skip
+                "wandb", "evaluate_test", "trainer.device")  # fmt: skip
 DERIVED_KEYS = ("data.num_classes",)  # filled in from the data set by the run
 
 

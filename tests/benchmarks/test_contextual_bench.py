@@ -135,18 +135,23 @@ def test_the_official_classifier_is_its_own_group_weighed_against_c():
     assert "past 60.0 % on validation" in text  # (c)'s best stays (c)'s own
     assert ("`abl_c_classifier_grid7` 83.00 %, `abl_c_classifier_gap` 71.00 %, against "
             "60.0 % for the energy goodness in every block (c)") in text
-    assert "--finals f=abl_c_classifier_grid7`) are not trained yet" in text
+    assert "train --candidates f`, then `select --groups f`) are not trained yet" in text
     assert "Batch norm in place" not in text
     res["ablation"].append({"name": "abl_c_classifier_grid7_batchnorm", "group": "ablation_f",
                             "overrides": [], "val": 0.9})
     text = "\n".join(cb.render(res))
     assert "Batch norm in place of the L2 normalisation: +7.00 points." in text
-    assert "--finals f=abl_c_classifier_grid7_batchnorm`) are not trained yet" in text
     res["groups"]["f"] = {"label": cb.LABELS["f"], "seeds": {
-        str(s): _seed(0.88 + 0.01 * s, 0.8, 0.88, 990) for s in range(3)}}
+        str(s): _seed(0.89 + 0.01 * s, 0.8, 0.88, 990) for s in range(3)}}
+    res["candidates"] = {"f": {"f_bce": {"val": [0.88, 0.88, 0.89], "overrides": ["x=1"]},
+                               "f_softmax": {"val": [0.9, 0.89, 0.9], "overrides": ["y=2"]}}}
+    res["selected"]["f"] = "cand_f_softmax"
     text = "\n".join(cb.render(res))
-    assert "Three seeds of it at the full epochs: 89.00 % on the test split." in text
+    assert ("`f_softmax` 89.67 %, `f_bce` 88.33 % (mean); `f_softmax` is (f): 90.00 ± 1.00 % on "
+            "the test split (the (c) target, 90 %: met, +0.00 points)") in text
     assert "not trained yet" not in text
+    assert "| (f) | `f_softmax` (chosen) | `y=2` | 90.00, 89.00, 90.00 | 89.67 ± 0.58 |" in text
+    assert text.index("`f_softmax` (chosen)") < text.index("| (f) | `f_bce` |")
 
 
 def test_a_setting_replaces_the_base_value_of_its_key_where_hydra_would():
@@ -155,3 +160,73 @@ def test_a_setting_replaces_the_base_value_of_its_key_where_hydra_would():
     for run in cb.ablation_runs():  # every key once, so the table shows what ran
         keys = [o.split("=", 1)[0] for o in run.overrides]
         assert len(keys) == len(set(keys)), run.name
+
+
+def test_candidates_train_every_seed_on_validation_with_named_settings_expanded():
+    runs = cb.candidate_runs("fgh")
+    names = {r.name for r in runs}
+    assert len(runs) == len(names) == sum(map(len, cb.CANDIDATES.values())) * len(cb.SEEDS)
+    assert all(not r.test for r in runs)  # a candidate never reads the test split
+    bce = next(r for r in runs if r.name == "cand_f_bce_seed1")
+    chosen = next(r for r in cb.ablation_runs() if r.name == cb.F_CHOSEN)
+    assert bce.seed == 1 and set(bce.overrides) == set(chosen.overrides) - {
+        f"trainer.epochs={cb.ABLATION_EPOCHS}"}
+    soft = next(r for r in runs if r.name == "cand_f_softmax_seed0")
+    assert soft.overrides[-1] == "trainer.objective=[softmax,softmax,softmax]"
+    assert not any(o.startswith("trainer.objective=[bce") for o in soft.overrides)
+    assert cb.candidate_runs("a") == []
+    assert [r.name for r in cb.candidate_runs("g_e20_flip,h_e20")] == [
+        *(f"cand_g_e20_flip_seed{s}" for s in cb.SEEDS), *(f"cand_h_e20_seed{s}" for s in cb.SEEDS)]
+
+
+def test_select_takes_the_best_mean_and_reads_only_its_test_split(tmp_path, monkeypatch):
+    """The best seed 0 is not the best mean: the mean decides; only its runs are tested."""
+    vals = {"g_e20": [0.95, 0.90, 0.90], "g_e20_flip": [0.93, 0.93, 0.93],
+            "g_e20_wide_flip": [0.92, 0.92, 0.92]}
+    for name, per_seed in vals.items():
+        for seed, v in enumerate(per_seed):
+            _write_summary(tmp_path, f"cand_{name}_seed{seed}", val=v)
+    (tmp_path / "results_candidates.json").write_text(json.dumps({"device": "cuda"}))
+    commands = []
+
+    def fake_sh(cmd, log):  # what ctxconv-train resume=true evaluate_test=true writes
+        commands.append(cmd)
+        run_dir = Path(next(c for c in cmd if c.startswith("hydra.run.dir=")).split("=", 1)[1])
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["test_accuracy"] = {"multipass": 0.5}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        return 0, 1.0
+
+    monkeypatch.setattr(cb, "_sh", fake_sh)
+    res = cb.select(tmp_path, "gh", "cpu")
+    assert res["selected"] == {"g": "cand_g_e20_flip"}  # (h) has no trained candidate
+    assert len(commands) == 3 and all("resume=true" in c and "evaluate_test=true" in c
+                                      and "trainer.device=cpu" in c for c in commands)
+    for seed in cb.SEEDS:
+        run = res["runs"][f"g_seed{seed}"]
+        assert run["selected_from"] == f"cand_g_e20_flip_seed{seed}"
+        assert run["summary"]["val_accuracy"]["multipass"] == 0.93
+        assert run["summary"]["test_accuracy"] == {"multipass": 0.5}
+        untouched = json.loads((tmp_path / "runs" / f"cand_g_e20_flip_seed{seed}" /
+                                "summary.json").read_text())
+        assert untouched["test_accuracy"] is None  # the candidate's own folder stays as trained
+    assert json.loads((tmp_path / "results_select.json").read_text())["candidates"]["g"] == vals
+    with pytest.raises(SystemExit, match="g_seed0 exists"):
+        cb.select(tmp_path, "g", "cpu")
+
+
+def test_render_weighs_the_longer_default_against_the_stretch_and_backprop():
+    res = _res()
+    res["groups"]["g"] = {"label": cb.LABELS["g"], "seeds": {
+        str(s): _seed(0.938 + 0.001 * s, 0.93, 0.93, 100) for s in range(3)}}
+    res["groups"]["h"] = {"label": cb.LABELS["h"], "seeds": {
+        str(s): _seed(0.936, 0.93, 0.93, 100) for s in range(3)}}
+    res["candidates"] = {"g": {"g_e20": {"val": [0.93] * 3, "overrides": []},
+                               "g_e20_flip": {"val": [0.936] * 3, "overrides": []}}}
+    text = "\n".join(cb.render(res))
+    assert ("`g_e20_flip` chosen on validation reaches 93.90 ± 0.10 % on the test split "
+            "(stretch target 94 %: missed; (a) at 6 epochs: 91.00 %, +2.90 points)") in text
+    assert "`g_e20` 93.00 % mean validation, against 93.60 % for `g_e20_flip`" in text
+    assert "(h): 93.60 %; (g) - (h) = +0.30 points" in text
+    res["groups"]["g"]["seeds"]["0"]["float_test"]["multipass"] = 0.944
+    assert "stretch target 94 %: met" in "\n".join(cb.render(res))

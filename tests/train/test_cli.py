@@ -105,14 +105,14 @@ def test_a_run_trained_on_validation_reads_its_test_split_later_without_training
     the chosen run once: the weights and the epoch log stay as they were."""
     first = ["model.blocks=[[1,4,3],[2,4,3]]", "trainer.epochs=1", "data.max_train_samples=200",
              "trainer.progress=false"]
-    run(f"hydra.run.dir={tmp_path}", "evaluate_test=false", *first)
+    run(f"hydra.run.dir={tmp_path}", "evaluate_test=false", "trainer.device=cpu", *first)
     before = json.loads((tmp_path / "summary.json").read_text())
     assert before["test_accuracy"] is None
     metrics = (tmp_path / "metrics.jsonl").read_text()
     before_ckpt = tmp_path.parent / f"{tmp_path.name}_before.pt"
     before_ckpt.write_bytes((tmp_path / "checkpoint.pt").read_bytes())
     out = run(f"hydra.run.dir={tmp_path}", "resume=true", "evaluate_test=true",
-              "trainer.progress=false")
+              "trainer.progress=false", "trainer.device=auto")  # evaluated elsewhere
     after = json.loads((tmp_path / "summary.json").read_text())
     assert set(after["test_accuracy"]) == set(after["val_accuracy"])
     assert after["val_accuracy"] == before["val_accuracy"]
