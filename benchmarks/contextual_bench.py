@@ -376,7 +376,7 @@ def train_candidates(out: Path, device: str, groups: str, deadline: float, jobs:
     if not runs:
         raise SystemExit(f"no candidates in {groups!r}: name groups ({''.join(CANDIDATES)}) or "
                          f"candidates ({', '.join(n for c in CANDIDATES.values() for n in c)})")
-    tag = "candidates" if "," not in groups and len(groups) > 1 else f"candidates_{groups}"
+    tag = "candidates" if set(groups) <= set(CANDIDATES) else f"candidates_{groups}"
     return train_side_by_side(out, device, tag, runs, deadline, extra, jobs=jobs,
                               tar_by="candidate")
 
@@ -421,10 +421,13 @@ def select(out: Path, groups: str, device: str) -> dict:
     import report
 
     trained = json.loads((out / "results_candidates.json").read_text())
-    results = {"machine": _machine(), "provenance": report.provenance(), "device":
-               trained["device"], "extra_overrides": [], "selected": {}, "candidates": {},
-               "runs": {}, "label": "The best candidate of each group, its test split read "
-                                    "once (no training)"}
+    path = out / "results_select.json"
+    results = {"selected": {}, "candidates": {}, "runs": {},
+               **(json.loads(path.read_text()) if path.exists() else {}),  # other groups kept
+               "machine": _machine(), "provenance": report.provenance(),
+               "device": trained["device"], "extra_overrides": [],
+               "label": "The best candidate of each group, its test split read once (no "
+                        "training)"}
     for group in groups:
         vals = candidate_means(out, group)
         if not vals:
@@ -448,7 +451,7 @@ def select(out: Path, groups: str, device: str) -> dict:
                                      "selected_from": src.name, "summary": _summary(
                                          out, Run(name, group, overrides))}
             print(f"{name} = {src.name}: test read, rc {rc}", flush=True)
-    (out / "results_select.json").write_text(json.dumps(results, indent=1))
+    path.write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -621,6 +624,7 @@ def summarize(out: Path) -> dict:
                  "--deadline 495 --bundle")
     side_by_side = []  # runs trained later, elsewhere: each file has its own provenance
     candidates: dict[str, dict[str, list[float]]] = {}
+    superseded: dict[str, dict] = {}  # finals replaced by a later, better-on-validation candidate
     for path in sorted(out.glob("results_*.json")):
         extra = json.loads(path.read_text())
         if "provenance" not in extra:
@@ -629,6 +633,7 @@ def summarize(out: Path) -> dict:
         side_by_side.append({**extra["provenance"], "runs": finished,
                              "label": extra.get("label", "Trained later, side by side")})
         candidates.update(extra.get("candidates", {}))
+        superseded.update(extra.get("superseded", {}))
         runs.update({name: {**run, "device": extra["device"]}
                      for name, run in extra["runs"].items()})
         results["selected"].update(extra["selected"])
@@ -673,7 +678,11 @@ def summarize(out: Path) -> dict:
            "groups": groups, "ablation": ablation, "selected": results["selected"],
            "ablation_epochs": ABLATION_EPOCHS,
            "candidates": {g: {n: {"val": v, "overrides": candidate_overrides(CANDIDATES[g][n])}
-                              for n, v in c.items()} for g, c in candidates.items()}}
+                              for n, v in c.items()} for g, c in candidates.items()},
+           "superseded": {g: {"candidate": s["candidate"], "why": s["why"],
+                              "test": [r["test_accuracy"]["multipass"]
+                                       for r in s["runs"].values()]}
+                          for g, s in superseded.items()}}
     timing = {name: _timing(runs[name], _metrics(out, name))
               for name in ("a_seed0", "a_seed0_nocache", "a_seed0_bf16", "d_seed0")}
     gpu = {"provenance": {**res["provenance"], "note": "each run alone on the machine"},
@@ -758,7 +767,8 @@ def render(res: dict) -> list[str]:
                 lines += ["", f"{g['label'][:3]} seed {seed}: the export's cross-runtime check "
                           "failed (" + "; ".join(row["verification_failures"]) + "); TFLM and "
                           "the simulator's kernels agree, onnxruntime does not reproduce it."]
-    lines += ["", *_comparison(res["groups"], res["ablation"], res.get("candidates", {})), "",
+    lines += ["", *_comparison(res["groups"], res["ablation"], res.get("candidates", {}),
+                               res.get("superseded", {})), "",
               f"Ablation on the validation split ({res['ablation_epochs']} epochs per block, "
               "except `ablation_a`: the default's augmentation and widths at its full 6 "
               "epochs, against "
@@ -822,7 +832,8 @@ def _macs(g: dict, mode: str) -> int | None:
     return sim["macs"] if sim else None
 
 
-def _comparison(groups: dict, ablation: list[dict], candidates: dict) -> list[str]:
+def _comparison(groups: dict, ablation: list[dict], candidates: dict,
+                superseded: dict | None = None) -> list[str]:
     """What the table says, in sentences computed from it."""
     a, b, c, d = (_group_mean(groups[k]) for k in "abcd")
     lines = [f"Forward-only (a) against backprop (d) on the same network: "
@@ -867,7 +878,8 @@ def _comparison(groups: dict, ablation: list[dict], candidates: dict) -> list[st
               f"{100 * best_c:.1f} % on validation at 2 epochs per block. Its int8 export "
               "loses most of that: TFLM's int8 L2_NORMALIZATION has a fixed output step of "
               "1/128, so block 0's normalised 28x28 image holds about 4.6 LSB per pixel."]
-    return lines + _official_classifier(groups, ablation, best_c, candidates.get("f", {}))
+    return lines + _official_classifier(groups, ablation, best_c, candidates.get("f", {}),
+                                        superseded.get("f"))
 
 
 def _longer(groups: dict, candidates: dict) -> list[str]:
@@ -896,7 +908,7 @@ def _longer(groups: dict, candidates: dict) -> list[str]:
 
 
 def _official_classifier(groups: dict, ablation: list[dict], best_c: float,
-                         candidates: dict) -> list[str]:
+                         candidates: dict, superseded: dict | None = None) -> list[str]:
     """(f) against (c): the official code's final classifier put back."""
     rows = sorted((r for r in ablation if r["group"] == "ablation_f"), key=lambda r: -r["val"])
     if not rows:
@@ -912,6 +924,11 @@ def _official_classifier(groups: dict, ablation: list[dict], best_c: float,
                   + (f" (mean); `{chosen}` is (f): " if chosen else "; (f): ")
                   + f"{_pct(m)} ± {_pct(sd)} % on the test split (the (c) target, 90 %: "
                   f"{'met' if m >= 0.90 else 'missed'}, {100 * (m - 0.90):+.2f} points).")
+        if superseded:
+            sm, ssd = _mean_std(superseded["test"])
+            finals += (f" `{superseded['candidate']}` had been chosen and its test split read "
+                       f"({_pct(sm)} ± {_pct(ssd)} %) before `{chosen}` was trained; the "
+                       "choice between them is made on validation alone.")
     else:
         finals = ("Its three seeds at the full epochs (`python benchmarks/contextual_bench.py "
                   "train --candidates f`, then `select --groups f`) are not trained yet.")

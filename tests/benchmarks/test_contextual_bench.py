@@ -150,6 +150,9 @@ def test_the_official_classifier_is_its_own_group_weighed_against_c():
     assert ("`f_softmax` 89.67 %, `f_bce` 88.33 % (mean); `f_softmax` is (f): 90.00 ± 1.00 % on "
             "the test split (the (c) target, 90 %: met, +0.00 points)") in text
     assert "not trained yet" not in text
+    res["superseded"] = {"f": {"candidate": "f_bce", "why": "w", "test": [0.88, 0.88, 0.88]}}
+    assert ("`f_bce` had been chosen and its test split read (88.00 ± 0.00 %) before "
+            "`f_softmax` was trained") in "\n".join(cb.render(res))
     assert "| (f) | `f_softmax` (chosen) | `y=2` | 90.00, 89.00, 90.00 | 89.67 ± 0.58 |" in text
     assert text.index("`f_softmax` (chosen)") < text.index("| (f) | `f_bce` |")
 
