@@ -896,6 +896,11 @@ def _longer(groups: dict, candidates: dict) -> list[str]:
             f"validation reaches {_pct(m)} ± {_pct(sd)} % on the test split (stretch target "
             f"94 %: {'met' if m >= 0.94 else 'missed'}; (a) at 6 epochs: {100 * a:.2f} %, "
             f"{100 * (m - a):+.2f} points).")
+    sim = next(iter(g["seeds"].values())).get("sim_onepass")
+    if sim and "flash_bytes" in sim:
+        text += (f" Its int8 model takes {sim['flash_bytes'] / 1024:.0f} KB of flash (weights "
+                 f"target <= 1 MB: {'met' if sim['flash_bytes'] <= 1 << 20 else 'missed'}; "
+                 f"nRF52840 verdict {'FITS' if sim['fits'] else 'does not fit'}).")
     if plain:
         text += (f" Without augmentation the longer training overfits: `g_e{LONG_EPOCHS}` "
                  f"{_pct(_mean_std(plain['val'])[0])} % mean validation, against "

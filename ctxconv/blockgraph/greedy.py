@@ -2,7 +2,8 @@
 
 The arena head holds every non-constant tensor (and kernel scratch buffer) at an
 offset chosen by TFLM's greedy-by-size first-fit planner. Reproducing its exact
-order (stable bubble sort by size, descending; ties keep insertion order) and its
+order (stable bubble sort by size, descending, of the buffers in reverse order of
+addition, so equal sizes are placed last-added first) and its
 first-fit scan over the offset-sorted list of buffers that are live at the same time
 gives the same offsets and the same peak as the device.
 """
@@ -38,8 +39,10 @@ def greedy_offsets(buffers: list[Buffer], alignment: int = ALIGNMENT) -> tuple[l
     offset is a multiple of it.
     """
     sizes = [align_up(b.size, alignment) for b in buffers]
-    order = list(range(len(buffers)))
-    # ReverseSortInPlace: bubble sort, descending; equal sizes keep their order
+    # CalculateOffsetsIfNeeded fills the online-planned buffers in from the tail of its
+    # sort array (last added first), then ReverseSortInPlace (a stable bubble sort,
+    # descending): equal sizes end up in reverse order of addition
+    order = list(reversed(range(len(buffers))))
     order.sort(key=lambda i: -sizes[i])
     placed: list[int] = []  # buffer ids sorted by offset
     offsets = [0] * len(buffers)

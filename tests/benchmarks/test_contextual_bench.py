@@ -222,6 +222,9 @@ def test_render_weighs_the_longer_default_against_the_stretch_and_backprop():
     res = _res()
     res["groups"]["g"] = {"label": cb.LABELS["g"], "seeds": {
         str(s): _seed(0.938 + 0.001 * s, 0.93, 0.93, 100) for s in range(3)}}
+    res["groups"]["g"]["seeds"]["0"]["sim_onepass"] = {
+        "accuracy": 0.93, "macs": 100, "latency_ms": 1.0, "sram_bytes": 1, "images": 10_000,
+        "flash_bytes": 900 * 1024, "fits": True}
     res["groups"]["h"] = {"label": cb.LABELS["h"], "seeds": {
         str(s): _seed(0.936, 0.93, 0.93, 100) for s in range(3)}}
     res["candidates"] = {"g": {"g_e20": {"val": [0.93] * 3, "overrides": []},
@@ -229,6 +232,7 @@ def test_render_weighs_the_longer_default_against_the_stretch_and_backprop():
     text = "\n".join(cb.render(res))
     assert ("`g_e20_flip` chosen on validation reaches 93.90 ± 0.10 % on the test split "
             "(stretch target 94 %: missed; (a) at 6 epochs: 91.00 %, +2.90 points)") in text
+    assert "takes 900 KB of flash (weights target <= 1 MB: met; nRF52840 verdict FITS)" in text
     assert "`g_e20` 93.00 % mean validation, against 93.60 % for `g_e20_flip`" in text
     assert "(h): 93.60 %; (g) - (h) = +0.30 points" in text
     res["groups"]["g"]["seeds"]["0"]["float_test"]["multipass"] = 0.944

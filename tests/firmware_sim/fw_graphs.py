@@ -304,12 +304,14 @@ def _fc_into(t: dict, ops: list, seed: int, src: str, dout: int, out: str, relu:
 
 
 def variant_graph(kind: str, seed: int, h: int = 8, w: int = 8, cin: int = 4, cout: int = 8,
-                  k: int = 10) -> BlockGraph:
+                  k: int = 10, pool_first: bool = False) -> BlockGraph:
     """A block of one exported variant, as the exporter lays it out.
 
     film: conv -> MUL by a context scale (FC(context) -> RESHAPE (1,1,1,cout)), ReLU;
     energy: conv -> MUL by itself -> RESHAPE (1, N) -> MEAN keep_dims = ``goodness`` (1, 1);
     l2: RESHAPE (1, N) -> L2_NORMALIZATION -> RESHAPE -> conv.
+    ``pool_first`` (energy): a 2x2 MAX_POOL_2D of a (2h, 2w) input before the conv, as in
+    a later block of the Fashion-MNIST model.
     """
     rng = np.random.default_rng(seed + 1000)
     n = h * w * cout
@@ -351,7 +353,13 @@ def variant_graph(kind: str, seed: int, h: int = 8, w: int = 8, cin: int = 4, co
     ops += [Op("MUL", ["conv", "conv"], ["squares"], {"relu": False}),
             Op("RESHAPE", ["squares"], ["flat"], {"shape": (1, n)}),
             Op("MEAN", ["flat"], ["goodness"], {"axes": (1,), "keep_dims": True})]
-    return BlockGraph(f"energy{seed}", t, ops, ["x"], ["conv", "goodness"])
+    if not pool_first:
+        return BlockGraph(f"energy{seed}", t, ops, ["x"], ["conv", "goodness"])
+    xq = t["x"].quant
+    t["x_in"] = _act("x_in", (1, 2 * h, 2 * w, cin), float(xq.scale[0]), int(xq.zero_point[0]))
+    ops.insert(0, Op("MAX_POOL_2D", ["x_in"], ["x"],
+                     {"filter": (2, 2), "stride": (2, 2), "padding": "VALID"}))
+    return BlockGraph(f"energy{seed}_pooled", t, ops, ["x_in"], ["conv", "goodness"])
 
 
 def mean_graph(seed: int, shape: tuple[int, ...] = (1, 4, 4, 6), axes: tuple[int, ...] = (1, 2, 3),
