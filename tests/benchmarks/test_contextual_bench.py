@@ -75,6 +75,22 @@ def test_render_computes_means_gaps_and_the_mac_ratio():
     assert "past 60.0 % on validation" in text
 
 
+def test_a_group_simulated_on_a_subset_also_gets_the_exports_whole_split_int8():
+    res = _res()
+    for s, row in res["groups"]["b"]["seeds"].items():
+        row["sim_multipass"]["images"] = 2000
+        row["float_on_sim_images"] = 0.9
+        row["int8_export_accuracy"] = {"float_multipass": 0.91,
+                                       "int8_multipass": 0.90 + 0.01 * int(s)}
+    text = "\n".join(cb.render(res))
+    assert ("(b) on the whole test split, int8 as the export measures it (the ONNX graphs under "
+            "onnxruntime, checked against TFLM): 91.00 ± 1.00 % against float 91.00 % (+0.00 "
+            "points).") in text
+    assert "(a) on the whole test split" not in text  # simulated on all of it
+    res["groups"]["b"]["seeds"]["0"]["verification_failures"] = ["block0: differs"]
+    assert "(b) on the whole test split" not in "\n".join(cb.render(res))
+
+
 @pytest.mark.parametrize("missing", ["b", "c"])
 def test_render_says_when_a_group_was_not_exported(missing):
     res = _res()
