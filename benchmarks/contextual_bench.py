@@ -926,7 +926,8 @@ def _longer(groups: dict, candidates: dict) -> list[str]:
                  f"{_pct(_mean_std(candidates['g'][best]['val'])[0])} % for `{best}`.")
     if h and h["seeds"]:
         mh = _group_mean(h)
-        text += (f" Backprop at the same budget and augmentation choice, (h): {100 * mh:.2f} %;"
+        text += (f" Backprop for as many epochs, its augmentation chosen on validation, at "
+                 f"the default's widths, (h): {100 * mh:.2f} %;"
                  f" (g) - (h) = {100 * (m - mh):+.2f} points.")
     return ["", text]
 
@@ -942,7 +943,8 @@ def _official_classifier(groups: dict, ablation: list[dict], best_c: float,
         m, sd = _mean_std([s["float_test"]["multipass"] for s in f["seeds"].values()])
         means = {n: _mean_std(c["val"])[0] for n, c in candidates.items()}
         chosen = max(means, key=means.get) if means else None
-        finals = ("At the full epochs, every seed on validation: "
+        finals = ("At 6 epochs per block (10 where the name ends in `_e10`), every seed on "
+                  "validation: "
                   + ", ".join(f"`{n}` {_pct(v)} %" for n, v in
                               sorted(means.items(), key=lambda kv: -kv[1]))
                   + (f" (mean); `{chosen}` is (f): " if chosen else "; (f): ")
