@@ -777,7 +777,8 @@ def render(res: dict) -> list[str]:
               "accuracy). Chosen: "
               + ", ".join(f"({g}) `{res['selected'][g]}`" + (
                   " (the best of the placements within 2x multipass MACs: the last block's)"
-                  if g == "e" else "") for g in GROUPS if g in res["selected"]) + ".", "",
+                  if g == "e" else "") for g in GROUPS if g in res["selected"]
+                  and not res["selected"][g].startswith("cand_")) + ".", "",
               "| run | group | settings | val % |", "|---|---|---|---|"]
     ablation = list(res["ablation"])
     ref = _default_val(res["groups"])

@@ -171,6 +171,8 @@ def test_the_official_classifier_is_its_own_group_weighed_against_c():
             "`f_softmax` was trained") in "\n".join(cb.render(res))
     assert "| (f) | `f_softmax` (chosen) | `y=2` | 90.00, 89.00, 90.00 | 89.67 ± 0.58 |" in text
     assert text.index("`f_softmax` (chosen)") < text.index("| (f) | `f_bce` |")
+    chosen = next(line for line in text.splitlines() if "Chosen:" in line)
+    assert "cand_" not in chosen  # a candidate's choice is the candidates table's, not this
 
 
 def test_a_setting_replaces_the_base_value_of_its_key_where_hydra_would():
