@@ -176,10 +176,20 @@ def candidate_overrides(settings: list[str]) -> list[str]:
     return overridden([], flat)
 
 
+def _candidate_groups(which: str) -> str:
+    """The groups ``which`` names ("fgh"), or "" when it names candidates instead."""
+    return which if set(which) <= set(CANDIDATES) else ""
+
+
+def best_candidate(vals: dict[str, list[float]]) -> str:
+    """The candidate with the best mean validation accuracy over the seeds."""
+    return max(vals, key=lambda n: sum(vals[n]) / len(vals[n]))
+
+
 def candidate_runs(which: str) -> list[Run]:
     """Every candidate of the groups in ``which`` ("fgh"), or the named candidates
     ("f_softmax,g_e20"), at every seed, validation only."""
-    groups = which if set(which) <= set(CANDIDATES) else ""
+    groups = _candidate_groups(which)
     names = [] if groups else which.split(",")
     wanted = [(g, n) for g, cands in CANDIDATES.items() for n in cands
               if g in groups or n in names]
@@ -342,10 +352,12 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
 
 def train_side_by_side(out: Path, device: str, tag: str, runs: list[Run], deadline: float,
                        extra: list[str], selected: dict[str, str] | None = None,
-                       jobs: int | None = None, tar_by: str | None = None) -> dict:
+                       jobs: int | None = None, tar_by: str | None = None,
+                       label: str | None = None) -> dict:
     """``runs`` side by side (one thread each, at most ``jobs`` at once) as
     ``out/results_<tag>.json``, with their provenance, and a tar of their run folders for
-    transport (``tar_by="candidate"``: one tar per candidate)."""
+    transport (``tar_by="candidate"``: one tar per candidate); ``label`` heads its provenance
+    line in BENCHMARKS.md."""
     import report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -355,8 +367,7 @@ def train_side_by_side(out: Path, device: str, tag: str, runs: list[Run], deadli
     pool.drain()
     results = {"machine": _machine(), "provenance": prov, "device": device,
                "extra_overrides": extra, "selected": selected or {}, "runs": pool.record(),
-               **({"label": "Candidates at the full epochs, every seed, validation only, "
-                            "side by side"} if tar_by == "candidate" else {})}
+               **({"label": label} if label else {})}
     (out / f"results_{tag}.json").write_text(json.dumps(results, indent=1))
     bundles: dict[str, list[Run]] = {}
     for run in pool.done:
@@ -376,9 +387,10 @@ def train_candidates(out: Path, device: str, groups: str, deadline: float, jobs:
     if not runs:
         raise SystemExit(f"no candidates in {groups!r}: name groups ({''.join(CANDIDATES)}) or "
                          f"candidates ({', '.join(n for c in CANDIDATES.values() for n in c)})")
-    tag = "candidates" if set(groups) <= set(CANDIDATES) else f"candidates_{groups}"
+    tag = "candidates" if _candidate_groups(groups) else f"candidates_{groups}"
     return train_side_by_side(out, device, tag, runs, deadline, extra, jobs=jobs,
-                              tar_by="candidate")
+                              tar_by="candidate", label="Candidates at the full epochs, every "
+                              "seed, validation only, side by side")
 
 
 def train_finals(out: Path, device: str, group: str, ablation: str, deadline: float,
@@ -400,7 +412,7 @@ def train_named(out: Path, device: str, names: list[str], deadline: float,
                               extra)
 
 
-def candidate_means(out: Path, group: str) -> dict[str, list[float]]:
+def candidate_val_accuracies(out: Path, group: str) -> dict[str, list[float]]:
     """Each fully trained candidate of ``group``: its multipass validation accuracy per seed."""
     means = {}
     for name in CANDIDATES.get(group, {}):
@@ -416,7 +428,6 @@ def select(out: Path, groups: str, device: str) -> dict:
     the finals: its run folders are copied to ``<group>_seed<s>`` and each reads the test split
     once (``resume=true evaluate_test=true``: no training). Writes ``results_select.json``."""
     import shutil
-    import statistics
 
     import report
 
@@ -429,11 +440,12 @@ def select(out: Path, groups: str, device: str) -> dict:
                "label": "The best candidate of each group, its test split read once (no "
                         "training)"}
     for group in groups:
-        vals = candidate_means(out, group)
+        vals = candidate_val_accuracies(out, group)
         if not vals:
             print(f"({group}): no candidate has all {len(SEEDS)} seeds trained", flush=True)
             continue
-        chosen = max(vals, key=lambda n: statistics.mean(vals[n]))
+        chosen = best_candidate(vals)
+        overrides = candidate_overrides(CANDIDATES[group][chosen])
         results["candidates"][group] = vals
         results["selected"][group] = f"cand_{chosen}"
         for seed in SEEDS:
@@ -445,7 +457,6 @@ def select(out: Path, groups: str, device: str) -> dict:
             rc, secs = _sh([sys.executable, "-m", "ctxconv.train.cli", f"hydra.run.dir={dst}",
                             "resume=true", "evaluate_test=true", "trainer.progress=false",
                             f"trainer.device={device}"], dst / "test.log")
-            overrides = candidate_overrides(CANDIDATES[group][chosen])
             results["runs"][name] = {"group": group, "seed": seed, "overrides": overrides,
                                      "returncode": rc, "test_seconds": secs,
                                      "selected_from": src.name, "summary": _summary(
@@ -910,7 +921,7 @@ def _longer(groups: dict, candidates: dict) -> list[str]:
     floats = [s["float_test"]["multipass"] for s in g["seeds"].values()]
     m, sd = _mean_std(floats)
     a = _group_mean(groups["a"])
-    best = max(candidates["g"], key=lambda n: sum(candidates["g"][n]["val"]))
+    best = best_candidate({n: c["val"] for n, c in candidates["g"].items()})
     plain = candidates["g"].get(f"g_e{LONG_EPOCHS}")
     text = (f"(a) trained longer, (g): {LONG_EPOCHS} epochs per block with `{best}` chosen on "
             f"validation reaches {_pct(m)} ± {_pct(sd)} % on the test split (stretch target "
@@ -943,7 +954,7 @@ def _official_classifier(groups: dict, ablation: list[dict], best_c: float,
     if f and f["seeds"]:
         m, sd = _mean_std([s["float_test"]["multipass"] for s in f["seeds"].values()])
         means = {n: _mean_std(c["val"])[0] for n, c in candidates.items()}
-        chosen = max(means, key=means.get) if means else None
+        chosen = best_candidate({n: c["val"] for n, c in candidates.items()}) if means else None
         finals = ("At 6 epochs per block (10 where the name ends in `_e10`), every seed on "
                   "validation: "
                   + ", ".join(f"`{n}` {_pct(v)} %" for n, v in
