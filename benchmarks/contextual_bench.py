@@ -496,7 +496,7 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
 
     ``reuse``: keep an existing export of the run (its manifest present) instead of
     exporting again."""
-    from ctxconv.export.pipeline import modes_coincide
+    from ctxconv.blockgraph.pipeline import modes_coincide
 
     path = out / "evaluated.json"
     done: dict = {}

@@ -28,9 +28,9 @@ from report import (  # noqa: E402
     write_section,
 )
 
-from ctxconv.export.pipeline import BlockPipeline  # noqa: E402
-from ctxconv.firmware_sim.backends import make_runners  # noqa: E402
-from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
+from ctxconv.blockgraph.bundle import load_export  # noqa: E402
+from ctxconv.blockgraph.pipeline import BlockPipeline  # noqa: E402
+from ctxconv.runtimes.factory import make_runners  # noqa: E402
 
 
 def pct(x: float) -> str:

@@ -30,14 +30,14 @@ from report import (  # noqa: E402
     write_section,
 )
 
-from ctxconv.export.c_writer import write_c_for_export  # noqa: E402
-from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
-from ctxconv.firmware_sim.firmware.build import build_arm  # noqa: E402
-from ctxconv.firmware_sim.firmware.check import block_shapes  # noqa: E402
-from ctxconv.firmware_sim.firmware.run import run_harness  # noqa: E402
-from ctxconv.firmware_sim.firmware.targets import target_for  # noqa: E402
-from ctxconv.firmware_sim.profiles import load_profile  # noqa: E402
-from ctxconv.firmware_sim.simulate import SimOptions, simulate  # noqa: E402
+from ctxconv.blockgraph.bundle import load_export  # noqa: E402
+from ctxconv.codegen import write_c_for_export  # noqa: E402
+from ctxconv.runtimes.firmware.build import build_arm  # noqa: E402
+from ctxconv.runtimes.firmware.run import run_harness  # noqa: E402
+from ctxconv.runtimes.firmware.targets import target_for  # noqa: E402
+from ctxconv.sim.firmware_check import block_shapes  # noqa: E402
+from ctxconv.sim.profiles import load_profile  # noqa: E402
+from ctxconv.sim.simulate import SimOptions, simulate  # noqa: E402
 
 KB = 1024
 PROFILES = ("nrf52840", "stm32f746")

@@ -40,8 +40,8 @@ from report import (  # noqa: E402
     write_section,
 )
 
-from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
-from ctxconv.firmware_sim.ondevice import (  # noqa: E402
+from ctxconv.blockgraph.bundle import load_export  # noqa: E402
+from ctxconv.ondevice import (  # noqa: E402
     ExportModel,
     FrozenPrefix,
     accuracy,
@@ -52,7 +52,7 @@ from ctxconv.firmware_sim.ondevice import (  # noqa: E402
     make_optimizer,
     trainable_names,
 )
-from ctxconv.firmware_sim.profiles import load_profile  # noqa: E402
+from ctxconv.sim.profiles import load_profile  # noqa: E402
 
 EPOCHS, SEED, HELD_OUT = 5, 0, 0.2
 OPTIMIZER, OBJECTIVE, MCU = "sgd", "softmax", "nrf52840"

@@ -34,13 +34,13 @@ from report import (  # noqa: E402
     write_section,
 )
 
-from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
-from ctxconv.firmware_sim.firmware.toolchain import missing_arm_tools  # noqa: E402
-from ctxconv.firmware_sim.firmware.train_check import check_training  # noqa: E402
-from ctxconv.firmware_sim.ondevice import ExportModel, geometries  # noqa: E402
-from ctxconv.firmware_sim.ondevice.inplace import inplace_report  # noqa: E402
-from ctxconv.firmware_sim.ondevice.scratch import train_blocks  # noqa: E402
-from ctxconv.firmware_sim.profiles import load_profile  # noqa: E402
+from ctxconv.blockgraph.bundle import load_export  # noqa: E402
+from ctxconv.ondevice import ExportModel, geometries  # noqa: E402
+from ctxconv.ondevice.c_check import check_training  # noqa: E402
+from ctxconv.ondevice.inplace import inplace_report  # noqa: E402
+from ctxconv.ondevice.scratch import train_blocks  # noqa: E402
+from ctxconv.runtimes.firmware.toolchain import missing_arm_tools  # noqa: E402
+from ctxconv.sim.profiles import load_profile  # noqa: E402
 
 KB = 1024
 MCU = "nrf52840"
@@ -158,7 +158,7 @@ def render(res: dict) -> list[str]:
              "SRAM (counted) when they fit beside the step's buffers, else in flash, rewritten "
              "page by page each step (page buffer counted in SRAM, erase/program time in the "
              "step). Time: int8 conv MACs at the profile's int8 cost, float MACs at its float32 "
-             "cost (estimates, `ctxconv/configs/mcu/*.yaml`).", ""]
+             "cost (estimates, `ctxconv/sim/mcu/*.yaml`).", ""]
     lines += table("digits (embedded default)", res["digits"])
     if "fashion_mnist" in res:
         lines += [""] + table("Fashion-MNIST", res["fashion_mnist"])

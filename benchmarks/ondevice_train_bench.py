@@ -28,14 +28,14 @@ from report import (  # noqa: E402
     write_section,
 )
 
-from ctxconv.firmware_sim.bundle import load_export  # noqa: E402
-from ctxconv.firmware_sim.ondevice import (  # noqa: E402
+from ctxconv.blockgraph.bundle import load_export  # noqa: E402
+from ctxconv.ondevice import (  # noqa: E402
     ExportModel,
     backprop_report,
     block_report,
     geometries,
 )
-from ctxconv.firmware_sim.profiles import list_profiles, load_profile  # noqa: E402
+from ctxconv.sim.profiles import list_profiles, load_profile  # noqa: E402
 
 OPTIMIZER = "sgd"
 UPDATES = ("all", "head", "bias")
@@ -134,9 +134,9 @@ def render(res: dict) -> list[str]:
             "and run int8 from flash, the trained block in float32 (weights, gradients, optimizer "
             "state, per-image im2col, batch ReLU masks, pooled grid, scores), every buffer "
             "placed by TFLM's greedy planner over the steps of one training step "
-            "(`ctxconv/firmware_sim/ondevice/memory.py`). Time: the frozen prefix's int8 "
+            "(`ctxconv/memory/training.py`). Time: the frozen prefix's int8 "
             "cycles plus float32 MACs x each profile's `cost.fp32_cycles_per_mac` (estimates, "
-            "see `ctxconv/configs/mcu/*.yaml`). Backprop: the same model trained end to end "
+            "see `ctxconv/sim/mcu/*.yaml`). Backprop: the same model trained end to end "
             "(all weights, gradients, optimizer state, every block output kept for backward). "
             "`--update head|bias` trains only the goodness head or the biases; the rest stays "
             "int8 in flash.", "", *markdown(res), ""]

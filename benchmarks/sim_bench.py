@@ -25,8 +25,8 @@ from report import (  # noqa: E402
     write_section,
 )
 
-from ctxconv.firmware_sim.bench_cli import markdown, run_bench  # noqa: E402
-from ctxconv.firmware_sim.profiles import list_profiles  # noqa: E402
+from ctxconv.sim.bench_cli import markdown, run_bench  # noqa: E402
+from ctxconv.sim.profiles import list_profiles  # noqa: E402
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def render(res: dict) -> list[str]:
              provenance_line(res.get("provenance")), "",
              f"Equivalent to `{bench_cmd}` "
              f"({res['wall_seconds']:.0f} s). Latency and energy come from each profile's "
-             "documented cycle model (`ctxconv/configs/mcu/*.yaml`), accuracy from the "
+             "documented cycle model (`ctxconv/sim/mcu/*.yaml`), accuracy from the "
              "simulator's int8 kernels (bit-exact with TFLM) on the whole test set.", "",
              markdown(result), "",
              "### Arena: planner vs TFLM's measured minimum vs ctxconv's own plan (nRF52840)", "",

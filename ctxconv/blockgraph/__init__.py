@@ -1,12 +1,15 @@
-"""The int8 block graph format: IR, .tflite reader, manifest schema.
+"""The int8 block graph format: IR, the op kernels, .tflite and ONNX, manifest, pipeline.
 
-The torch-free contract between ``ctxconv.export`` (which writes it) and
-``ctxconv.firmware_sim`` (which reads it); imports only numpy, the standard library,
-flatbuffers and the flatc-generated TFLite schema module.
+The torch-free contract between ``ctxconv.export`` (which writes it) and every room that
+reads it; imports only numpy, the standard library, flatbuffers, onnx (the writer) and the
+flatc-generated TFLite schema module.
 
 * ``ir``: ``BlockGraph`` / ``Tensor`` / ``Op`` / ``Quant``, ``SUPPORTED_OPS``, ``ModelFileError``
-* ``tflite_schema.schema``: the generated TFLite schema module (tflite-micro's, else LiteRT's)
-* ``tflite_reader.read_tflite``: .tflite bytes -> validated ``BlockGraph`` (damage ->
-  ``ModelFileError``); the one reader used by the export runtimes and the simulator
-* ``manifest``: the export manifest's format tag, fields and validating loader
+* ``tflite.schema``: the generated TFLite schema module (tflite-micro's, else LiteRT's)
+* ``tflite.reader.read_tflite``: .tflite bytes -> validated ``BlockGraph`` (damage ->
+  ``ModelFileError``), the one reader; ``tflite.writer`` and ``onnx`` write a graph
+* ``ops``: the int8 kernels bit-exact with TFLM's reference kernels
+* ``manifest``: the export manifest's format tag, fields, file digests, validating loader
+* ``bundle``: an export directory, loaded and checked; ``pipeline``: blocks run in order
+* ``geometry``: a trainable block's shapes and parameter counts
 """

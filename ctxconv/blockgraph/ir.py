@@ -7,7 +7,7 @@ int8; biases are int32 with scale = input_scale * weight_scale and zero point 0.
 
 Because ONNX and TFLite files are written from the same ``BlockGraph``, they carry the
 same quantization parameters by construction. The .tflite reader
-(``ctxconv.blockgraph.tflite_reader``) parses files back into it. This module imports only
+(``ctxconv.blockgraph.tflite.reader``) parses files back into it. This module imports only
 numpy, so the firmware simulator can use it without torch.
 """
 

@@ -8,6 +8,7 @@ against their sha256 and parsing them is the reader's business.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,23 @@ BLOCK_TENSORS = ("features_in", "features", "scores")
 #: An energy-goodness block outputs ``goodness`` (one value per pass) instead of ``scores``.
 GOODNESS_TENSOR = "goodness"
 CONTEXT_TENSOR = "context"
+#: The generated C library's folder inside an export directory.
+C_DIR = "c"
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory``, by path relative to it (posix)."""
+    return {p.relative_to(directory).as_posix(): sha256(p)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def first_contextual(blocks: list[dict[str, Any]]) -> int | None:

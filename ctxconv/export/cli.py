@@ -9,11 +9,11 @@ from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.blockgraph.manifest import MANIFEST_NAME
+from ctxconv.blockgraph.pipeline import modes_coincide
 from ctxconv.cli_errors import DEBUG_HELP, report_error
-from ctxconv.export.c_writer import CGenerationError, write_c_for_export
+from ctxconv.codegen import CGenerationError, write_c_for_export
 from ctxconv.export.exporter import FORMATS, ExportOptions, export_run
 from ctxconv.export.fold import UnsupportedLayerError
-from ctxconv.export.pipeline import modes_coincide
 from ctxconv.export.quantize import CALIB_METHODS
 from ctxconv.export.verify import VerificationError, agreement_table
 

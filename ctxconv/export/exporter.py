@@ -19,17 +19,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctxconv.blockgraph.manifest import FORMAT, MANIFEST_NAME, io_records, validate_manifest
-from ctxconv.export.c_writer import C_DIR, c_record, write_c_library
-from ctxconv.export.files import file_digests
+from ctxconv.blockgraph.manifest import (
+    C_DIR,
+    FORMAT,
+    MANIFEST_NAME,
+    file_digests,
+    io_records,
+    validate_manifest,
+)
+from ctxconv.blockgraph.onnx import write_onnx
+from ctxconv.blockgraph.pipeline import CONTEXT_ON, BlockPipeline
+from ctxconv.blockgraph.tflite.writer import write_tflite
+from ctxconv.codegen import c_record, write_c_library
 from ctxconv.export.fold import FloatBlock, fold_block
-from ctxconv.export.onnx_writer import write_onnx
-from ctxconv.export.pipeline import CONTEXT_ON, BlockPipeline
 from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
 from ctxconv.export.run_check import check_float_accuracy, check_learned, read_summary
-from ctxconv.export.runtimes import OnnxRunner
-from ctxconv.export.tflite_writer import write_tflite
 from ctxconv.export.verify import VerificationError, verification_limits, verify_blocks
+from ctxconv.runtimes.runners import OnnxRunner
 from ctxconv.train.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,

@@ -22,14 +22,14 @@ import torch
 
 from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.blockgraph.manifest import first_contextual
-from ctxconv.export.pipeline import (
+from ctxconv.blockgraph.pipeline import (
     BlockPipeline,
     dequantize,
     io_quant,
     one_hot_int8,
     score_output,
 )
-from ctxconv.export.runtimes import LiteRTRunner, OnnxRunner, TFLMRunner
+from ctxconv.runtimes.runners import LiteRTRunner, OnnxRunner, TFLMRunner
 from ctxconv.train.inference import class_scores
 from ctxconv.train.model import ContextualNet
 

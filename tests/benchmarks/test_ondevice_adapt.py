@@ -16,9 +16,9 @@ import report  # noqa: E402
 def test_adaptation_on_the_tiny_export(digits_run, digits_export, tmp_path, monkeypatch, capsys):
     import ondevice_adapt_bench as bench
 
-    from ctxconv.firmware_sim.bundle import load_export
-    from ctxconv.firmware_sim.ondevice import ExportModel, block_report, geometries
-    from ctxconv.firmware_sim.profiles import load_profile
+    from ctxconv.blockgraph.bundle import load_export
+    from ctxconv.ondevice import ExportModel, block_report, geometries
+    from ctxconv.sim.profiles import load_profile
 
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(report, "BENCHMARKS_MD", tmp_path / "BENCHMARKS.md")

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
-from ctxconv.blockgraph.tflite_reader import read_tflite
-from ctxconv.blockgraph.tflite_schema import schema
-from ctxconv.export.tflite_writer import write_tflite
+from ctxconv.blockgraph.tflite.reader import read_tflite
+from ctxconv.blockgraph.tflite.schema import schema
+from ctxconv.blockgraph.tflite.writer import write_tflite
 
 
 def _graph(variant: str) -> BlockGraph:

@@ -10,9 +10,9 @@ from fw_graphs import add_graph, chain_graph, conv_graph, fc_graph
 from graph_factory import tiny_block_graph, tiny_float_graph
 
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
-from ctxconv.blockgraph.tflite_reader import read_tflite
-from ctxconv.export.tflite_writer import write_tflite
-from ctxconv.firmware_sim.kernels import run_graph
+from ctxconv.blockgraph.tflite.reader import read_tflite
+from ctxconv.blockgraph.tflite.writer import write_tflite
+from ctxconv.runtimes.reference import run_graph
 
 
 def _options(op) -> dict:
@@ -120,7 +120,7 @@ def test_reads_a_converter_made_model():
 
     import tflite_micro
 
-    from ctxconv.export.runtimes import TFLMRunner
+    from ctxconv.runtimes.runners import TFLMRunner
 
     path = Path(tflite_micro.__file__).parent / "python" / "tflite_micro" / "sine_float.tflite"
     if not path.is_file():
@@ -138,7 +138,7 @@ def test_litert_schema_fallback(monkeypatch):
     """The reader works with LiteRT's copy of the generated schema too."""
     from ai_edge_litert import schema_py_generated
 
-    import ctxconv.blockgraph.tflite_reader as reader
+    import ctxconv.blockgraph.tflite.reader as reader
 
     monkeypatch.setattr(reader, "schema", lambda: schema_py_generated)
     g = tiny_block_graph(3, contextual_add=True)

@@ -8,14 +8,14 @@ import onnx
 import pytest
 from tiny_runs import train_tiny
 
+from ctxconv.blockgraph.manifest import sha256
+from ctxconv.blockgraph.pipeline import BlockPipeline
 from ctxconv.export import exporter as exporter_mod
 from ctxconv.export.cli import main as export_main
 from ctxconv.export.exporter import ExportOptions, export_run
-from ctxconv.export.files import sha256
 from ctxconv.export.fold import UnsupportedLayerError
-from ctxconv.export.pipeline import BlockPipeline
-from ctxconv.export.runtimes import LiteRTRunner, OnnxRunner, TFLMRunner
 from ctxconv.export.verify import verification_arena
+from ctxconv.runtimes.runners import LiteRTRunner, OnnxRunner, TFLMRunner
 from ctxconv.train.config import TrainAppConfig
 from ctxconv.train.data_gen import DataGenConfig
 from ctxconv.train.model import ModelConfig

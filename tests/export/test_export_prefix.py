@@ -8,14 +8,14 @@ import pytest
 import torch
 from tiny_runs import train_tiny
 
+from ctxconv.blockgraph.bundle import load_export
+from ctxconv.blockgraph.pipeline import BlockPipeline
 from ctxconv.export.exporter import ExportOptions, export_run
 from ctxconv.export.fold import FloatBlock, float_forward
-from ctxconv.export.pipeline import BlockPipeline
 from ctxconv.export.quantize import calibrate
-from ctxconv.export.runtimes import TFLMRunner
 from ctxconv.export.verify import verification_arena
-from ctxconv.firmware_sim.backends import make_runners
-from ctxconv.firmware_sim.bundle import load_export
+from ctxconv.runtimes.factory import make_runners
+from ctxconv.runtimes.runners import TFLMRunner
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
 from ctxconv.train.inference import assert_label_free, multipass_scores
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from tiny_runs import train_tiny
 
-from ctxconv.blockgraph.tflite_reader import read_tflite
+from ctxconv.blockgraph.pipeline import BlockPipeline, one_hot_int8
+from ctxconv.blockgraph.tflite.reader import read_tflite
 from ctxconv.export.exporter import ExportOptions, export_run
-from ctxconv.export.pipeline import BlockPipeline, one_hot_int8
-from ctxconv.export.runtimes import TFLMRunner
 from ctxconv.export.verify import l2_levels, lsb_allowance, verification_arena
-from ctxconv.firmware_sim.interpreter import compile_graph
+from ctxconv.runtimes.reference import compile_graph
+from ctxconv.runtimes.runners import TFLMRunner
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_model
 from ctxconv.train.inference import class_scores
 

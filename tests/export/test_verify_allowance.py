@@ -32,7 +32,7 @@ def test_allowance_is_the_coarsest_computed_input_step_over_the_output_step(
 
 
 def test_a_model_without_elementwise_ops_keeps_the_plain_limit(digits_run, digits_export):
-    from ctxconv.blockgraph.tflite_reader import read_tflite
+    from ctxconv.blockgraph.tflite.reader import read_tflite
 
     paths = sorted((digits_run / "export").glob("block*.tflite"))
     assert len(paths) == len(digits_export["blocks"])

@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for graph
 import graph_factory as gf  # noqa: E402
 
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError, Op, Quant  # noqa: E402
-from ctxconv.blockgraph.tflite_schema import schema  # noqa: E402
-from ctxconv.export.onnx_writer import QUANT_METADATA_KEY, write_onnx  # noqa: E402
-from ctxconv.export.runtimes import (  # noqa: E402
+from ctxconv.blockgraph.onnx import QUANT_METADATA_KEY, write_onnx  # noqa: E402
+from ctxconv.blockgraph.tflite.schema import schema  # noqa: E402
+from ctxconv.blockgraph.tflite.writer import write_tflite  # noqa: E402
+from ctxconv.runtimes.runners import (  # noqa: E402
     LiteRTRunner,
     OnnxRunner,
     TFLMRunner,
@@ -32,7 +33,6 @@ from ctxconv.export.runtimes import (  # noqa: E402
     run_tflm_isolated,
     tflm_min_arena,
 )
-from ctxconv.export.tflite_writer import write_tflite  # noqa: E402
 
 ARENA = 64 * 1024  # ample for the tiny graphs (their minimum is ~2.5 KiB)
 VARIANTS = {
@@ -304,7 +304,7 @@ def test_runners_reject_bad_files(tmp_path: Path) -> None:
 def test_runtimes_import_is_light() -> None:
     """Importing the runtimes module loads no runtime and never torch."""
     code = (
-        "import sys, ctxconv.export.runtimes\n"
+        "import sys, ctxconv.runtimes.runners\n"
         "heavy = {'torch', 'onnxruntime', 'tflite_micro', 'ai_edge_litert', 'onnx'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )

@@ -63,9 +63,9 @@ def test_guard_catches_one_leaked_prediction_in_a_hundred():
 
 def test_int8_export_is_label_free(digits_export):
     """The exported pipeline's predictions on its own test vectors."""
-    from ctxconv.export.pipeline import BlockPipeline
-    from ctxconv.firmware_sim.backends import make_runners
-    from ctxconv.firmware_sim.bundle import load_export
+    from ctxconv.blockgraph.bundle import load_export
+    from ctxconv.blockgraph.pipeline import BlockPipeline
+    from ctxconv.runtimes.factory import make_runners
 
     bundle = load_export(digits_export["export_dir"])
     raw, labels = bundle.test_vectors()
@@ -79,11 +79,11 @@ def test_int8_export_is_label_free(digits_export):
 def test_simulator_accuracy_follows_shuffled_labels_exactly(digits_export, tmp_path):
     """ctxconv-sim on an export whose test labels were shuffled: its accuracy equals the
     unshuffled run's predictions scored against the shuffled labels, to the image."""
-    from ctxconv.export.files import sha256
-    from ctxconv.export.pipeline import BlockPipeline
-    from ctxconv.firmware_sim.backends import make_runners
-    from ctxconv.firmware_sim.bundle import load_export
-    from ctxconv.firmware_sim.simulate import SimOptions, simulate
+    from ctxconv.blockgraph.bundle import load_export
+    from ctxconv.blockgraph.manifest import sha256
+    from ctxconv.blockgraph.pipeline import BlockPipeline
+    from ctxconv.runtimes.factory import make_runners
+    from ctxconv.sim.simulate import SimOptions, simulate
 
     src = Path(digits_export["export_dir"])
     copy = tmp_path / "export"

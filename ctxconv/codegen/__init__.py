@@ -1,0 +1,125 @@
+"""The C writer: an int8 export as a self-contained C99 library for a firmware project.
+
+Written from the same int8 block graphs as the ONNX and TFLite files (so it carries the
+same quantization parameters): weights, biases and requantization constants as ``const``
+arrays (flash), the project's own int8 kernels (bit-exact with TFLM's reference kernels),
+one static arena laid out at generation time, no ``malloc`` and no floating point at run
+time. ``write_c_library`` is called by ``ctxconv-export --format c`` and can regenerate the
+sources of an existing export directory from its ``.tflite`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
+from ctxconv.blockgraph.manifest import C_DIR, MANIFEST_NAME, read_manifest, validate_manifest
+from ctxconv.blockgraph.tflite.reader import read_tflite
+from ctxconv.codegen.readme import readme
+from ctxconv.codegen.sources import CGenerationError, header, source
+from ctxconv.memory.c_arena import ArenaLayout, plan_arena
+
+__all__ = ["C_DIR", "KERNEL_FILES", "CGenerationError", "c_record", "write_c_for_export",
+           "write_c_library"]
+
+KERNEL_FILES = ("ctxconv_kernels.h", "ctxconv_kernels.c")
+
+
+def c_record(layout: ArenaLayout) -> dict[str, Any]:
+    """The manifest's ``c`` entry: the folder and the arena laid out in it."""
+    return {"dir": C_DIR, "arena_bytes": layout.size, "arena": layout.table()}
+
+
+def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
+    blocks = manifest["blocks"]
+    if len(blocks) != len(graphs) or not graphs:
+        raise CGenerationError(f"{len(graphs)} block graphs for {len(blocks)} manifest blocks")
+    if not manifest.get("int8"):
+        raise CGenerationError("the C writer needs a full-integer int8 export (--int8)")
+    for i, (b, g) in enumerate(zip(blocks, graphs, strict=True)):
+        allowed = ["features_in", "context"] if b["contextual"] else ["features_in"]
+        if g.inputs[0] != "features_in" or any(n not in allowed for n in g.inputs):
+            raise CGenerationError(f"{g.name} takes inputs {g.inputs}; a block takes "
+                                   f"{' and '.join(allowed)}")
+        if "features" not in g.outputs:
+            raise CGenerationError(f"{g.name} has no 'features' output")
+        if not {"scores", "goodness"} & set(g.outputs):
+            raise CGenerationError(f"{g.name} has no 'scores' or 'goodness' output")
+        if i and g.tensors["features_in"].shape != graphs[i - 1].tensors["features"].shape:
+            raise CGenerationError(f"{g.name}'s input does not match {graphs[i - 1].name}'s "
+                                   "features")
+
+
+def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir: str | Path
+                    ) -> tuple[list[Path], ArenaLayout]:
+    """Write the library into ``out_dir``; return the files written and the arena layout.
+
+    Raises ``CGenerationError`` naming the block and op when a graph cannot be expressed.
+    """
+    _check_pipeline(manifest, graphs)
+    layout = plan_arena(graphs)
+    texts = {"ctxconv_model.h": header(manifest, graphs, layout),
+             "ctxconv_model.c": source(manifest, graphs, layout),
+             "README.md": readme(manifest, graphs, layout)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    runtime = resources.files("ctxconv.codegen") / "runtime"
+    for name in KERNEL_FILES:
+        with resources.as_file(runtime / name) as src:
+            shutil.copyfile(src, out / name)
+        written.append(out / name)
+    for name, text in texts.items():
+        (out / name).write_text(text)
+        written.append(out / name)
+    return written, layout
+
+
+def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLayout]:
+    """(Re)generate ``EXPORT_DIR/c`` from the export's own ``.tflite`` files.
+
+    The files are checked against the manifest's sha256 first; the new folder and the
+    updated manifest replace the old ones only once everything is written.
+    """
+    from ctxconv.blockgraph.manifest import file_digests, sha256
+
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    graphs = []
+    for block in manifest["blocks"]:
+        name = block["files"].get("tflite")
+        if not name:
+            raise ModelFileError(f"{export_dir}: block {block['name']} has no .tflite file; the "
+                                 "C library is generated from it (re-export with --format c)")
+        path = export_dir / name
+        if not path.is_file() or sha256(path) != manifest["files"].get(name):
+            raise ModelFileError(f"{path} is missing or does not match its sha256 in the "
+                                 "manifest; re-export")
+        graphs.append(read_tflite(path.read_bytes(), name=str(path)))
+    tmp = Path(tempfile.mkdtemp(dir=export_dir, prefix=".c."))
+    try:
+        _, layout = write_c_library(manifest, graphs, tmp)
+        manifest["c"] = c_record(layout)
+        files = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{C_DIR}/")}
+        files.update({f"{C_DIR}/{k}": v for k, v in file_digests(tmp).items()})
+        manifest["files"] = dict(sorted(files.items()))
+        manifest.pop("export_dir", None)
+        validate_manifest(manifest)
+        new_manifest = tmp / MANIFEST_NAME
+        new_manifest.write_text(json.dumps(manifest, indent=2))
+        old = export_dir / f".{C_DIR}.old-{os.getpid()}"
+        if (export_dir / C_DIR).exists():
+            os.replace(export_dir / C_DIR, old)
+        os.replace(new_manifest, export_dir / MANIFEST_NAME)
+        os.replace(tmp, export_dir / C_DIR)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest, layout

@@ -1,0 +1,57 @@
+"""Which emulated Arm machine and compiler flags stand for each MCU profile's core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Board(Protocol):
+    """What a firmware build needs to know of an MCU (``ctxconv.sim.profiles.McuProfile``
+    is one): its name, core and memory sizes in bytes."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def core(self) -> str: ...
+    @property
+    def flash_bytes(self) -> int: ...
+    @property
+    def sram_bytes(self) -> int: ...
+
+
+class FirmwareError(RuntimeError):
+    """The firmware could not be built or run; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class ArmTarget:
+    """A Cortex-M core: GCC flags and the QEMU MPS2 board that emulates it."""
+
+    core: str
+    cflags: tuple[str, ...]
+    machine: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.core} ({self.machine})"
+
+
+TARGETS: dict[str, ArmTarget] = {
+    "cortex-m4f": ArmTarget(
+        "cortex-m4f", ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+        "mps2-an386"),
+    "cortex-m7": ArmTarget(
+        "cortex-m7", ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+        "mps2-an500"),
+}  # fmt: skip
+
+
+def target_for(profile: Board) -> ArmTarget:
+    """The emulated target of ``profile``; FirmwareError for cores that stay modelled."""
+    try:
+        return TARGETS[profile.core]
+    except KeyError:
+        raise FirmwareError(
+            f"{profile.name}: its {profile.core} core has no emulated firmware target, so its "
+            f"figures stay modelled (emulated cores: {', '.join(TARGETS)})") from None

@@ -1,0 +1,293 @@
+"""The generated C, built and run, against the simulator's reference kernels.
+
+``run_firmware`` builds the export's C library with the test harness for this machine
+(every test vector) and, where the MCU's core is emulated, for the Cortex-M under QEMU
+(the first few vectors), and reports bit-exactness per block output and per class score,
+top-1, and what was measured on the binary (flash, static RAM, stack, instructions) beside
+the simulator's modelled figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxconv.blockgraph.bundle import ExportBundle
+from ctxconv.blockgraph.manifest import C_DIR
+from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8, score_output
+from ctxconv.memory.tflm import PipelinePlan
+from ctxconv.runtimes.factory import make_runners
+from ctxconv.runtimes.firmware.build import (
+    ArmBuild,
+    FirmwareDoesNotFit,
+    build_arm,
+    build_host,
+)
+from ctxconv.runtimes.firmware.run import BlockShape, HarnessOutputs, run_harness
+from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
+from ctxconv.sim.cost import estimate_latency
+from ctxconv.sim.profiles import McuProfile
+
+log = logging.getLogger(__name__)
+# time limits: generous, never unbounded
+START_SECONDS, EMULATOR_START_SECONDS = 60.0, 60.0
+HOST_SECONDS_PER_IMAGE, EMULATED_SECONDS_PER_IMAGE = 0.5, 30.0
+HOST_CHUNK = 500  # host build: images per harness run (its per-block output file stays small)
+
+
+class Reference:
+    """A backend's outputs for the same images, in the harness's layout (the reference
+    kernels by default; ``tflm`` for the real TFLite Micro interpreter)."""
+
+    def __init__(self, bundle: ExportBundle, raw: np.ndarray,
+                 backend: str = "reference") -> None:
+        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, backend))
+        k, n = bundle.num_classes, len(raw)
+        x = pipe.quantize_images(raw)
+        modes = bundle.manifest["modes"]
+        if modes_coincide(bundle.manifest):  # one computation: run it once
+            self.scores = dict.fromkeys(modes, pipe.score_sums(x, modes[0]))
+        else:
+            self.scores = {m: pipe.score_sums(x, m) for m in modes}
+        self.features: list[np.ndarray] = []
+        self.block_scores: list[np.ndarray] = []
+        for i, block in enumerate(bundle.blocks):
+            contexts = [one_hot_int8(c, k, n) for c in range(k)] if block["contextual"] else [None]
+            outs = [pipe.block_outputs(i, x, ctx) for ctx in contexts]
+            self.features.append(np.stack([o["features"].reshape(n, -1) for o in outs], 1))
+            name = score_output(block)
+            self.block_scores.append(np.stack([o[name].reshape(n, -1) for o in outs], 1))
+            x = outs[-1]["features"]
+
+
+def _equal_fraction(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of images (axis 0) whose arrays are identical."""
+    if len(a) == 0:
+        return float("nan")
+    same = (a.reshape(len(a), -1) == b.reshape(len(b), -1)).all(axis=1)
+    return float(same.mean())
+
+
+def compare(got: HarnessOutputs, ref: Reference, labels: np.ndarray) -> dict[str, Any]:
+    """Per block and per mode: fraction of images bit-identical; top-1 and accuracy."""
+    blocks = [{"features_equal": _equal_fraction(f, rf), "scores_equal": _equal_fraction(s, rs)}
+              for f, rf, s, rs in zip(got.features, ref.features, got.block_scores,
+                                      ref.block_scores, strict=True)]
+    modes = {}
+    for m, scores in got.scores.items():
+        top1 = scores.argmax(1)
+        modes[m] = {"scores_equal": _equal_fraction(scores, ref.scores[m]),
+                    "top1_equal": float((top1 == ref.scores[m].argmax(1)).mean()),
+                    "accuracy": float((top1 == labels).mean())}
+    exact = all(v == 1.0 for b in blocks for v in b.values()) and all(
+        v["scores_equal"] == 1.0 and v["top1_equal"] == 1.0 for v in modes.values())
+    return {"images": int(len(labels)), "bit_exact": exact, "blocks": blocks, "modes": modes}
+
+
+def block_shapes(bundle: ExportBundle) -> list[BlockShape]:
+    """What the harness writes per block of ``bundle`` (passes, feature and goodness bytes)."""
+    return [BlockShape(bundle.num_classes if b["contextual"] else 1,
+                       bundle.graphs[i].tensors["features"].nbytes,
+                       bundle.graphs[i].tensors[score_output(b)].nbytes)
+            for i, b in enumerate(bundle.blocks)]
+
+
+def arena_table(bundle: ExportBundle) -> str:
+    """The generated library's static arena, buffer by buffer (from the manifest)."""
+    c = bundle.manifest.get("c") or {}
+    rows = c.get("arena", [])
+    lines = [f"C library arena: {c.get('arena_bytes', '?')} B (+ stack and I/O buffers)",
+             f"  {'buffer':<28}{'offset':>10}{'bytes':>10}"]
+    lines += [f"  {r['buffer']:<28}{r['offset']:>10}{r['bytes']:>10}" for r in rows]
+    return "\n".join(lines)
+
+
+def c_dir_of(bundle: ExportBundle) -> Path:
+    c_dir = bundle.path / C_DIR
+    if not (c_dir / "ctxconv_model.c").exists():
+        raise FirmwareError(f"{bundle.path} has no C library ({C_DIR}/): generate it with "
+                            f"`ctxconv-export {bundle.path} --format c`")
+    return c_dir
+
+
+def _measured(build: ArmBuild, got: HarnessOutputs, bundle: ExportBundle, plan: PipelinePlan,
+              profile: McuProfile) -> dict[str, Any]:
+    """Flash, RAM, stack and instructions measured on the binary, beside the model."""
+    k = bundle.num_classes
+    blocks = []
+    for i, (graph, block, bplan) in enumerate(zip(bundle.graphs, bundle.blocks, plan.blocks,
+                                                  strict=True)):
+        runs = k if block["contextual"] else 1
+        instr = float(np.median(got.instructions(got.block_ticks[i])))
+        macs = int(block["macs"]) * runs
+        modelled = estimate_latency(graph, profile).seconds * profile.clock_hz * runs
+        flash = build.library_bytes(f"{graph.name}_")
+        blocks.append({
+            "name": graph.name, "flash_bytes": flash, "modelled_flash_bytes": bplan.flash_bytes,
+            "flash_measured_over_modelled": round(flash / bplan.flash_bytes, 4),
+            "instructions": round(instr), "macs": macs,
+            "instructions_per_mac": round(instr / macs, 3) if macs else None,
+            "modelled_cycles": round(modelled),
+            "instructions_over_modelled_cycles": round(instr / modelled, 4),
+        })  # fmt: skip
+    lib_ram = build.library_bytes(kinds="bBdD")
+    io_bytes = int(np.prod(bundle.graphs[0].tensors["features_in"].shape)) + 4 * k
+    modes = {m: round(float(np.median(got.instructions(t)))) for m, t in got.mode_ticks.items()}
+    macs = sum(b["macs"] for b in blocks)
+    return {
+        "target": build.target.label,
+        "flash_bytes": build.flash_bytes, "library_flash_bytes": build.library_bytes(),
+        "kernel_code_bytes": build.library_bytes("ctxconv_", kinds="tT"),
+        "tflite_bytes": sum(len(t) for t in bundle.tflite),
+        "static_ram_bytes": lib_ram, "stack_high_water_bytes": got.stack_used,
+        "io_buffer_bytes": io_bytes, "ram_bytes": lib_ram + got.stack_used + io_bytes,
+        "modelled_sram_bytes": plan.sram_bytes,
+        "ram_measured_over_modelled": round((lib_ram + got.stack_used + io_bytes)
+                                            / plan.sram_bytes, 4),
+        "elf_sections": build.sections, "blocks": blocks,
+        "instructions_per_image": modes, "macs": macs,
+        "instructions_per_mac": {m: round(v / macs, 3) for m, v in modes.items()} if macs else {},
+    }  # fmt: skip
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``compare`` report from reports on consecutive chunks of images."""
+    n = sum(p["images"] for p in parts)
+
+    def mean(get) -> float:
+        return sum(get(p) * p["images"] for p in parts) / n
+
+    blocks = [{k: mean(lambda p, i=i, k=k: p["blocks"][i][k]) for k in parts[0]["blocks"][i]}
+              for i in range(len(parts[0]["blocks"]))]
+    modes = {m: {k: mean(lambda p, m=m, k=k: p["modes"][m][k]) for k in v}
+             for m, v in parts[0]["modes"].items()}
+    return {"images": n, "bit_exact": all(p["bit_exact"] for p in parts), "blocks": blocks,
+            "modes": modes}
+
+
+def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.ndarray,
+               work: Path, chunk: int = HOST_CHUNK) -> tuple[dict[str, Any], HarnessOutputs]:
+    """Build the library for this machine, run it on ``raw``, compare every block's outputs
+    and the class scores with the reference kernels (in chunks of images, so memory stays
+    small); returns the report and the harness outputs of the first chunk."""
+    modes = list(bundle.manifest["modes"])
+    log.info("host build: compiling the C library and running %d test vectors", len(raw))
+    exe = build_host(c_dir, work, modes)
+    parts, first = [], None
+    for start in range(0, max(len(raw), 1), chunk):
+        part = slice(start, start + chunk)
+        got = run_harness(exe, raw[part], work, block_shapes(bundle), bundle.num_classes,
+                          modes, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
+        parts.append(compare(got, Reference(bundle, raw[part]), labels[part]))
+        first = got if first is None else first
+    return _merge(parts), first
+
+
+def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
+                   plan: PipelinePlan | None,
+                   raw: np.ndarray, labels: np.ndarray, work: Path,
+                   host: HarnessOutputs | None = None, compare_tflm: bool = True
+                   ) -> dict[str, Any]:
+    """Cross-compile for ``profile``'s core, run ``raw`` under QEMU, compare, and (given the
+    simulator's ``plan``) measure the binary beside the modelled figures."""
+    target = target_for(profile)
+    modes = list(bundle.manifest["modes"])
+    log.info("Cortex-M build for %s (%s), %d images under QEMU", profile.name, target.core,
+             len(raw))
+    try:
+        build = build_arm(c_dir, work, modes, target, profile)
+    except FirmwareDoesNotFit as exc:
+        raise FirmwareDoesNotFit(f"{exc} on {profile.name} ({profile.sram_bytes} B RAM, "
+                                 f"{profile.flash_bytes} B flash)\n{arena_table(bundle)}",
+                                 exc.overflows) from None
+    got = run_harness(build.elf, raw, work, block_shapes(bundle), bundle.num_classes, modes, True,
+                      timeout=EMULATOR_START_SECONDS + EMULATED_SECONDS_PER_IMAGE * len(raw),
+                      target=target)
+    report = compare(got, Reference(bundle, raw), labels)
+    if compare_tflm:
+        report["bit_exact_vs_tflm"] = compare(got, Reference(bundle, raw, "tflm"),
+                                              labels)["bit_exact"]
+    if host is not None:
+        n = len(raw)
+        report["bit_exact_vs_host"] = all(
+            np.array_equal(got.scores[m], host.scores[m][:n]) for m in modes) and all(
+            np.array_equal(a, b[:n]) for a, b in zip(got.features, host.features, strict=True))
+    if plan is not None:
+        report.update(_measured(build, got, bundle, plan, profile))
+    return report
+
+
+def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
+                 raw: np.ndarray, labels: np.ndarray, emulated_images: int = 20,
+                 work_dir: Path | None = None, cache: dict | None = None) -> dict[str, Any]:
+    """Host build on ``raw`` (all given vectors), Cortex-M build + QEMU on the first few.
+
+    ``cache`` (kept by the caller) holds the host run, which no profile changes.
+    """
+    c_dir = c_dir_of(bundle)
+    cache = {} if cache is None else cache
+    with tempfile.TemporaryDirectory(prefix="ctxconv-fw-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        key = ("firmware_host", len(raw))
+        if key not in cache:
+            cache[key] = check_host(bundle, c_dir, raw, labels, work,
+                                    chunk=max(HOST_CHUNK, emulated_images))
+        host_report, host = cache[key]
+        report: dict[str, Any] = {"c_dir": str(c_dir), "host": host_report}
+        try:
+            target_for(profile)
+        except FirmwareError as exc:
+            report["emulated"] = None
+            report["emulated_unavailable"] = str(exc)
+            return report
+        n = min(emulated_images, len(raw))
+        report["emulated"] = check_emulated(bundle, c_dir, profile, plan, raw[:n], labels[:n],
+                                            work, host)
+    return report
+
+
+def firmware_table(fw: dict[str, Any]) -> str:
+    """The firmware part of a report, for people."""
+    kb = 1024
+    host = fw["host"]
+    lines = [f"generated C ({fw['c_dir']}), host build: {host['images']} test vectors, every "
+             f"block's outputs and the class scores bit-exact with the reference kernels: "
+             f"{host['bit_exact']} ("
+             + ", ".join(f"{m} scores {v['scores_equal']:.2%}, top-1 {v['top1_equal']:.2%}"
+                         for m, v in host["modes"].items()) + ")"]
+    emu = fw.get("emulated")
+    if emu is None:
+        lines.append(f"emulated MCU: {fw.get('emulated_unavailable')}")
+        return "\n".join(lines)
+    lines += [
+        f"emulated {emu['target']}: {emu['images']} images, bit-exact with the reference "
+        f"kernels: {emu['bit_exact']}, with TFLM: {emu.get('bit_exact_vs_tflm')}, with the "
+        f"host build: {emu['bit_exact_vs_host']}",
+        f"{'block':<8}{'flash KB':>10}{'model KB':>10}{'instr':>14}{'MACs':>12}{'instr/MAC':>11}"
+        f"{'model cyc':>14}{'meas/model':>11}",
+    ]  # fmt: skip
+    for b in emu["blocks"]:
+        ipm = f"{b['instructions_per_mac']:.2f}" if b["instructions_per_mac"] else "-"
+        lines.append(f"{b['name']:<8}{b['flash_bytes'] / kb:>10.1f}"
+                     f"{b['modelled_flash_bytes'] / kb:>10.1f}{b['instructions']:>14,}"
+                     f"{b['macs']:>12,}{ipm:>11}{b['modelled_cycles']:>14,}"
+                     f"{b['instructions_over_modelled_cycles']:>11.3f}")
+    per_image = ", ".join(f"{m} {v:,}" for m, v in emu["instructions_per_image"].items())
+    lines += [
+        f"binary: flash {emu['flash_bytes'] / kb:.1f} KB (library "
+        f"{emu['library_flash_bytes'] / kb:.1f} KB, kernels "
+        f"{emu['kernel_code_bytes'] / kb:.1f} KB; .tflite files "
+        f"{emu['tflite_bytes'] / kb:.1f} KB), RAM {emu['ram_bytes'] / kb:.1f} KB = static "
+        f"{emu['static_ram_bytes'] / kb:.1f} + stack high-water {emu['stack_high_water_bytes']} B"
+        f" + I/O {emu['io_buffer_bytes']} B (modelled {emu['modelled_sram_bytes'] / kb:.1f} KB, "
+        f"ratio {emu['ram_measured_over_modelled']:.3f})",
+        f"instructions per image: {per_image}",
+    ]  # fmt: skip
+    if "ram_over_tflm_largest_block" in emu:
+        lines.append(f"RAM / TFLM's measured minimum arena of the largest block: "
+                     f"{emu['ram_over_tflm_largest_block']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,325 @@
+"""Run an exported block pipeline as a microcontroller would, and report on it.
+
+For one MCU profile and inference mode: the memory plan (arena, flash, per block and
+for the pipeline, with a fit verdict), MACs and the cost model's latency and energy,
+accuracy on the export's test vectors with the chosen backend, TFLM's real minimum arena
+(by bisection) beside the planner's figure, and whether the reference kernels are
+bit-exact with TFLM on every block.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctxconv.blockgraph.bundle import ExportBundle, load_export
+from ctxconv.blockgraph.ir import BlockGraph, context_dependent_ops
+from ctxconv.blockgraph.manifest import first_contextual
+from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8
+from ctxconv.memory.own_plan import own_activation_peak
+from ctxconv.memory.tflm import plan_block
+from ctxconv.runtimes.factory import BACKENDS, ReferenceRunner, make_runners
+from ctxconv.runtimes.runners import tflm_min_arena
+from ctxconv.sim.cost import estimate_latency, op_work
+from ctxconv.sim.firmware_check import firmware_table, run_firmware
+from ctxconv.sim.fit import DoesNotFitError, plan_on, problems, require_fit
+from ctxconv.sim.profiles import McuProfile, load_profile
+
+log = logging.getLogger(__name__)
+#: ``firmware``: the export's generated C, built and run on the host and on an emulated MCU
+SIM_BACKENDS = (*BACKENDS, "firmware")
+
+
+@dataclass
+class SimOptions:
+    mcu: str = "nrf52840"
+    mode: str | None = None  # None: onepass when available, else multipass
+    backend: str = "reference"
+    images: int | None = None  # None: every test vector
+    measure_tflm: bool = True  # bisect TFLM's minimum arena per block
+    bit_exact_images: int | None = None  # compared reference vs TFLM; None: every image run
+    emulated_images: int = 20  # firmware backend: images run on the emulated MCU
+
+
+def _mode(bundle: ExportBundle, mode: str | None) -> str:
+    modes = bundle.manifest["modes"]
+    if mode is None:
+        return "onepass" if "onepass" in modes else "multipass"
+    if mode not in modes:
+        raise ValueError(f"mode {mode!r} is not available for this export (available: {modes}); "
+                         "onepass needs blocks whose output does not depend on the context")
+    return mode
+
+
+def reference_chain(bundle: ExportBundle, raw: np.ndarray
+                    ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """(inputs, outputs) of every block for ``raw`` images, run by the reference kernels."""
+    pipe = BlockPipeline(bundle.manifest, [ReferenceRunner(g) for g in bundle.graphs])
+    x = pipe.quantize_images(raw)
+    chain = []
+    k = bundle.num_classes
+    for i, block in enumerate(bundle.blocks):
+        feed = {"features_in": x}
+        if block["contextual"]:
+            feed["context"] = np.concatenate([one_hot_int8(j % k, k, 1) for j in range(len(x))])
+        out = pipe.runners[i].run(feed)
+        chain.append((feed, out))
+        x = out["features"]
+    return chain
+
+
+def compare_with_tflm(bundle: ExportBundle, raw: np.ndarray, chunk: int = 256) -> list[int]:
+    """Max |reference - TFLM| in LSB per block over ``raw`` images, TFLM given the planner's
+    host arena. Each block sees the reference kernels' input (so a difference is the block's
+    own); images go through in chunks so the feature maps of a whole test set never sit in
+    memory at once."""
+    tflm = make_runners(bundle, "tflm")
+    diffs = [0] * len(bundle.blocks)
+    for start in range(0, len(raw), chunk):
+        for i, (feed, ref) in enumerate(reference_chain(bundle, raw[start : start + chunk])):
+            got = tflm[i].run(feed)
+            diffs[i] = max(diffs[i], *(int(np.abs(ref[o].astype(np.int32)
+                                                  - got[o].astype(np.int32)).max())
+                                       for o in ref))
+    return diffs if len(raw) else []
+
+
+def op_runs(blocks: list[dict[str, Any]], index: int, graph: BlockGraph, k: int,
+            mode: str) -> list[int]:
+    """How often each op of block ``index`` runs per image in ``mode``, as the generated C
+    runs it: multipass runs the first contextual block's context-free ops (the conv of the
+    image) once and its ops that read the context once per candidate, and every later block
+    once per candidate (its input depends on the context); all else once."""
+    first = first_contextual(blocks)
+    if mode != "multipass" or first is None or index < first:
+        return [1] * len(graph.ops)
+    if index > first:
+        return [k] * len(graph.ops)
+    return [k if dep else 1 for dep in context_dependent_ops(graph)]
+
+
+def _macs(graph) -> int:
+    return sum(op_work(graph, op) for op in graph.ops if op.kind in ("CONV_2D",
+                                                                      "FULLY_CONNECTED"))
+
+
+def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
+             profile: McuProfile | None = None, cache: dict | None = None) -> dict[str, Any]:
+    """The full report for one export, MCU and mode (a JSON-serialisable dict).
+
+    ``cache`` (a dict kept by the caller) reuses what does not depend on the MCU profile
+    (accuracy per backend and mode, TFLM's minimum arenas, the bit-exactness check).
+    """
+    opts = opts or SimOptions()
+    cache = {} if cache is None else cache
+    if opts.backend not in SIM_BACKENDS:
+        raise ValueError(f"unknown backend {opts.backend!r}; choose one of {SIM_BACKENDS}")
+    bundle = export if isinstance(export, ExportBundle) else load_export(export)
+    profile = profile or load_profile(opts.mcu)
+    mode = _mode(bundle, opts.mode)
+    k = bundle.num_classes
+    plan = plan_on(profile, bundle.graphs, k, bundle.tflite)
+    blocks = []
+    for i, (graph, bplan, block) in enumerate(zip(bundle.graphs, plan.blocks, bundle.blocks,
+                                                  strict=True)):
+        times = op_runs(bundle.blocks, i, graph, k, mode)
+        runs = max(times, default=1)
+        lat = estimate_latency(graph, profile)
+        cycles = sum(t * c for t, (_, _, c) in zip(times, lat.op_cycles, strict=True))
+        energy = profile.energy_mj(cycles)
+        row = {
+            "name": graph.name, "contextual": block["contextual"], "runs": runs,
+            "arena_bytes": bplan.arena_bytes, "flash_bytes": bplan.flash_bytes,
+            "activation_bytes": bplan.head_bytes, "own_peak_bytes": own_activation_peak(graph),
+            "macs": sum(t * op_work(graph, op) for t, op in zip(times, graph.ops, strict=True)
+                        if op.kind in ("CONV_2D", "FULLY_CONNECTED")),
+            "unshared_macs": _macs(graph) * runs,
+            "latency_ms": 1e3 * profile.seconds(cycles), "energy_mj": energy,
+        }  # fmt: skip
+        if opts.measure_tflm:  # like for like: the Python TFLM runs the reference kernels
+            if ("tflm_min", i) not in cache:
+                log.info("%s: bisecting TFLM's minimum arena", graph.name)
+                cache[("tflm_min", i)] = tflm_min_arena(bundle.tflite[i])
+            row["tflm_min_arena_bytes"] = cache[("tflm_min", i)]
+            row["planned_reference_arena_bytes"] = plan_block(graph, bundle.tflite[i]).arena_bytes
+            row["planner_over_tflm"] = round(row["planned_reference_arena_bytes"]
+                                             / row["tflm_min_arena_bytes"], 4)
+            row["own_peak_over_tflm"] = round(row["own_peak_bytes"]
+                                              / row["tflm_min_arena_bytes"], 4)
+        blocks.append(row)
+    raw, labels = bundle.test_vectors(opts.images)
+    key = ("accuracy", opts.backend, mode, len(labels))
+    firmware = None
+    if opts.backend == "firmware":
+        firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images,
+                                cache=cache)
+        cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
+    if key not in cache:
+        log.info("running %d test images (%s, %s backend)", len(labels), mode, opts.backend)
+        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend))
+        t0 = time.perf_counter()
+        preds = pipe.predict(raw, mode)
+        seconds = time.perf_counter() - t0
+        cache[key] = (float((preds == labels).mean()) if len(labels) else float("nan"), seconds)
+    accuracy, seconds = cache[key]
+    n_exact = len(labels) if opts.bit_exact_images is None else min(opts.bit_exact_images,
+                                                                     len(labels))
+    if ("diffs", n_exact) not in cache:
+        if n_exact:
+            log.info("comparing the reference kernels with TFLM on %d test images", n_exact)
+        t0 = time.perf_counter()
+        cache[("diffs", n_exact)] = (compare_with_tflm(bundle, raw[:n_exact]) if n_exact else [],
+                                     time.perf_counter() - t0)
+    diffs, exact_seconds = cache[("diffs", n_exact)]
+    energies = [b["energy_mj"] for b in blocks]
+    exceeded = problems(plan, profile)
+    try:
+        require_fit(plan, profile)
+        explanation = None
+    except DoesNotFitError as exc:  # the per-tensor breakdown, for people
+        explanation = str(exc)
+    report = {
+        "export_dir": str(bundle.path), "mcu": profile.name, "mode": mode,
+        "modes_coincide": modes_coincide(bundle.manifest),
+        "backend": opts.backend, "images": int(len(labels)), "accuracy": accuracy,
+        "export_accuracy": bundle.manifest.get("accuracy", {}).get("int8", {}).get(mode),
+        "fits": not exceeded, "problems": exceeded, "explanation": explanation,
+        "arena_bytes": plan.arena_bytes, "sram_bytes": plan.sram_bytes,
+        "sram_limit_bytes": profile.available_sram_bytes,
+        "flash_bytes": plan.flash_bytes, "flash_limit_bytes": profile.available_flash_bytes,
+        "staging_bytes": plan.staging_bytes,
+        "macs": sum(b["macs"] for b in blocks),
+        "latency_ms": sum(b["latency_ms"] for b in blocks),
+        "energy_mj": None if None in energies else sum(energies),
+        "own_peak_bytes": max(b["own_peak_bytes"] for b in blocks),
+        "tflm_min_arena_bytes": (max(b["tflm_min_arena_bytes"] for b in blocks)
+                                 if opts.measure_tflm else None),
+        "planner_never_below_tflm": (all(b["planned_reference_arena_bytes"]
+                                         >= b["tflm_min_arena_bytes"] for b in blocks)
+                                     if opts.measure_tflm else None),
+        "bit_exact_vs_tflm": (all(d == 0 for d in diffs) if diffs else None),
+        "max_lsb_vs_tflm": diffs,
+        "bit_exact_images": n_exact,
+        "test_vectors": (bundle.manifest.get("test_vectors") or {}).get("count", len(labels)),
+        "bit_exact_seconds": round(exact_seconds, 2),
+        "throughput_images_per_s": (len(labels) / seconds) if seconds > 0 else None,
+        "profile": {"name": profile.name, "core": profile.core, "clock_hz": profile.clock_hz,
+                    "sram_bytes": profile.sram_bytes, "flash_bytes": profile.flash_bytes,
+                    "kernel_library": profile.kernel_library},
+        "blocks": blocks,
+    }  # fmt: skip
+    if opts.measure_tflm:
+        report["own_peak_over_tflm"] = round(report["own_peak_bytes"]
+                                             / report["tflm_min_arena_bytes"], 4)
+    if firmware is not None:
+        emu = firmware.get("emulated")
+        if emu and opts.measure_tflm:
+            emu["ram_over_tflm_largest_block"] = round(
+                emu["ram_bytes"] / report["tflm_min_arena_bytes"], 4)
+        report["firmware"] = firmware
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report for people."""
+    kb = 1024
+    lines = [f"{report['export_dir']} on {report['mcu']} ({report['profile']['core']}, "
+             f"{report['profile']['clock_hz'] / 1e6:.0f} MHz, {report['profile']['kernel_library']}"
+             f"), mode {report['mode']}"
+             f"{' (= multipass, the same computation)' if report.get('modes_coincide') else ''}"
+             f", backend {report['backend']}",
+             "(arena, flash, latency, energy: modelled for the MCU; TFLM min: measured on the "
+             "host's 64-bit TFLM; own peak: ctxconv's in-place plan)",
+             f"{'block':<8}{'arena KB':>10}{'TFLM min':>10}{'own peak':>10}{'flash KB':>10}"
+             f"{'MACs':>12}{'latency ms':>12}{'energy mJ':>11}"]  # fmt: skip
+    for b in report["blocks"]:
+        tflm = f"{b['tflm_min_arena_bytes'] / kb:.1f}" if "tflm_min_arena_bytes" in b else "-"
+        energy = f"{b['energy_mj']:.3f}" if b["energy_mj"] is not None else "-"
+        lines.append(f"{b['name']:<8}{b['arena_bytes'] / kb:>10.1f}{tflm:>10}"
+                     f"{b['own_peak_bytes'] / kb:>10.1f}{b['flash_bytes'] / kb:>10.1f}"
+                     f"{b['macs']:>12,}{b['latency_ms']:>12.2f}{energy:>11}")
+    energy = f"{report['energy_mj']:.3f} mJ" if report["energy_mj"] is not None else "n/a"
+    lines += [
+        f"pipeline: SRAM {report['sram_bytes'] / kb:.1f} KB of "
+        f"{report['sram_limit_bytes'] / kb:.0f}"
+        f" KB (arena {report['arena_bytes'] / kb:.1f} KB), flash {report['flash_bytes'] / kb:.1f}"
+        f" KB of {report['flash_limit_bytes'] / kb:.0f} KB, {report['macs']:,} MACs, "
+        f"{report['latency_ms']:.1f} ms, {energy} per image",
+        f"accuracy ({report['images']} test images, {report['backend']}): "
+        f"{report['accuracy']:.2%}",
+        f"bit-exact vs TFLM on {report['bit_exact_images']} of {report['test_vectors']} test "
+        f"vectors: {report['bit_exact_vs_tflm']} (max LSB per block {report['max_lsb_vs_tflm']})",
+        "verdict: " + ("FITS" if report["fits"] else "DOES NOT FIT: " + "; ".join(
+            report["problems"])),
+    ]  # fmt: skip
+    if "firmware" in report:
+        lines.append(firmware_table(report["firmware"]))
+    return "\n".join(lines)
+
+
+def _limit(ax, limit_kb: float, bars_kb: list[float], label: str) -> None:
+    """The MCU limit as a line, or, when it dwarfs the bars, as a note above a zoomed axis."""
+    top = max(bars_kb, default=0.0)
+    if top > 0 and limit_kb > 4 * top:
+        ax.set_ylim(0, top * 1.35)
+        ax.text(0.5, 0.97, f"{label}: {limit_kb:.0f} KB (off the scale: "
+                           f"{100 * top / limit_kb:.0f} % used at most)",
+                transform=ax.transAxes, ha="center", va="top", fontsize=7, color="red")
+    else:
+        ax.axhline(limit_kb, color="red", ls="--", label=f"{label}: {limit_kb:.0f} KB")
+
+
+def memory_figure(report: dict[str, Any]):
+    """Arena and flash per block (bars labelled in KB) against the profile's limits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [b["name"] for b in report["blocks"]]
+    kb = 1024
+    fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(11, 4.5))
+    x = np.arange(len(names))
+    series = [("planned arena (TFLM)", "arena_bytes"),
+              ("TFLM measured minimum", "tflm_min_arena_bytes"),
+              ("ctxconv in-place plan", "own_peak_bytes")]  # fmt: skip
+    series = [(label, key) for label, key in series if key in report["blocks"][0]]
+    width = 0.8 / len(series)
+    sram_kb: list[float] = []
+    for j, (label, key) in enumerate(series):
+        vals = [b[key] / kb for b in report["blocks"]]
+        sram_kb += vals
+        bars = ax_s.bar(x + (j - (len(series) - 1) / 2) * width, vals, width, label=label)
+        ax_s.bar_label(bars, fmt="%.1f KB", fontsize=6, rotation=90, padding=2)
+    _limit(ax_s, report["sram_limit_bytes"] / kb, sram_kb, f"{report['mcu']} SRAM available")
+    flash_kb = [b["flash_bytes"] / kb for b in report["blocks"]] + [report["flash_bytes"] / kb]
+    bars = ax_f.bar(list(x) + [len(names)], flash_kb, 0.5,
+                    color=["C0"] * len(names) + ["gray"], label="block flash / whole pipeline")
+    ax_f.bar_label(bars, fmt="%.1f KB", fontsize=7, padding=2)
+    _limit(ax_f, report["flash_limit_bytes"] / kb, flash_kb, f"{report['mcu']} flash available")
+    for ax, title in ((ax_s, "SRAM per block (KB)"), (ax_f, "Flash (KB)")):
+        ax.set_title(title)
+        ax.set_ylabel("KB")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    ax_s.set_xticks(x, names)
+    ax_f.set_xticks(list(x) + [len(names)], names + ["total"])
+    fig.suptitle(f"{report['mcu']}: {'fits' if report['fits'] else 'does not fit'}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory(report: dict[str, Any], path: str | Path) -> Path:
+    """PNG of ``memory_figure``."""
+    import matplotlib.pyplot as plt
+
+    fig = memory_figure(report)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,153 @@
+"""``ctxconv-sim --backend firmware`` and ``ctxconv-export --format c`` end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctxconv.export.cli import main as export_main
+from ctxconv.runtimes.firmware.toolchain import missing_arm_tools
+from ctxconv.sim.cli import main as sim_main
+from ctxconv.sim.simulate import SimOptions, simulate
+
+ARM_MISSING = missing_arm_tools()
+needs_arm = pytest.mark.skipif(ARM_MISSING is not None, reason=str(ARM_MISSING))
+
+
+@pytest.fixture(scope="module")
+def export_dir(digits_export, tmp_path_factory) -> Path:
+    """A private copy of the digits export (tests here rewrite its C folder)."""
+    copy = tmp_path_factory.mktemp("fw") / "export"
+    shutil.copytree(digits_export["export_dir"], copy)
+    return copy
+
+
+def test_export_writes_the_c_library_with_its_digests(export_dir):
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    c = manifest["c"]
+    assert c["dir"] == "c" and c["arena_bytes"] > 0
+    assert {r["buffer"] for r in c["arena"]} >= {"input", "b0.features", "b1.scores"}
+    for name in ("ctxconv_model.c", "ctxconv_model.h", "ctxconv_kernels.c", "README.md"):
+        assert f"c/{name}" in manifest["files"]
+    # offsets + sizes never run past the arena
+    assert max(r["offset"] + r["bytes"] for r in c["arena"]) <= c["arena_bytes"]
+
+
+def test_c_regenerated_from_an_export_directory(export_dir, capsys):
+    before = (export_dir / "c" / "ctxconv_model.c").read_text()
+    shutil.rmtree(export_dir / "c")
+    assert export_main([str(export_dir), "--format", "c"]) == 0
+    assert "wrote the C library" in capsys.readouterr().out
+    assert (export_dir / "c" / "ctxconv_model.c").read_text() == before
+    assert export_main([str(export_dir), "--format", "onnx"]) == 2
+    assert "only its C library can be generated from it" in capsys.readouterr().err
+
+
+def test_c_from_a_damaged_export_is_refused(export_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(export_dir, bad)
+    data = bytearray((bad / "block1.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "block1.tflite").write_bytes(bytes(data))
+    assert export_main([str(bad), "--format", "c"]) == 2
+    assert re.search(r"block1.tflite is missing or does not match its sha256",
+                     capsys.readouterr().err)
+
+
+def test_float_export_cannot_write_c(digits_run, capsys):
+    assert export_main([str(digits_run), "--format", "c", "--out",
+                        str(digits_run / "float-c")]) == 2
+    assert "export with --int8 to write it" in capsys.readouterr().err
+
+
+@needs_arm
+def test_library_uses_no_floating_point(export_dir, tmp_path):
+    """Compiled for a soft-float Cortex-M4, the library calls no float helper."""
+    for src in ("ctxconv_model.c", "ctxconv_kernels.c"):
+        obj = tmp_path / (src + ".o")
+        subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft",
+                        "-std=c99", "-O2", "-c", str(export_dir / "c" / src), "-o", str(obj)],
+                       check=True)
+        undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(obj)], check=True,
+                                   capture_output=True, text=True).stdout
+        assert not re.search(r"__aeabi_[fd]|__aeabi_[ui]?[lf]2[fd]", undefined), undefined
+        assert "malloc" not in undefined
+
+
+@needs_arm
+def test_firmware_backend_report(export_dir, digits_export):
+    report = simulate(export_dir, SimOptions(mcu="nrf52840", backend="firmware", images=120,
+                                             emulated_images=4))
+    fw = report["firmware"]
+    assert fw["host"]["bit_exact"] and fw["host"]["images"] == 120
+    emu = fw["emulated"]
+    assert emu["bit_exact"] and emu["bit_exact_vs_host"] and emu["images"] == 4
+    assert emu["bit_exact_vs_tflm"]
+    assert emu["target"] == "cortex-m4f (mps2-an386)"
+    assert 0 < emu["static_ram_bytes"] <= report["sram_limit_bytes"]
+    assert 0 < emu["stack_high_water_bytes"] < 8192
+    # the library's flash holds every int8 weight of the .tflite files
+    weights = sum(b["params"] for b in digits_export["blocks"])
+    assert emu["library_flash_bytes"] >= weights
+    for b, d in zip(emu["blocks"], digits_export["blocks"], strict=True):
+        assert b["macs"] == d["macs"] and b["instructions"] > b["macs"] * 0.5
+    assert emu["instructions_per_image"]["onepass"] >= sum(b["instructions"]
+                                                           for b in emu["blocks"])
+    assert 0 < emu["ram_over_tflm_largest_block"] < 5
+    assert report["accuracy"] == fw["host"]["modes"]["onepass"]["accuracy"]
+
+
+@needs_arm
+def test_cores_without_an_emulator_stay_modelled(export_dir):
+    report = simulate(export_dir, SimOptions(mcu="rp2040", backend="firmware", images=20,
+                                             measure_tflm=False))
+    fw = report["firmware"]
+    assert fw["host"]["bit_exact"] and fw["emulated"] is None
+    assert "cortex-m0plus core has no emulated firmware target" in fw["emulated_unavailable"]
+
+
+@needs_arm
+def test_linker_refuses_a_model_that_does_not_fit(export_dir, tmp_path, capsys):
+    profile = yaml.safe_load((Path(__file__).parents[2] / "ctxconv/sim/mcu/nrf52840.yaml")
+                             .read_text())
+    profile.update(name="tiny", sram_bytes=6144)
+    profile["reserved"]["sram_bytes"] = 1024
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    code = sim_main([str(export_dir), "--mcu", str(path), "--backend", "firmware", "--images",
+                     "8", "--no-tflm-arena", "--plot", str(tmp_path / "m.png")])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert re.search(r"the linker refused the image: region RAM overflowed by \d+ bytes", err)
+    assert "C library arena" in err and "b0.features" in err
+
+
+def test_firmware_backend_without_c_sources_says_how(export_dir, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(export_dir, bare, ignore=shutil.ignore_patterns("c"))
+    manifest = json.loads((bare / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("c/")}
+    (bare / "manifest.json").write_text(json.dumps(manifest))
+    assert sim_main([str(bare), "--backend", "firmware", "--no-tflm-arena", "--images", "4"]) == 2
+    assert f"generate it with `ctxconv-export {bare} --format c`" in capsys.readouterr().err
+
+
+@needs_arm
+def test_bench_firmware_column(export_dir, capsys):
+    from ctxconv.sim.bench_cli import main as bench_main
+
+    code = bench_main([str(export_dir), "--mcu", "nrf52840,rp2040", "--firmware", "--images",
+                       "20", "--emulated-images", "2", "--bit-exact-images", "0"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Generated C, measured on the binary" in out
+    row = next(line for line in out.splitlines() if line.startswith("| nrf52840 |")
+               and "mps2-an386" in line)
+    assert row.rstrip().endswith("| yes / yes |")
+    assert re.search(r"\| rp2040 \| .* \| modelled only \(cortex-m0plus\) \|", out)
