@@ -2,11 +2,12 @@
 
 Rooms in dependency order (a room imports only rooms above it):
 
-    cli_errors, blockgraph, memory, runtimes, codegen, sim, ondevice, train, export, configs
+    cli_errors, blockgraph, memory, runtimes, codegen, sim, ondevice, train, export, configs,
+    launch
 
 ``export`` reads checkpoints through ``train`` (the model and its loading), so it comes
-after it. Only ``train`` and ``export`` may load torch; nothing in ``ctxconv`` imports
-``benchmarks``.
+after it; ``launch`` holds the entry points of the torch commands. Only ``train`` and
+``export`` may load torch; nothing in ``ctxconv`` imports ``benchmarks``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 import ctxconv
 
 ROOMS = ("cli_errors", "blockgraph", "memory", "runtimes", "codegen", "sim", "ondevice",
-         "train", "export", "configs")
+         "train", "export", "configs", "launch")
 TORCH_ROOMS = ("train", "export")
 PACKAGE_DIR = Path(ctxconv.__file__).parent
 

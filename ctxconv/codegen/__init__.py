@@ -25,10 +25,12 @@ from ctxconv.codegen.readme import readme
 from ctxconv.codegen.sources import CGenerationError, header, source
 from ctxconv.memory.c_arena import ArenaLayout, plan_arena
 
-__all__ = ["C_DIR", "KERNEL_FILES", "CGenerationError", "c_record", "write_c_for_export",
-           "write_c_library"]
+__all__ = ["C_DIR", "KERNEL_FILES", "TRAIN_FILES", "CGenerationError", "c_record",
+           "copy_runtime", "write_c_for_export", "write_c_library"]
 
 KERNEL_FILES = ("ctxconv_kernels.h", "ctxconv_kernels.c")
+#: The on-device training step (one context-free block, geometry set at build time).
+TRAIN_FILES = ("ctxconv_train.h", "ctxconv_train.c")
 
 
 def c_record(layout: ArenaLayout) -> dict[str, Any]:
@@ -55,6 +57,16 @@ def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
             raise CGenerationError(f"{g.name}'s input does not match {graphs[i - 1].name}'s "
                                    "features")
 
+def copy_runtime(names: tuple[str, ...], out_dir: Path) -> list[Path]:
+    """Copy the hand-written C files ``names`` of ``codegen/runtime`` into ``out_dir``."""
+    runtime = resources.files("ctxconv.codegen") / "runtime"
+    written = []
+    for name in names:
+        with resources.as_file(runtime / name) as src:
+            shutil.copyfile(src, out_dir / name)
+        written.append(out_dir / name)
+    return written
+
 
 def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir: str | Path
                     ) -> tuple[list[Path], ArenaLayout]:
@@ -69,12 +81,7 @@ def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir:
              "README.md": readme(manifest, graphs, layout)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    runtime = resources.files("ctxconv.codegen") / "runtime"
-    for name in KERNEL_FILES:
-        with resources.as_file(runtime / name) as src:
-            shutil.copyfile(src, out / name)
-        written.append(out / name)
+    written = copy_runtime(KERNEL_FILES, out)
     for name, text in texts.items():
         (out / name).write_text(text)
         written.append(out / name)

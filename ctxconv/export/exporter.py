@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctxconv.blockgraph.bundle import ExportBundle
 from ctxconv.blockgraph.manifest import (
     C_DIR,
     FORMAT,
@@ -35,7 +36,7 @@ from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
 from ctxconv.export.run_check import check_float_accuracy, check_learned, read_summary
 from ctxconv.export.verify import VerificationError, verification_limits, verify_blocks
-from ctxconv.runtimes.runners import OnnxRunner
+from ctxconv.runtimes.factory import make_runners
 from ctxconv.train.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -209,8 +210,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         log.info("measuring exported accuracy on %d test images", len(labels))
         accuracy = {"float": float_acc}
         if "onnx" in opts.formats:
-            pipe = BlockPipeline(manifest, [OnnxRunner(tmp / b["files"]["onnx"])
-                                           for b in manifest["blocks"]])
+            files = ExportBundle(tmp, manifest, [], [])
+            pipe = BlockPipeline(manifest, make_runners(files, "onnxruntime"))
             key = "int8" if opts.int8 else "exported_float"
             preds = pipe.predict_modes(raw_test, modes)
             accuracy[key] = {m: float((p == labels).mean()) for m, p in preds.items()}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctxconv.blockgraph.bundle import ExportBundle
 from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.blockgraph.pipeline import (
@@ -29,7 +30,7 @@ from ctxconv.blockgraph.pipeline import (
     one_hot_int8,
     score_output,
 )
-from ctxconv.runtimes.runners import LiteRTRunner, OnnxRunner, TFLMRunner
+from ctxconv.runtimes.factory import make_runners
 from ctxconv.train.inference import class_scores
 from ctxconv.train.model import ContextualNet
 
@@ -93,16 +94,19 @@ def verification_limits(graph: BlockGraph) -> dict[str, Any]:
 
 
 def _runners(manifest: dict[str, Any], export_dir: Path) -> dict[str, list[Any]]:
+    """The runtimes to compare, from the one runner factory, on the files just written
+    (the manifest's digests come after verification, so nothing is checked against them)."""
     runners: dict[str, list[Any]] = {}
     blocks = manifest["blocks"]
     if all("tflite" in b["files"] for b in blocks):
-        paths = [export_dir / b["files"]["tflite"] for b in blocks]
-        runners["litert_ref"] = [LiteRTRunner(p, reference_kernels=True) for p in paths]
-        runners["tflm"] = [TFLMRunner(p, verification_arena(b)) for p, b in zip(paths, blocks,
-                                                                                  strict=True)]
-        runners["litert"] = [LiteRTRunner(p, reference_kernels=False) for p in paths]
+        tflite = [(export_dir / b["files"]["tflite"]).read_bytes() for b in blocks]
+        bundle = ExportBundle(export_dir, manifest, [], tflite)
+        runners["litert_ref"] = make_runners(bundle, "litert")
+        runners["tflm"] = make_runners(bundle, "tflm", [verification_arena(b) for b in blocks])
+        runners["litert"] = make_runners(bundle, "litert_optimized")
     if all("onnx" in b["files"] for b in blocks):
-        runners["onnxruntime"] = [OnnxRunner(export_dir / b["files"]["onnx"]) for b in blocks]
+        runners["onnxruntime"] = make_runners(ExportBundle(export_dir, manifest, [], []),
+                                              "onnxruntime")
     return runners
 
 

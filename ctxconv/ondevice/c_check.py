@@ -26,6 +26,7 @@ import numpy as np
 
 from ctxconv.blockgraph.bundle import ExportBundle
 from ctxconv.blockgraph.geometry import BlockGeometry
+from ctxconv.codegen import TRAIN_FILES, copy_runtime
 from ctxconv.ondevice.accounting import ExportModel
 from ctxconv.ondevice.inplace import inplace_report
 from ctxconv.ondevice.loading import geometries, geometry
@@ -53,15 +54,15 @@ log = logging.getLogger(__name__)
 F32 = np.float32
 STATE = ("conv_q", "conv_s", "conv_b", "head_q", "head_s", "head_b")
 HOST_SECONDS, EMULATED_SECONDS_PER_STEP = 60.0, 60.0
-TRAIN_SYMBOL_PREFIX = "ct_"
+TRAIN_SYMBOL_PREFIX = "ctxconv_train_"
 
 
 def train_defines(geom: BlockGeometry, batch: int) -> tuple[str, ...]:
     """Compiler flags that size ``ctxconv_train.c`` for the block."""
-    vals = {"CT_IN_SIZE": geom.in_size, "CT_IN_CHANNELS": geom.in_channels,
-            "CT_POOL": geom.pool, "CT_KERNEL": geom.kernel, "CT_FILTERS": geom.filters,
-            "CT_CLASSES": geom.num_classes, "CT_GRID": geom.head_grid, "CT_BATCH": batch}
-    return (*TRAIN_FLAGS, *(f"-D{k}={v}" for k, v in vals.items()))
+    vals = {"IN_SIZE": geom.in_size, "IN_CHANNELS": geom.in_channels, "POOL": geom.pool,
+            "KERNEL": geom.kernel, "FILTERS": geom.filters, "CLASSES": geom.num_classes,
+            "GRID": geom.head_grid, "BATCH": batch}
+    return (*TRAIN_FLAGS, *(f"-DCTXCONV_TRAIN_{k}={v}" for k, v in vals.items()))
 
 
 def _state_arrays(block: Int8Block) -> list[np.ndarray]:
@@ -260,7 +261,8 @@ def check_training(bundle: ExportBundle, index: int, profile: McuProfile, steps:
     with tempfile.TemporaryDirectory(prefix="ctxconv-train-", dir=work_dir) as tmp:
         work = Path(tmp)
         log.info("host build of the training step for block %d", index)
-        exe = build_host(c_dir, work, [], TRAIN_HARNESS, defines)
+        extra = tuple(p for p in copy_runtime(TRAIN_FILES, work) if p.suffix == ".c")
+        exe = build_host(c_dir, work, [], TRAIN_HARNESS, defines, extra)
         got = decode_train_outputs(run_program(exe, inputs, work, HOST_SECONDS + steps),
                                    steps, block0)
         report["host"] = compare_training(got, sim, losses, correct)
@@ -277,7 +279,7 @@ def check_training(bundle: ExportBundle, index: int, profile: McuProfile, steps:
             arm = work / "arm"
             arm.mkdir()
             build = build_arm(c_dir, arm, [], target, profile, harness=TRAIN_HARNESS,
-                              defines=defines, counted=("ctxconv_train.c",))
+                              defines=defines, extra=extra)
             data = run_program(build.elf, inputs, arm,
                                HOST_SECONDS + EMULATED_SECONDS_PER_STEP * steps, target)
             got = decode_train_outputs(data, steps, block0)

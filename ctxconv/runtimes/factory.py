@@ -3,8 +3,12 @@
 - ``reference``: the simulator's own int8 kernels (numpy, bit-exact with TFLM), batched.
 - ``tflm``: the real TensorFlow Lite Micro interpreter, given the planned arena; the
   arena is first tried in a child process so a too-small plan is an error, not a crash.
-- ``litert``: LiteRT with its reference kernels.
+- ``litert``: LiteRT with its reference kernels; ``litert_optimized``: with its default
+  (optimised) kernels.
 - ``onnxruntime``: the block's ONNX file.
+
+The export's verification and the simulator both take their runners from
+``make_runners``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from ctxconv.memory.tflm import plan_block
 from ctxconv.runtimes.reference import compile_graph
 from ctxconv.runtimes.runners import LiteRTRunner, OnnxRunner, TFLMRunner
 
+#: The simulator's backends (``litert_optimized`` is the export's extra comparison).
 BACKENDS = ("reference", "tflm", "litert", "onnxruntime")
 
 
@@ -45,8 +50,9 @@ def make_runners(bundle: ExportBundle, backend: str,
                                                                    strict=True)]
         return [TFLMRunner(data, arena, name=str(bundle.file(i, "tflite")))
                 for i, (data, arena) in enumerate(zip(bundle.tflite, arenas, strict=True))]
-    if backend == "litert":
-        return [LiteRTRunner(data, reference_kernels=True, name=str(bundle.file(i, "tflite")))
+    if backend in ("litert", "litert_optimized"):
+        return [LiteRTRunner(data, reference_kernels=backend == "litert",
+                             name=str(bundle.file(i, "tflite")))
                 for i, data in enumerate(bundle.tflite)]
     if backend == "onnxruntime":
         return [OnnxRunner(bundle.file(i, "onnx")) for i in range(len(bundle.blocks))]

@@ -19,9 +19,10 @@ from ctxconv.runtimes.firmware.toolchain import arm_tools, host_cc
 LIBRARY = ("ctxconv_model.c", "ctxconv_kernels.c")
 HARNESS = ("harness.c",)
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
-#: The training harness: one block trained in place (float32 steps repeated bit for bit
-#: from ondevice/qas.py, so nothing may be fused into a multiply-add).
-TRAIN_HARNESS = ("train_harness.c", "ctxconv_train.c")
+#: The training harness: it drives the library's training step (``codegen/runtime/
+#: ctxconv_train.c``, given as an extra source; float32 steps repeated bit for bit from
+#: ondevice/qas.py, so nothing may be fused into a multiply-add).
+TRAIN_HARNESS = ("train_harness.c",)
 TRAIN_FLAGS = ("-ffp-contract=off",)
 DEFAULT_STACK_BYTES = 8192
 _OVERFLOW = re.compile(r"region [`']?(\w+)'? overflowed by (\d+) bytes")
@@ -80,18 +81,24 @@ def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def _includes(sources: tuple[Path, ...]) -> list[str]:
+    return [f"-I{d}" for d in dict.fromkeys(Path(p).parent for p in sources)]
+
+
 def build_host(c_dir: Path, work: Path, modes: list[str], harness: tuple[str, ...] = HARNESS,
-               defines: tuple[str, ...] = ()) -> Path:
+               defines: tuple[str, ...] = (), extra: tuple[Path, ...] = ()) -> Path:
     """The library + harness for this machine (plain C kernels); returns the executable.
 
     ``harness``: the harness sources (the inference harness, or ``TRAIN_HARNESS``);
-    ``defines``: extra compiler flags (the training block's geometry).
+    ``defines``: extra compiler flags (the training block's geometry); ``extra``: more
+    library sources (the training step), their folders on the include path.
     """
     h = harness_dir()
     exe = work / "host_harness"
-    _run([host_cc(), *CFLAGS, "-pedantic", f"-I{c_dir}", f"-I{h}", _modes_define(modes),
-          *defines, *(str(c_dir / f) for f in LIBRARY), *(str(h / f) for f in harness),
-          str(h / "platform_host.c"), "-o", str(exe), "-lm"], "host build")
+    _run([host_cc(), *CFLAGS, "-pedantic", f"-I{c_dir}", f"-I{h}", *_includes(extra),
+          _modes_define(modes), *defines, *(str(c_dir / f) for f in LIBRARY),
+          *map(str, extra), *(str(h / f) for f in harness), str(h / "platform_host.c"),
+          "-o", str(exe), "-lm"], "host build")
     return exe
 
 
@@ -118,18 +125,20 @@ def _symbols(nm: str, path: Path, sized: bool) -> dict[str, tuple[str, int]]:
 def build_arm(c_dir: Path, work: Path, modes: list[str], target: ArmTarget,
               profile: Board, stack_bytes: int = DEFAULT_STACK_BYTES,
               harness: tuple[str, ...] = HARNESS, defines: tuple[str, ...] = (),
-              counted: tuple[str, ...] = ()) -> ArmBuild:
+              extra: tuple[Path, ...] = ()) -> ArmBuild:
     """Cross-compile the library + harness for ``target`` within ``profile``'s memory.
 
-    ``counted``: harness sources whose symbols count with the library's (the training step).
+    ``extra``: more library sources (the training step); their symbols count with the
+    library's.
     """
     tools = arm_tools()
     gcc, h = tools["arm-none-eabi-gcc"], harness_dir()
     what = f"Cortex-M build for {profile.name} ({target.core})"
     flags = [*target.cflags, *CFLAGS, "-ffunction-sections", "-fdata-sections",
-             f"-I{c_dir}", f"-I{h}"]
+             f"-I{c_dir}", f"-I{h}", *_includes(extra)]
     objs = []
-    for src in [*(c_dir / f for f in LIBRARY), *(h / f for f in harness), h / "platform_arm.c"]:
+    library_sources = [*(c_dir / f for f in LIBRARY), *extra]
+    for src in [*library_sources, *(h / f for f in harness), h / "platform_arm.c"]:
         obj = work / (src.stem + ".o")
         _run([gcc, *flags, _modes_define(modes), *defines, "-c", str(src), "-o", str(obj)],
              what)
@@ -143,7 +152,7 @@ def build_arm(c_dir: Path, work: Path, modes: list[str], target: ArmTarget,
     sections = {p[0]: int(p[1]) for p in (ln.split() for ln in sizes.splitlines())
                 if len(p) == 3 and p[0].startswith(".") and p[1].isdigit()}
     library = set()
-    for obj in [*objs[: len(LIBRARY)], *(work / (Path(f).stem + ".o") for f in counted)]:
+    for obj in objs[: len(library_sources)]:
         library |= set(_symbols(tools["arm-none-eabi-nm"], obj, sized=False))
     linked = _symbols(tools["arm-none-eabi-nm"], elf, sized=True)
     return ArmBuild(elf, target, sections, {n: v for n, v in linked.items() if n in library},

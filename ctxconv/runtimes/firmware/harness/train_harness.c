@@ -16,7 +16,7 @@
 #include "platform.h"
 
 static uint8_t pixels[CTXCONV_INPUT_BYTES];
-static uint8_t labels[CT_BATCH];
+static uint8_t labels[CTXCONV_TRAIN_BATCH];
 
 static void put(const void *p, int32_t n)
 {
@@ -59,14 +59,14 @@ static void marker(int32_t step)
 
 static void state(int32_t write)
 {
-#define CT_IO(ptr, n) (write ? put((ptr), (n)) : get((ptr), (n)))
-    CT_IO(ct_conv_q, sizeof ct_conv_q);
-    CT_IO(ct_conv_s, sizeof ct_conv_s);
-    CT_IO(ct_conv_b, sizeof ct_conv_b);
-    CT_IO(ct_head_q, sizeof ct_head_q);
-    CT_IO(ct_head_s, sizeof ct_head_s);
-    CT_IO(ct_head_b, sizeof ct_head_b);
-#undef CT_IO
+#define TRAIN_IO(ptr, n) (write ? put((ptr), (n)) : get((ptr), (n)))
+    TRAIN_IO(ctxconv_train_conv_q, sizeof ctxconv_train_conv_q);
+    TRAIN_IO(ctxconv_train_conv_s, sizeof ctxconv_train_conv_s);
+    TRAIN_IO(ctxconv_train_conv_b, sizeof ctxconv_train_conv_b);
+    TRAIN_IO(ctxconv_train_head_q, sizeof ctxconv_train_head_q);
+    TRAIN_IO(ctxconv_train_head_s, sizeof ctxconv_train_head_s);
+    TRAIN_IO(ctxconv_train_head_b, sizeof ctxconv_train_head_b);
+#undef TRAIN_IO
 }
 
 int main(int argc, char **argv)
@@ -83,12 +83,12 @@ int main(int argc, char **argv)
     get(h, sizeof h);
     get(f, sizeof f);
     const int32_t steps = h[0], batch = h[1], block = h[2];
-    if (batch < 1 || batch > CT_BATCH || block < 0 || block >= CTXCONV_NUM_BLOCKS) {
+    if (batch < 1 || batch > CTXCONV_TRAIN_BATCH || block < 0 || block >= CTXCONV_NUM_BLOCKS) {
         platform_log("error: batch or block out of range for this build\n");
         platform_exit(2);
     }
-    ct_in_zero_point = h[5];
-    ct_in_scale = f[1];
+    ctxconv_train_in_zero_point = h[5];
+    ctxconv_train_in_scale = f[1];
     state(0);
     for (int32_t s = 0; s < steps; ++s) {
         uint64_t prefix = 0;
@@ -101,15 +101,15 @@ int main(int argc, char **argv)
                 ctxconv_run_block(b, 0);
                 x = ctxconv_block_features(b);
             }
-            ct_set_input(r, x);
+            ctxconv_train_set_input(r, x);
             __asm__ volatile("" ::: "memory");
             prefix += platform_ticks() - t0;
         }
         get(labels, batch);
         marker(s);
         const uint64_t t0 = platform_ticks();
-        const ct_step_result res = ct_train_step(labels, batch, f[0], (uint32_t)s,
-                                                 (uint32_t)h[3], h[4]);
+        const ctxconv_train_step_result res =
+            ctxconv_train_step(labels, batch, f[0], (uint32_t)s, (uint32_t)h[3], h[4]);
         __asm__ volatile("" ::: "memory");
         const uint64_t t1 = platform_ticks();
         put(&res.loss, 4);
