@@ -42,9 +42,15 @@ class HarnessOutputs:
 
     def instructions(self, ticks: np.ndarray) -> np.ndarray:
         """Counter ticks -> instructions (calibrated with a loop of known length)."""
-        if self.calibration_ticks <= 0:
-            raise FirmwareError("this run has no instruction counter (host build)")
-        return ticks.astype(np.float64) * CALIBRATION_INSTRUCTIONS / self.calibration_ticks
+        return ticks_to_instructions(ticks, self.calibration_ticks)
+
+
+def ticks_to_instructions(ticks: np.ndarray, calibration_ticks: int) -> np.ndarray:
+    """Counter ticks -> instructions: the harness's calibration loop of
+    ``CALIBRATION_INSTRUCTIONS`` took ``calibration_ticks``."""
+    if calibration_ticks <= 0:
+        raise FirmwareError("this run has no instruction counter (host build)")
+    return np.asarray(ticks, np.float64) * CALIBRATION_INSTRUCTIONS / calibration_ticks
 
 
 def encode_inputs(images: np.ndarray, per_block: bool) -> bytes:

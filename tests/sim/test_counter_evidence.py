@@ -1,0 +1,114 @@
+"""The methods behind the measured firmware figures, held against known answers.
+
+* Instructions: a loop of a known number of instructions, timed with the harness's
+  counter (SysTick under QEMU ``-icount``) and converted with its calibration, must come
+  out at that number (within one counter tick).
+* RAM: statics of known size in a library source must be counted exactly by the build's
+  symbol accounting, agree with the ELF's own sections, and a known stack array must show
+  in the painted-stack high-water mark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from c_bundles import as_block, bundle_of
+from fw_graphs import conv_graph
+
+from ctxconv.runtimes.firmware.build import build_arm
+from ctxconv.runtimes.firmware.run import (
+    CALIBRATION_INSTRUCTIONS,
+    run_program,
+    ticks_to_instructions,
+)
+from ctxconv.runtimes.firmware.targets import target_for
+from ctxconv.runtimes.firmware.toolchain import missing_arm_tools
+from ctxconv.sim.profiles import load_profile
+
+ARM_MISSING = missing_arm_tools()
+needs_arm = pytest.mark.skipif(ARM_MISSING is not None, reason=str(ARM_MISSING))
+
+LOOP_ITERATIONS = 300_000
+LOOP_INSTRUCTIONS = 4 * LOOP_ITERATIONS  # nop, nop, subs, bne per iteration
+STATIC_BSS, STATIC_DATA, STACK_ARRAY = 4096, 64, 2048
+
+PROBE = f"""
+#include <stdint.h>
+#include "platform.h"
+
+uint8_t ctxconv_probe_bss[{STATIC_BSS}];
+int32_t ctxconv_probe_data[{STATIC_DATA // 4}] = {{1}};
+
+__attribute__((noinline)) static uint32_t deep(uint32_t seed)
+{{
+    volatile uint8_t local[{STACK_ARRAY}];
+    for (uint32_t i = 0; i < sizeof local; ++i) {{
+        local[i] = (uint8_t)(seed + i);
+    }}
+    return local[seed % sizeof local];
+}}
+
+int main(void)
+{{
+    platform_init();
+    if (platform_open("inputs.bin", "outputs.bin")) {{
+        platform_exit(2);
+    }}
+    uint32_t n = {LOOP_ITERATIONS}u;
+    const uint64_t t0 = platform_ticks();
+    __asm__ volatile("1: nop\\n nop\\n subs %0, %0, #1\\n bne 1b" : "+r"(n) : : "cc");
+    const uint64_t t1 = platform_ticks();
+    const uint64_t e0 = platform_ticks();
+    const uint64_t e1 = platform_ticks();
+    ctxconv_probe_bss[n] = (uint8_t)deep((uint32_t)ctxconv_probe_data[0]);
+    const uint64_t out[2] = {{t1 - t0, e1 - e0}};
+    if (platform_write(out, sizeof out)) {{
+        platform_exit(3);
+    }}
+    platform_finish();
+    return 0;
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """The probe built for the nRF52840's Cortex-M4 with a one-block library, and run."""
+    work = tmp_path_factory.mktemp("probe")
+    bundle_of([as_block(conv_graph(80), "block0", 80)], work)
+    src = work / "probe.c"
+    src.write_text(PROBE)
+    profile = load_profile("nrf52840")
+    target = target_for(profile)
+    arm = work / "arm"
+    arm.mkdir()
+    build = build_arm(work / "c", arm, [], target, profile, harness=(), extra=(src,))
+    data = run_program(build.elf, b"", arm, 60.0, target)
+    loop, empty, cal_lo, cal_hi, stack = np.frombuffer(data, "<u8", 2).tolist() + list(
+        np.frombuffer(data[16:], "<u4", 3))
+    return build, {"loop": loop, "empty": empty, "calibration": cal_lo | (cal_hi << 32),
+                   "stack": int(stack)}
+
+
+@needs_arm
+def test_a_loop_of_known_length_counts_exactly(probe):
+    _, got = probe
+    per_tick = CALIBRATION_INSTRUCTIONS / got["calibration"]
+    measured = float(ticks_to_instructions(np.array(got["loop"] - got["empty"]),
+                                           got["calibration"]))
+    # the loop plus its setup, within one tick of the counter (and a few instructions)
+    assert abs(measured - LOOP_INSTRUCTIONS) <= per_tick + 4, (measured, per_tick)
+
+
+@needs_arm
+def test_static_ram_is_counted_exactly_and_agrees_with_the_elf(probe):
+    build, got = probe
+    assert build.library_bytes("ctxconv_probe_", kinds="bB") == STATIC_BSS
+    assert build.library_bytes("ctxconv_probe_", kinds="dD") == STATIC_DATA
+    library_ram = build.library_bytes(kinds="bBdD")
+    elf_ram = build.sections.get(".data", 0) + build.sections.get(".bss", 0)
+    assert STATIC_BSS + STATIC_DATA <= library_ram <= elf_ram
+    assert STACK_ARRAY <= got["stack"] <= build.stack_bytes
+    assert Path(build.elf).stat().st_size > 0
