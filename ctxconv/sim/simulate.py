@@ -18,16 +18,15 @@ from typing import Any
 import numpy as np
 
 from ctxconv.blockgraph.bundle import ExportBundle, load_export
-from ctxconv.blockgraph.ir import BlockGraph, context_dependent_ops
-from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8
 from ctxconv.memory.own_plan import own_activation_peak
 from ctxconv.memory.tflm import plan_block
 from ctxconv.runtimes.factory import BACKENDS, ReferenceRunner, make_runners
 from ctxconv.runtimes.runners import tflm_min_arena
-from ctxconv.sim.cost import estimate_latency, op_work
+from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.firmware_check import firmware_table, run_firmware
 from ctxconv.sim.fit import DoesNotFitError, plan_on, problems, require_fit
+from ctxconv.sim.passes import block_macs, graph_macs, op_runs
 from ctxconv.sim.profiles import McuProfile, load_profile
 
 log = logging.getLogger(__name__)
@@ -89,25 +88,6 @@ def compare_with_tflm(bundle: ExportBundle, raw: np.ndarray, chunk: int = 256) -
     return diffs if len(raw) else []
 
 
-def op_runs(blocks: list[dict[str, Any]], index: int, graph: BlockGraph, k: int,
-            mode: str) -> list[int]:
-    """How often each op of block ``index`` runs per image in ``mode``, as the generated C
-    runs it: multipass runs the first contextual block's context-free ops (the conv of the
-    image) once and its ops that read the context once per candidate, and every later block
-    once per candidate (its input depends on the context); all else once."""
-    first = first_contextual(blocks)
-    if mode != "multipass" or first is None or index < first:
-        return [1] * len(graph.ops)
-    if index > first:
-        return [k] * len(graph.ops)
-    return [k if dep else 1 for dep in context_dependent_ops(graph)]
-
-
-def _macs(graph) -> int:
-    return sum(op_work(graph, op) for op in graph.ops if op.kind in ("CONV_2D",
-                                                                      "FULLY_CONNECTED"))
-
-
 def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
              profile: McuProfile | None = None, cache: dict | None = None) -> dict[str, Any]:
     """The full report for one export, MCU and mode (a JSON-serialisable dict).
@@ -136,9 +116,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
             "name": graph.name, "contextual": block["contextual"], "runs": runs,
             "arena_bytes": bplan.arena_bytes, "flash_bytes": bplan.flash_bytes,
             "activation_bytes": bplan.head_bytes, "own_peak_bytes": own_activation_peak(graph),
-            "macs": sum(t * op_work(graph, op) for t, op in zip(times, graph.ops, strict=True)
-                        if op.kind in ("CONV_2D", "FULLY_CONNECTED")),
-            "unshared_macs": _macs(graph) * runs,
+            "macs": block_macs(bundle.blocks, i, graph, k, mode),
+            "unshared_macs": graph_macs(graph) * runs,
             "latency_ms": 1e3 * profile.seconds(cycles), "energy_mj": energy,
         }  # fmt: skip
         if opts.measure_tflm:  # like for like: the Python TFLM runs the reference kernels

@@ -99,6 +99,13 @@ def test_emulated_cortex_m4_is_bit_exact(prefix, tmp_path):
     _, export = prefix
     bundle = load_export(export)
     raw, labels = bundle.test_vectors(3)
-    rep = check_emulated(bundle, export / "c", load_profile("nrf52840"), None, raw, labels,
-                         tmp_path)
+    nrf = load_profile("nrf52840")
+    plan = plan_on(nrf, bundle.graphs, K, bundle.tflite)
+    rep = check_emulated(bundle, export / "c", nrf, plan, raw, labels, tmp_path)
     assert rep["bit_exact"] and rep["bit_exact_vs_tflm"], rep
+    # per-image instructions per MAC divide by the MACs the C executes in that mode
+    kind = prefix[0]
+    multipass = CONV0 + K * (CTX0 + HEAD0) + K * (CONV1 + HEAD1 + (CTX1 if kind == "all" else 0))
+    assert rep["macs_per_image"]["multipass"] == multipass
+    assert rep["instructions_per_mac"]["multipass"] == round(
+        rep["instructions_per_image"]["multipass"] / multipass, 3)

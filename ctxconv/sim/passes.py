@@ -1,0 +1,47 @@
+"""How often each op of a block pipeline runs per image, and the MACs that makes.
+
+Multipass runs the first contextual block's context-free ops (the conv of the image) once
+and its ops that read the context once per candidate, and every later block once per
+candidate (its input depends on the context); onepass, and every block before the first
+contextual one, run each op once. This is how the generated C runs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctxconv.blockgraph.ir import BlockGraph, context_dependent_ops
+from ctxconv.blockgraph.manifest import first_contextual
+from ctxconv.sim.cost import op_work
+
+MAC_OPS = ("CONV_2D", "FULLY_CONNECTED")
+
+
+def op_runs(blocks: list[dict[str, Any]], index: int, graph: BlockGraph, k: int,
+            mode: str) -> list[int]:
+    """How often each op of block ``index`` runs per image in ``mode``."""
+    first = first_contextual(blocks)
+    if mode != "multipass" or first is None or index < first:
+        return [1] * len(graph.ops)
+    if index > first:
+        return [k] * len(graph.ops)
+    return [k if dep else 1 for dep in context_dependent_ops(graph)]
+
+
+def graph_macs(graph: BlockGraph) -> int:
+    """MACs of one pass through ``graph`` (conv and FC)."""
+    return sum(op_work(graph, op) for op in graph.ops if op.kind in MAC_OPS)
+
+
+def block_macs(blocks: list[dict[str, Any]], index: int, graph: BlockGraph, k: int,
+               mode: str) -> int:
+    """MACs block ``index`` executes per image in ``mode``."""
+    runs = op_runs(blocks, index, graph, k, mode)
+    return sum(t * op_work(graph, op) for t, op in zip(runs, graph.ops, strict=True)
+               if op.kind in MAC_OPS)
+
+
+def pipeline_macs(blocks: list[dict[str, Any]], graphs: list[BlockGraph], k: int,
+                  mode: str) -> int:
+    """MACs the whole pipeline executes per image in ``mode``."""
+    return sum(block_macs(blocks, i, g, k, mode) for i, g in enumerate(graphs))
