@@ -61,43 +61,41 @@ def test_guard_catches_one_leaked_prediction_in_a_hundred():
         assert_label_free(leaky, y, seed=3)
 
 
-def test_int8_export_is_label_free(digits_export):
-    """The exported pipeline's predictions on its own test vectors."""
-    from ctxconv.blockgraph.bundle import load_export
-    from ctxconv.blockgraph.pipeline import BlockPipeline
-    from ctxconv.runtimes.factory import make_runners
-
-    bundle = load_export(digits_export["export_dir"])
-    raw, labels = bundle.test_vectors()
-    pipe = BlockPipeline(bundle.manifest, make_runners(bundle, "reference"))
-    for mode in bundle.manifest["modes"]:
-        # the pipeline takes no labels at all; the guard pins that with the real vectors
-        assert_label_free(lambda _labels, m=mode: torch.as_tensor(pipe.predict(raw, m)),
-                          torch.as_tensor(labels))
-
-
-def test_simulator_accuracy_follows_shuffled_labels_exactly(digits_export, tmp_path):
-    """ctxconv-sim on an export whose test labels were shuffled: its accuracy equals the
-    unshuffled run's predictions scored against the shuffled labels, to the image."""
-    from ctxconv.blockgraph.bundle import load_export
+def _shuffled_copy(src: Path, dst: Path, seed: int) -> np.ndarray:
+    """A signed copy of the export whose test labels are shuffled; returns them."""
     from ctxconv.blockgraph.manifest import sha256
+
+    shutil.copytree(src, dst)
+    with np.load(src / "test_vectors.npz") as data:
+        raw, labels = data["images"], data["labels"]
+    shuffled = np.random.default_rng(seed).permutation(labels)
+    np.savez_compressed(dst / "test_vectors.npz", images=raw, labels=shuffled)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["files"]["test_vectors.npz"] = sha256(dst / "test_vectors.npz")
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return shuffled
+
+
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
+def test_int8_accuracy_follows_shuffled_labels_exactly(digits_export, tmp_path, backend):
+    """The int8 path that reads the labels (ctxconv-sim's accuracy, every mode): on an
+    export whose test labels were shuffled, its accuracy equals the predictions of the
+    untouched export scored against the shuffled labels, to the image."""
+    from ctxconv.blockgraph.bundle import load_export
     from ctxconv.blockgraph.pipeline import BlockPipeline
     from ctxconv.runtimes.factory import make_runners
     from ctxconv.sim.simulate import SimOptions, simulate
 
     src = Path(digits_export["export_dir"])
-    copy = tmp_path / "export"
-    shutil.copytree(src, copy)
+    shuffled = _shuffled_copy(src, tmp_path / "export", seed=0)
     bundle = load_export(src)
     raw, labels = bundle.test_vectors()
-    preds = BlockPipeline(bundle.manifest, make_runners(bundle, "reference")).predict(
-        raw, "onepass")
-    shuffled = np.random.default_rng(0).permutation(labels)
-    np.savez_compressed(copy / "test_vectors.npz", images=raw, labels=shuffled)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"]["test_vectors.npz"] = sha256(copy / "test_vectors.npz")
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    report = simulate(copy, SimOptions(mcu="nrf52840", mode="onepass", measure_tflm=False,
-                                       bit_exact_images=0))
-    assert report["accuracy"] == float((preds == shuffled).mean())
-    assert report["accuracy"] < 0.5  # the shuffle really moved the labels
+    assert (shuffled != labels).mean() > 0.5  # the shuffle really moved the labels
+    pipe = BlockPipeline(bundle.manifest, make_runners(bundle, "reference"))
+    for mode in bundle.manifest["modes"]:
+        preds = pipe.predict(raw, mode)
+        opts = SimOptions(mcu="nrf52840", mode=mode, backend=backend, measure_tflm=False,
+                          bit_exact_images=0)
+        assert simulate(src, opts)["accuracy"] == float((preds == labels).mean())
+        got = simulate(tmp_path / "export", opts)["accuracy"]
+        assert got == float((preds == shuffled).mean()), (mode, backend)

@@ -41,7 +41,12 @@ def test_training_block_i_leaves_earlier_blocks_untouched(digits, tmp_path):
                                DataGenConfig(num_classes=10), tmp_path)
     trainer._fit_block(0, train, val, 0, None)
     before = {k: v.clone() for k, v in model.blocks[0].state_dict().items()}
+    assert any("running_mean" in k for k in before)  # batch norm: buffers that eval must keep
+    modes = []
+    model.blocks[0].register_forward_hook(lambda m, *_: modes.append(m.training))
+    model.train()  # whatever mode the caller left it in, the frozen block runs in eval
     trainer._fit_block(1, train, val, 0, None)
+    assert modes and not any(modes), "block 0 ran in training mode while block 1 trained"
     for k, v in model.blocks[0].state_dict().items():
         assert torch.equal(v, before[k]), f"block 0 {k} changed while training block 1"
 
