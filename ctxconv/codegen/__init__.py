@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from ctxconv.blockgraph.tflite.reader import read_tflite
 from ctxconv.codegen.readme import readme
 from ctxconv.codegen.sources import CGenerationError, header, source
 from ctxconv.memory.c_arena import ArenaLayout, plan_arena
+from ctxconv.runtimes.workdirs import make_work_dir, sweep_stale
 
 __all__ = ["C_DIR", "KERNEL_FILES", "TRAIN_FILES", "CGenerationError", "c_record",
            "copy_runtime", "write_c_for_export", "write_c_library"]
@@ -109,7 +109,8 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
             raise ModelFileError(f"{path} is missing or does not match its sha256 in the "
                                  "manifest; re-export")
         graphs.append(read_tflite(path.read_bytes(), name=str(path)))
-    tmp = Path(tempfile.mkdtemp(dir=export_dir, prefix=".c."))
+    tmp = make_work_dir(f".{C_DIR}.new-", export_dir)
+    sweep_stale(export_dir, f".{C_DIR}.old-")
     try:
         _, layout = write_c_library(manifest, graphs, tmp)
         manifest["c"] = c_record(layout)
@@ -120,7 +121,7 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
         validate_manifest(manifest)
         new_manifest = tmp / MANIFEST_NAME
         new_manifest.write_text(json.dumps(manifest, indent=2))
-        old = export_dir / f".{C_DIR}.old-{os.getpid()}"
+        old = export_dir / f".{C_DIR}.old-{os.getpid()}-"
         if (export_dir / C_DIR).exists():
             os.replace(export_dir / C_DIR, old)
         os.replace(new_manifest, export_dir / MANIFEST_NAME)

@@ -18,7 +18,6 @@ from scratch in C ends where ``train_blocks`` ends for block 0 with the same see
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from ctxconv.runtimes.firmware.build import (
 )
 from ctxconv.runtimes.firmware.run import CALIBRATION_INSTRUCTIONS, run_program
 from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
+from ctxconv.runtimes.workdirs import work_directory
 from ctxconv.sim.firmware_check import c_dir_of
 from ctxconv.sim.profiles import McuProfile
 
@@ -258,8 +258,7 @@ def check_training(bundle: ExportBundle, index: int, profile: McuProfile, steps:
                                             "macs", "store")},
         "planned_device_seconds": planned_seconds,
     }  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="ctxconv-train-", dir=work_dir) as tmp:
-        work = Path(tmp)
+    with work_directory("ctxconv-train-", work_dir) as work:
         log.info("host build of the training step for block %d", index)
         extra = tuple(p for p in copy_runtime(TRAIN_FILES, work) if p.suffix == ".c")
         exe = build_host(c_dir, work, [], TRAIN_HARNESS, defines, extra)

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.blockgraph.tflite.reader import read_tflite
+from ctxconv.runtimes.workdirs import work_directory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -244,7 +244,7 @@ class TFLMRunner(_Runner):
         self._inputs, self._outputs = _io(data, self.name)
         self.arena_size = int(arena_size)
         if check_arena:
-            with tempfile.TemporaryDirectory() as tmp:
+            with work_directory("ctxconv-tflm-") as tmp:
                 path = Path(tmp) / "model.tflite"
                 path.write_bytes(data)
                 ok, _, err = _probe_many(path, [self.arena_size], len(self._inputs))[0]
@@ -425,7 +425,7 @@ def tflm_min_arena(
     lo = max(int(lo if lo is not None else max(acts, default=0)), 0)
     hi = int(hi if hi is not None else 4 * sum(acts) + 64 * 1024)
     k = max(3, min(8, jobs or os.cpu_count() or 2))
-    with tempfile.TemporaryDirectory() as tmp:
+    with work_directory("ctxconv-tflm-") as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(data)
         ok, total, err = _probe_many(path, [hi], len(ins))[0]
@@ -466,7 +466,7 @@ def run_tflm_isolated(
     arrays, n = _check_batch("TFLM", name, specs_in, inputs)
     if n == 0:
         return {s.name: np.zeros((0, *s.shape[1:]), s.dtype) for s in specs_out}
-    with tempfile.TemporaryDirectory() as tmp:
+    with work_directory("ctxconv-tflm-") as tmp:
         path, inp, out = Path(tmp) / "model.tflite", Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         path.write_bytes(data)
         np.savez(inp, **{f"in{i}": a for i, a in enumerate(arrays)})

@@ -10,7 +10,6 @@ the simulator's modelled figures.
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from ctxconv.runtimes.firmware.build import (
 )
 from ctxconv.runtimes.firmware.run import BlockShape, HarnessOutputs, run_harness
 from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
+from ctxconv.runtimes.workdirs import work_directory
 from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.passes import pipeline_macs
 from ctxconv.sim.profiles import McuProfile
@@ -236,8 +236,7 @@ def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
     """
     c_dir = c_dir_of(bundle)
     cache = {} if cache is None else cache
-    with tempfile.TemporaryDirectory(prefix="ctxconv-fw-", dir=work_dir) as tmp:
-        work = Path(tmp)
+    with work_directory("ctxconv-fw-", work_dir) as work:
         key = ("firmware_host", len(raw))
         if key not in cache:
             cache[key] = check_host(bundle, c_dir, raw, labels, work,

@@ -1,0 +1,70 @@
+"""Temporary work directories that a killed process does not leave behind for good.
+
+Each directory's name carries the pid of the process that made it
+(``<prefix><pid>-<random>``); making a new one first removes those of the same prefix
+whose process is gone, so a run killed with SIGKILL (or a lost machine) leaves litter only
+until the next run. A live process's directories are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_pid(path: Path, prefix: str) -> int | None:
+    """The pid in a work directory's name, None when the name is not one of ours."""
+    rest = path.name[len(prefix):]
+    head = rest.split("-", 1)[0]
+    return int(head) if path.name.startswith(prefix) and head.isdigit() else None
+
+
+def sweep_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove ``parent``'s work directories of ``prefix`` whose process has ended."""
+    removed = []
+    try:
+        candidates = list(parent.glob(f"{prefix}*"))
+    except OSError:
+        return removed
+    for path in candidates:
+        pid = owner_pid(path, prefix)
+        if pid is None or pid == os.getpid() or pid_alive(pid) or not path.is_dir():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
+
+
+def make_work_dir(prefix: str, parent: str | Path | None = None) -> Path:
+    """A new work directory ``<parent>/<prefix><pid>-…`` after sweeping stale ones."""
+    where = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    sweep_stale(where, prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=where))
+
+
+@contextmanager
+def work_directory(prefix: str, parent: str | Path | None = None) -> Iterator[Path]:
+    """``make_work_dir``, removed again on exit (also on Ctrl-C and errors)."""
+    path = make_work_dir(prefix, parent)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
