@@ -6,6 +6,7 @@ every epoch), ``metrics.jsonl``, ``training_curves.png`` and ``summary.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ from ctxconv.train.data import load_datasets, make_loader, set_seed
 from ctxconv.train.device import check_precision, resolve_device, threads
 from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import available_modes, evaluate
+from ctxconv.train.lock import RunDirLock
 from ctxconv.train.model import ModelConfig, build_model, count_params, per_block
 from ctxconv.train.objectives import OBJECTIVES
 from ctxconv.train.plots import plot_training_curves
@@ -101,10 +103,19 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     if not ctx.is_main:  # one process speaks for the job
         logging.getLogger("ctxconv").setLevel(logging.WARNING)
     try:
-        with threads(cfg.threads):
-            return _train_run(cfg, Path(distributed.broadcast(ctx, str(run_dir))), ctx, device)
+        run_dir = Path(distributed.broadcast(ctx, str(run_dir)))
+        with threads(cfg.threads), _writer_lock(run_dir, ctx):
+            return _train_run(cfg, run_dir, ctx, device)
     finally:
         distributed.shutdown(ctx)
+
+
+def _writer_lock(run_dir: Path, ctx: DistContext) -> contextlib.AbstractContextManager:
+    """Rank 0 holds the run directory's lock for the whole run; the other ranks none."""
+    if not ctx.is_main:
+        return contextlib.nullcontext()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunDirLock(run_dir)
 
 
 def _train_run(
@@ -125,7 +136,6 @@ def _train_run(
     per_block(cfg.trainer.objective, len(model.blocks), "trainer.objective", OBJECTIVES)
     # the config is sound: only now may the run directory change
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         payload = _prepare_run_dir(run_dir, cfg.resume, cfg.overwrite)
     distributed.barrier(ctx)  # rank 0 has checked (and cleared) the run directory
     if not ctx.is_main:
