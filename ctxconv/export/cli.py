@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained", action="store_true",
                    help="export a run that ended at chance level on validation (refused "
                         "otherwise)")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="export a run whose training did not finish (checkpoint incomplete or "
+                        "no summary.json; refused otherwise); the manifest records it")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = ExportOptions(int8=args.int8, formats=args.format, calib_samples=args.calib_samples,
                          calib_method=args.calib_method, verify_samples=args.verify_samples,
                          test_samples=args.test_samples, min_top1_agreement=args.min_agreement,
-                         max_lsb=args.max_lsb, allow_untrained=args.allow_untrained)
+                         max_lsb=args.max_lsb, allow_untrained=args.allow_untrained,
+                         allow_unfinished=args.allow_unfinished)
     if (Path(args.run_dir) / MANIFEST_NAME).is_file():  # an export directory: C only
         return _c_from_export(args)
     try:
@@ -108,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"accuracy {kind:>6}: onepass = multipass {next(iter(accs.values())):.2%}")
         else:
             print(f"accuracy {kind:>6}: " + ", ".join(f"{m} {a:.2%}" for m, a in accs.items()))
+    if not manifest["run"]["finished"]:
+        print("the run is unfinished (--allow-unfinished): this export is of a partly "
+              "trained model")
     print(f"wrote {len(manifest['files'])} files to {manifest['export_dir']} "
           f"in {manifest['export_seconds']:.1f}s")
     return 0

@@ -34,7 +34,13 @@ from ctxconv.blockgraph.tflite.writer import write_tflite
 from ctxconv.codegen import c_record, write_c_library
 from ctxconv.export.fold import FloatBlock, fold_block
 from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
-from ctxconv.export.run_check import check_float_accuracy, check_learned, read_summary
+from ctxconv.export.run_check import (
+    check_finished,
+    check_float_accuracy,
+    check_learned,
+    check_measured_chance,
+    read_summary,
+)
 from ctxconv.export.verify import VerificationError, verification_limits, verify_blocks
 from ctxconv.runtimes.factory import make_runners
 from ctxconv.train.checkpoint import (
@@ -62,6 +68,7 @@ class ExportOptions:
     min_top1_agreement: float = 0.99  # per runtime vs the TFLite reference, on verify_samples
     max_lsb: int = 1  # onnxruntime / TFLM vs LiteRT reference, per block output
     allow_untrained: bool = False  # export a run that ended at chance level on validation
+    allow_unfinished: bool = False  # export a run whose training did not finish
 
 
 def block_macs(fb: FloatBlock, num_classes: int) -> int:
@@ -99,7 +106,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                options: ExportOptions | None = None) -> dict[str, Any]:
     """Export ``run_dir`` into ``out_dir`` (default RUN_DIR/export[-float]); returns the manifest.
 
-    Raises RunCheckError (nothing written) when the run ended at chance level or the float
+    Raises RunCheckError (nothing written) when the run is unfinished (no complete
+    checkpoint or no ``summary.json``) unless ``allow_unfinished``, when it ended at chance
+    level (on validation, or on the test accuracy measured here), or when the float
     accuracy measured here contradicts its ``summary.json``, and VerificationError (after
     writing the export, with ``verification.passed`` false in its manifest) when runtimes
     disagree beyond the thresholds.
@@ -118,6 +127,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     payload = _load_run(run_dir)
     model = restore_model(payload, run_dir / CHECKPOINT_NAME)
     summary = read_summary(run_dir)
+    run_record = check_finished(payload, summary, run_dir, opts.allow_unfinished)
     check_learned(summary, run_dir, opts.allow_untrained)
     info = payload["dataset"]
     k = int(info["num_classes"])
@@ -133,6 +143,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     float_acc = {m: evaluate(model, make_loader(test, 1000, shuffle=False), m) for m in modes}
     norm = json.loads(json.dumps({"mean": info["mean"], "std": info["std"]}))
     run_check = check_float_accuracy(summary, float_acc, len(test), norm, run_dir)
+    run_check["chance"] = check_measured_chance(float_acc, test.tensors[1], k, run_dir,
+                                                opts.allow_untrained)
 
     size = model.cfg.image_size
     floats: list[FloatBlock] = []
@@ -163,7 +175,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                          "calibration": {"method": opts.calib_method,
                                          "samples": int(calib.shape[0]),
                                          "split": "train"}} if opts.int8 else None,
-        "blocks": [], "run_check": run_check,
+        "blocks": [], "run_check": run_check, "run": run_record,
     }  # fmt: skip
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)

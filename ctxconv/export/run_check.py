@@ -14,6 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ctxconv.train.chance import chance_verdict
 from ctxconv.train.checkpoint import SUMMARY_NAME
 
 log = logging.getLogger(__name__)
@@ -26,11 +29,9 @@ class RunCheckError(RuntimeError):
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary.json, or None (with a warning) when training never finished."""
+    """The run's summary.json, or None when training never finished."""
     path = run_dir / SUMMARY_NAME
     if not path.is_file():
-        log.warning("%s has no %s (training did not finish?): the exported accuracy cannot be "
-                    "cross-checked against the run", run_dir, SUMMARY_NAME)
         return None
     try:
         return json.loads(path.read_text())
@@ -51,6 +52,45 @@ def check_learned(summary: dict[str, Any] | None, run_dir: Path, allow_untrained
         raise RunCheckError(f"{text}; re-train it (e.g. a lower trainer.lr), or pass "
                             "--allow-untrained to export it anyway")
     log.warning("%s; exporting anyway (--allow-untrained)", text)
+
+
+def check_finished(payload: dict[str, Any], summary: dict[str, Any] | None, run_dir: Path,
+                   allow_unfinished: bool) -> dict[str, Any]:
+    """Refuse a run whose training did not finish unless told to go on; the manifest record."""
+    progress = payload.get("progress") or {}
+    done = bool(progress.get("done"))
+    record = {"finished": done and summary is not None,
+              "progress": {k: progress.get(k) for k in ("block", "epoch", "epochs")}}
+    if record["finished"]:
+        return record
+    if not done:
+        what = (f"its training is unfinished (the checkpoint stops after block "
+                f"{progress.get('block')} epoch {progress.get('epoch')})")
+    else:
+        what = f"it has no {SUMMARY_NAME} (training stopped before its evaluation)"
+    text = f"{run_dir} is not a finished run: {what}"
+    if not allow_unfinished:
+        raise RunCheckError(f"{text}; finish it with ctxconv-train hydra.run.dir={run_dir} "
+                            "resume=true, or pass --allow-unfinished to export it anyway")
+    log.warning("%s; exporting anyway (--allow-unfinished)", text)
+    return record
+
+
+def check_measured_chance(measured: dict[str, float], labels: torch.Tensor, num_classes: int,
+                          run_dir: Path, allow_untrained: bool) -> dict[str, Any]:
+    """Refuse a model whose float test accuracy measured here is at chance level."""
+    verdict = chance_verdict(measured, labels, num_classes)
+    verdict["measured_test_accuracy"] = verdict.pop("best_val_accuracy")
+    if not verdict["at_chance"]:
+        return verdict
+    text = (f"{run_dir} did not learn: the float test accuracy measured at export "
+            f"{verdict['measured_test_accuracy']:.2%} is at or below chance level "
+            f"({verdict['chance_accuracy']:.2%}, threshold {verdict['threshold']:.2%})")
+    if not allow_untrained:
+        raise RunCheckError(f"{text}; re-train it (e.g. a lower trainer.lr), or pass "
+                            "--allow-untrained to export it anyway")
+    log.warning("%s; exporting anyway (--allow-untrained)", text)
+    return verdict
 
 
 def accuracy_tolerance(n: int) -> float:

@@ -26,6 +26,7 @@ from ctxconv.cli_errors import report_error
 from ctxconv.train.checkpoint import CheckpointError
 from ctxconv.train.config import TrainAppConfig, register_configs
 from ctxconv.train.data import DatasetUnavailableError
+from ctxconv.train.lock import RunDirLockedError
 from ctxconv.train.overrides import check_override_keys
 from ctxconv.train.resume_config import resume_config
 from ctxconv.train.trainer import TrainingDivergedError
@@ -33,7 +34,7 @@ from ctxconv.train.trainer import TrainingDivergedError
 log = logging.getLogger("ctxconv.train")
 EXIT_ERROR = 2
 USER_ERRORS = (CheckpointError, DatasetUnavailableError, TrainingDivergedError, ValueError,
-               FileNotFoundError)  # fmt: skip
+               FileNotFoundError, RunDirLockedError)  # fmt: skip
 register_configs()
 
 

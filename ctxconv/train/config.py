@@ -40,3 +40,48 @@ class TrainAppConfig:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainAppConfig)
+
+
+class ConfigValueError(ValueError):
+    """A config value outside its allowed range."""
+
+
+def _at_least(key: str, value: object, low: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        null = " or null" if optional else ""
+        raise ConfigValueError(f"{key}={value}: must be an integer >= {low}{null}")
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigValueError(f"unknown {key} {value!r}; choose one of {list(choices)}")
+
+
+def validate_config(cfg: TrainAppConfig) -> None:
+    """Refuse values outside their range before anything in the run directory changes."""
+    from ctxconv.train.trainer import METHODS
+
+    d, t = cfg.data, cfg.trainer
+    _at_least("data.batch_size", d.batch_size, 1)
+    _at_least("data.max_train_samples", d.max_train_samples, 1, optional=True)
+    _at_least("data.max_test_samples", d.max_test_samples, 1, optional=True)
+    _at_least("data.negatives", d.negatives, 1)
+    _at_least("trainer.epochs", t.epochs, 1)
+    _at_least("trainer.eval_batch_size", t.eval_batch_size, 1)
+    if not 0.0 < d.val_ratio < 1.0:
+        raise ConfigValueError(f"data.val_ratio={d.val_ratio}: must lie strictly between 0 and "
+                               "1 (the share of the training images held out for validation)")
+    if not 0.0 <= d.test_ratio < 1.0 or d.val_ratio + d.test_ratio >= 1.0:
+        raise ConfigValueError(f"data.test_ratio={d.test_ratio}: must lie in [0, 1) with "
+                               f"data.val_ratio + data.test_ratio < 1 (val_ratio {d.val_ratio})")
+    if not t.lr > 0:
+        raise ConfigValueError(f"trainer.lr={t.lr}: must be > 0")
+    if not t.dist_timeout_s > 0:
+        raise ConfigValueError(f"trainer.dist_timeout_s={t.dist_timeout_s}: must be > 0 "
+                               "(seconds a rank waits for the others)")
+    _choice("trainer.optimizer", t.optimizer, ("adam", "sgd"))
+    _choice("trainer.schedule", t.schedule, ("cosine", "constant"))
+    _choice("trainer.method", t.method, METHODS)
+    _choice("trainer.cache_prefix", t.cache_prefix, ("auto", "on", "off"))

@@ -26,7 +26,7 @@ from ctxconv.train.overrides import (
 CONFIG_NAME = "config.yaml"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RUNTIME_KEYS = ("resume", "overwrite", "threads", "trainer.progress", "trainer.eval_batch_size",
-                "wandb", "evaluate_test", "trainer.device")  # fmt: skip
+                "wandb", "evaluate_test", "trainer.device", "trainer.dist_timeout_s")  # fmt: skip
 DERIVED_KEYS = ("data.num_classes",)  # filled in from the data set by the run
 
 
@@ -77,6 +77,7 @@ def resume_config(composed: DictConfig, run_dir: Path, overrides: list[str]) -> 
     if not path.is_file():
         return composed
     stored = OmegaConf.merge(composed, OmegaConf.load(path))  # typed by the schema
+    stored.overwrite = composed.overwrite  # an instruction of the start that wrote it
     parsed = [o for o in parse_overrides(overrides) if not is_hydra_key(o.key_or_group)]
     explicit = {o.key_or_group for o in parsed if not is_group_choice(o)}
     wanted: list[tuple[str, Any, str]] = []  # (key, value, the override that sets it)

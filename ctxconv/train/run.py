@@ -6,6 +6,7 @@ every epoch), ``metrics.jsonl``, ``training_curves.png`` and ``summary.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -26,16 +27,19 @@ from ctxconv.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ctxconv.train.config import TrainAppConfig
+from ctxconv.train.config import TrainAppConfig, validate_config
 from ctxconv.train.data import load_datasets, make_loader, set_seed
 from ctxconv.train.device import check_precision, resolve_device, threads
 from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import available_modes, evaluate
-from ctxconv.train.model import ModelConfig, build_model, count_params
+from ctxconv.train.lock import RunDirLock
+from ctxconv.train.model import ModelConfig, build_model, count_params, per_block
+from ctxconv.train.objectives import OBJECTIVES
 from ctxconv.train.plots import plot_training_curves
-from ctxconv.train.trainer import METRICS_NAME, BlockwiseTrainer
+from ctxconv.train.trainer import METRICS_NAME, BlockwiseTrainer, repair_metrics
 
 log = logging.getLogger(__name__)
+CURVES_NAME = "training_curves.png"
 
 
 def _wandb_run(cfg: TrainAppConfig, run_dir: Path):
@@ -57,7 +61,11 @@ def _wandb_run(cfg: TrainAppConfig, run_dir: Path):
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None; refuses to overwrite a run unless told to."""
+    """The checkpoint to resume from, or None; refuses to overwrite a run unless told to.
+
+    Overwrite removes the old run's metrics and summary (a partial new model is never
+    compared with the old run's accuracy); resume drops metrics rows the checkpoint lacks.
+    """
     ckpt = run_dir / CHECKPOINT_NAME
     if resume:
         if not ckpt.exists():
@@ -65,13 +73,18 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, 
                 f"resume=true but {run_dir} has no {CHECKPOINT_NAME}: pass the "
                 "interrupted run's directory as hydra.run.dir=DIR"
             )
-        return load_checkpoint(ckpt)
+        payload = load_checkpoint(ckpt)
+        repair_metrics(run_dir / METRICS_NAME, payload["progress"])
+        if not payload["progress"].get("done"):
+            (run_dir / SUMMARY_NAME).unlink(missing_ok=True)
+        return payload
     if ckpt.exists() and not overwrite:
         raise CheckpointError(
             f"{run_dir} already holds a run: add resume=true to continue it, "
             "overwrite=true to start afresh, or choose another hydra.run.dir"
         )
-    (run_dir / METRICS_NAME).unlink(missing_ok=True)
+    for name in (SUMMARY_NAME, METRICS_NAME, CURVES_NAME):
+        (run_dir / name).unlink(missing_ok=True)
     return None
 
 
@@ -82,6 +95,7 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     if cfg.resume and cfg.overwrite:
         raise ValueError("resume=true and overwrite=true contradict each other: choose one")
+    validate_config(cfg)
     ctx = distributed.context_from_env()
     device = resolve_device(cfg.trainer.device, ctx.local_rank)
     check_precision(cfg.trainer.precision, device)
@@ -89,21 +103,24 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     if not ctx.is_main:  # one process speaks for the job
         logging.getLogger("ctxconv").setLevel(logging.WARNING)
     try:
-        with threads(cfg.threads):
-            return _train_run(cfg, Path(distributed.broadcast(ctx, str(run_dir))), ctx, device)
+        run_dir = Path(distributed.broadcast(ctx, str(run_dir)))
+        with threads(cfg.threads), _writer_lock(run_dir, ctx):
+            return _train_run(cfg, run_dir, ctx, device)
     finally:
         distributed.shutdown(ctx)
+
+
+def _writer_lock(run_dir: Path, ctx: DistContext) -> contextlib.AbstractContextManager:
+    """Rank 0 holds the run directory's lock for the whole run; the other ranks none."""
+    if not ctx.is_main:
+        return contextlib.nullcontext()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunDirLock(run_dir)
 
 
 def _train_run(
     cfg: TrainAppConfig, run_dir: Path, ctx: DistContext, device: torch.device
 ) -> dict[str, Any]:
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        payload = _prepare_run_dir(run_dir, cfg.resume, cfg.overwrite)
-    distributed.barrier(ctx)  # rank 0 has checked (and cleared) the run directory
-    if not ctx.is_main:
-        payload = load_checkpoint(run_dir / CHECKPOINT_NAME) if cfg.resume else None
     set_seed(cfg.seed)
     train, val, test, info = load_datasets(cfg.data)
     cfg.data.num_classes = info.num_classes
@@ -116,6 +133,13 @@ def _train_run(
         }
     )
     model = build_model(model_cfg)
+    per_block(cfg.trainer.objective, len(model.blocks), "trainer.objective", OBJECTIVES)
+    # the config is sound: only now may the run directory change
+    if ctx.is_main:
+        payload = _prepare_run_dir(run_dir, cfg.resume, cfg.overwrite)
+    distributed.barrier(ctx)  # rank 0 has checked (and cleared) the run directory
+    if not ctx.is_main:
+        payload = load_checkpoint(run_dir / CHECKPOINT_NAME) if cfg.resume else None
     progress = states = None
     previous_seconds = 0.0
     if payload is not None:
@@ -127,8 +151,10 @@ def _train_run(
         log.info(
             "resuming %s after block %d epoch %d", run_dir, progress["block"], progress["epoch"]
         )
-    if ctx.is_main:
-        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    if ctx.is_main:  # overwrite=true is an instruction for this start, not stored config
+        stored = OmegaConf.structured(cfg)
+        stored.overwrite = False
+        OmegaConf.save(stored, run_dir / "config.yaml")
     extra = {"dataset": asdict(info), "data": asdict(cfg.data), "seed": cfg.seed,
              "trainer": asdict(cfg.trainer)}
     wandb_run = _wandb_run(cfg, run_dir) if ctx.is_main else None
@@ -198,7 +224,7 @@ def _train_run(
     save_checkpoint(run_dir / CHECKPOINT_NAME, final)
     with open(run_dir / SUMMARY_NAME, "w") as f:
         json.dump(summary, f, indent=2)
-    plot_training_curves(run_dir / METRICS_NAME, run_dir / "training_curves.png")
+    plot_training_curves(run_dir / METRICS_NAME, run_dir / CURVES_NAME)
     if wandb_run is not None:
         wandb_run.summary.update({f"test_accuracy/{m}": a for m, a in (test_acc or {}).items()})
         wandb_run.finish()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -59,6 +60,7 @@ class TrainerConfig:
     cache_prefix: str = "auto"  # auto | on | off: frozen prefix output computed once per block
     cache_budget_gb: float | None = None  # cache (and data on device) budget; None: half free
     method: str = "blockwise"  # blockwise (forward-only) | backprop (end-to-end baseline)
+    dist_timeout_s: float = 300.0  # torchrun: a rank waiting longer for the others fails
 
 
 METHODS = ("blockwise", "backprop")
@@ -125,6 +127,39 @@ def evaluate_upto(
         correct_sum += int((total.argmax(1) == y).sum())
     n = max(len(data), 1)
     return correct_block / n, correct_sum / n
+
+
+def _row_key(row: dict[str, Any]) -> tuple[int, int]:
+    return int(row["block"]), int(row["epoch"])
+
+
+def repair_metrics(path: Path, progress: dict[str, Any]) -> None:
+    """Before a resume: drop a torn line (a kill mid-append) and the rows of epochs after
+    the checkpoint's (a kill during its write), so no epoch is logged twice."""
+    if not path.is_file():
+        return
+    rows, torn = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            _row_key(row)
+        except (ValueError, KeyError, TypeError):
+            torn += 1
+            continue
+        rows.append(row)
+    last = _row_key(progress)
+    kept = [r for r in rows if _row_key(r) <= last]
+    if torn:
+        log.warning("%s: dropped %d unreadable line(s) (a write was interrupted)", path, torn)
+    if len(kept) < len(rows):
+        log.warning("%s: dropped %d row(s) of epochs after the checkpoint's (block %d epoch %d);"
+                    " they are trained again", path, len(rows) - len(kept), *last)
+    if torn or len(kept) < len(rows):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
 
 
 def _epoch_seed(seed: int, block: int, epoch: int) -> int:
