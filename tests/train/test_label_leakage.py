@@ -80,7 +80,7 @@ def test_simulator_accuracy_follows_shuffled_labels_exactly(digits_export, tmp_p
     """ctxconv-sim on an export whose test labels were shuffled: its accuracy equals the
     unshuffled run's predictions scored against the shuffled labels, to the image."""
     from ctxconv.blockgraph.bundle import load_export
-    from ctxconv.blockgraph.manifest import sha256
+    from ctxconv.blockgraph.manifest import seal_manifest, sha256
     from ctxconv.blockgraph.pipeline import BlockPipeline
     from ctxconv.runtimes.factory import make_runners
     from ctxconv.sim.simulate import SimOptions, simulate
@@ -96,7 +96,7 @@ def test_simulator_accuracy_follows_shuffled_labels_exactly(digits_export, tmp_p
     np.savez_compressed(copy / "test_vectors.npz", images=raw, labels=shuffled)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["files"]["test_vectors.npz"] = sha256(copy / "test_vectors.npz")
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
     report = simulate(copy, SimOptions(mcu="nrf52840", mode="onepass", measure_tflm=False,
                                        bit_exact_images=0))
     assert report["accuracy"] == float((preds == shuffled).mean())
