@@ -2,21 +2,30 @@
 
 ``ctxconv-export`` writes it (``io_records`` for the block inputs/outputs,
 ``validate_manifest`` before the file is written); the simulator reads it with
-``read_manifest``. Only the manifest's structure lives here: checking the files it lists
-against their sha256 and parsing them is the reader's business.
+``read_manifest``. Every field is covered by a sha256 of its canonical JSON, stored in
+the manifest's ``digests`` (``seal_manifest`` at export, checked by ``read_manifest``), so an
+edited normalisation, class count or quantization parameter is refused by name instead of
+silently changing results. Checking the files it lists against their sha256 and parsing
+them is the reader's business.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT = "ctxconv-export-v1"
+FORMAT = "ctxconv-export-v2"
+#: Earlier formats: readable structure, but without ``digests`` (refused: re-export).
+UNSIGNED_FORMATS = ("ctxconv-export-v1",)
+#: The field holding the per-field sha256; it and ``export_dir`` are not themselves signed.
+DIGESTS = "digests"
+UNSIGNED = (DIGESTS, "export_dir")
 #: Inference modes an export may offer.
 MODES = ("multipass", "onepass")
 #: Top-level fields every manifest has.
@@ -86,7 +95,75 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path} is not valid JSON ({exc}); re-export") from exc
     validate_manifest(manifest, path)
+    check_digests(manifest, path)
     return manifest
+
+
+def _canonical_sha256(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def field_digests(manifest: dict[str, Any]) -> dict[str, str]:
+    """sha256 of the canonical JSON of every field: per key of a mapping (``input.mean``),
+    per entry of ``blocks`` (``blocks[0]``), the key list of each mapping, and every other
+    top-level value."""
+    manifest = json.loads(json.dumps(manifest, allow_nan=False))  # as read back from disk
+    out = {}
+    for key, value in manifest.items():
+        if key in UNSIGNED:
+            continue
+        if isinstance(value, dict):
+            out[key] = _canonical_sha256(sorted(value))
+            out.update({f"{key}.{sub}": _canonical_sha256(v) for sub, v in value.items()})
+        elif key == "blocks" and isinstance(value, list):
+            out[key] = _canonical_sha256(len(value))
+            out.update({f"{key}[{i}]": _canonical_sha256(b) for i, b in enumerate(value)})
+        else:
+            out[key] = _canonical_sha256(value)
+    return dict(sorted(out.items()))
+
+
+def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Store ``field_digests`` in ``manifest`` (in place, and returned): the last step
+    before it is written."""
+    manifest.pop(DIGESTS, None)
+    manifest[DIGESTS] = field_digests(manifest)
+    return manifest
+
+
+def check_digests(manifest: dict[str, Any], path: Path | str = MANIFEST_NAME) -> None:
+    """Raise ModelFileError naming the first field whose content is not what was exported."""
+    stored = manifest.get(DIGESTS)
+    if not isinstance(stored, dict):
+        raise ModelFileError(f"{path}: no {DIGESTS!r} field, so its content cannot be checked: "
+                             "re-export")
+    got = field_digests(manifest)
+    for name in sorted(set(stored) | set(got)):
+        if name not in got:
+            change = "was removed"
+        elif name not in stored:
+            change = "was added"
+        elif stored[name] != got[name]:
+            change = "was changed"
+        else:
+            continue
+        raise ModelFileError(f"{path}: field {name!r} {change} after export (it does not match "
+                             "the manifest's digests); re-export")
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The path of the first NaN or infinity in ``value`` (None: there is none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, v in items:
+        sub = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key
+        found = _non_finite(v, sub)
+        if found:
+            return found
+    return None
 
 
 def validate_manifest(manifest: Any, path: Path | str = MANIFEST_NAME) -> None:
@@ -99,9 +176,17 @@ def validate_manifest(manifest: Any, path: Path | str = MANIFEST_NAME) -> None:
     missing = [k for k in REQUIRED if k not in manifest]
     if missing:
         raise ModelFileError(f"{path} lacks {missing}: not a ctxconv export manifest")
+    if manifest["format"] in UNSIGNED_FORMATS:
+        raise ModelFileError(f"{path}: format {manifest['format']!r} was written by an older "
+                             "ctxconv-export, without the digests that protect its content: "
+                             "re-export")
     if manifest["format"] != FORMAT:
         raise ModelFileError(f"{path}: format {manifest['format']!r}, expected {FORMAT!r}")
     _validate_fields(manifest, path)
+    bad = _non_finite(manifest, "")
+    if bad:
+        raise ModelFileError(f"{path}: field {bad!r} is NaN or infinite; the manifest was "
+                             "edited or damaged: re-export")
 
 
 class _Malformed(TypeError):

@@ -94,7 +94,7 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
     The files are checked against the manifest's sha256 first; the new folder and the
     updated manifest replace the old ones only once everything is written.
     """
-    from ctxconv.blockgraph.manifest import file_digests, sha256
+    from ctxconv.blockgraph.manifest import file_digests, seal_manifest, sha256
 
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
@@ -119,6 +119,7 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
         manifest["files"] = dict(sorted(files.items()))
         manifest.pop("export_dir", None)
         validate_manifest(manifest)
+        seal_manifest(manifest)
         new_manifest = tmp / MANIFEST_NAME
         new_manifest.write_text(json.dumps(manifest, indent=2))
         old = export_dir / f".{C_DIR}.old-{os.getpid()}-"

@@ -26,6 +26,7 @@ from ctxconv.blockgraph.manifest import (
     MANIFEST_NAME,
     file_digests,
     io_records,
+    seal_manifest,
     validate_manifest,
 )
 from ctxconv.blockgraph.onnx import write_onnx
@@ -235,6 +236,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         manifest["files"] = file_digests(tmp)
         validate_manifest(manifest)
+        seal_manifest(manifest)
         with open(tmp / MANIFEST_NAME, "w") as f:
             json.dump(manifest, f, indent=2)
         _move_into_place(tmp, out_dir)

@@ -15,6 +15,7 @@ from ctxconv.blockgraph.manifest import (
     MANIFEST_NAME,
     io_records,
     read_manifest,
+    seal_manifest,
     validate_manifest,
 )
 
@@ -50,6 +51,7 @@ def test_io_records_carry_quantization():
 def test_valid_manifest_round_trips(tmp_path: Path):
     manifest = _manifest()
     validate_manifest(manifest)
+    seal_manifest(manifest)
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
     assert read_manifest(tmp_path) == manifest
 
@@ -70,6 +72,9 @@ def _set(path: str, value):
     ("edit", "message"),
     [
         (_set("format", "ctxconv-export-v0"), "format 'ctxconv-export-v0', expected"),
+        (_set("format", "ctxconv-export-v1"), "written by an older ctxconv-export.*re-export"),
+        (_set("input.mean", [float("nan")]), r"field 'input.mean\[0\]' is NaN or infinite"),
+        (_set("accuracy", {"int8": float("inf")}), "field 'accuracy.int8' is NaN or infinite"),
         (_set("blocks", KeyError), r"lacks \['blocks'\]"),
         (_set("files", []), "'files' must map names to sha256"),
         (_set("int8", 1), "field 'int8'"),

@@ -36,7 +36,7 @@ def exported(digits_export):
 def test_files_and_manifest(exported):
     out = Path(exported["export_dir"])
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == "ctxconv-export-v1" and manifest["int8"] is True
+    assert manifest["format"] == "ctxconv-export-v2" and manifest["int8"] is True
     assert [b["name"] for b in manifest["blocks"]] == ["block0", "block1"]
     for name, digest in manifest["files"].items():
         assert sha256(out / name) == digest

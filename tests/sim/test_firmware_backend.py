@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ctxconv.blockgraph.manifest import seal_manifest
 from ctxconv.export.cli import main as export_main
 from ctxconv.runtimes.firmware.toolchain import missing_arm_tools
 from ctxconv.sim.cli import main as sim_main
@@ -133,7 +134,7 @@ def test_firmware_backend_without_c_sources_says_how(export_dir, tmp_path, capsy
     shutil.copytree(export_dir, bare, ignore=shutil.ignore_patterns("c"))
     manifest = json.loads((bare / "manifest.json").read_text())
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("c/")}
-    (bare / "manifest.json").write_text(json.dumps(manifest))
+    (bare / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
     assert sim_main([str(bare), "--backend", "firmware", "--no-tflm-arena", "--images", "4"]) == 2
     assert f"generate it with `ctxconv-export {bare} --format c`" in capsys.readouterr().err
 

@@ -9,6 +9,7 @@ import pytest
 
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.blockgraph.ir import ModelFileError
+from ctxconv.blockgraph.manifest import seal_manifest
 from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide
 from ctxconv.runtimes.factory import make_runners
 from ctxconv.sim.bench_cli import main as bench_main
@@ -193,6 +194,9 @@ def test_hand_edited_manifest(export_dir, tmp_path):
     manifest = json.loads((work / "manifest.json").read_text())
     manifest["files"]["block0.tflite"] = "0" * 64
     (work / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="field 'files.block0.tflite' was changed"):
+        load_export(work)
+    (work / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
     with pytest.raises(ModelFileError, match="does not match its sha256"):
         load_export(work)
     (work / "manifest.json").write_text("{not json")

@@ -63,7 +63,7 @@ def test_guard_catches_one_leaked_prediction_in_a_hundred():
 
 def _shuffled_copy(src: Path, dst: Path, seed: int) -> np.ndarray:
     """A signed copy of the export whose test labels are shuffled; returns them."""
-    from ctxconv.blockgraph.manifest import sha256
+    from ctxconv.blockgraph.manifest import seal_manifest, sha256
 
     shutil.copytree(src, dst)
     with np.load(src / "test_vectors.npz") as data:
@@ -72,7 +72,7 @@ def _shuffled_copy(src: Path, dst: Path, seed: int) -> np.ndarray:
     np.savez_compressed(dst / "test_vectors.npz", images=raw, labels=shuffled)
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest["files"]["test_vectors.npz"] = sha256(dst / "test_vectors.npz")
-    (dst / "manifest.json").write_text(json.dumps(manifest))
+    (dst / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
     return shuffled
 
 
