@@ -25,10 +25,14 @@ from ctxconv.blockgraph.ops.kernels import relu_float
 KINDS = ("ADD",)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = True
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "add_cycles_per_element"
 #: TFLM's persistent bytes: TfLiteAddParams and OpDataAdd.
 TFLM_BUILTIN_BYTES = 16
 TFLM_OP_DATA_BYTES = 64
 LEFT_SHIFT = 20  # TFLite's int8 ADD
+#: The C kernel.
+C_FUNCTIONS = {"ADD": "ctxconv_add_s8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,3 +135,16 @@ def in_place(graph: BlockGraph, op: Op) -> bool:
     """Elementwise into the first operand when it is an activation of the output's size."""
     a, out = base.tensor(graph, op, 0), base.output(graph, op)
     return a.nbytes == out.nbytes and not a.is_constant
+
+
+def check_c(graph: BlockGraph, op: Op, params: AddParams) -> None:
+    """``ctxconv_add_s8`` repeats the second operand (a trailing block) along the first."""
+    a, b = (base.tensor(graph, op, i) for i in params.order)
+    out = base.output(graph, op)
+    tail = tuple(out.shape)[len(out.shape) - len(b.shape):]
+    if tuple(a.shape) != tuple(out.shape) or tuple(b.shape) != tail and any(
+            d != 1 for d in b.shape[: len(b.shape) - len(tail)]):
+        raise ValueError(f"ADD {a.shape} + {b.shape} -> {out.shape}: the C kernel "
+                         "broadcasts only a trailing block of the second operand")
+    if params.n % params.b_n:
+        raise ValueError(f"ADD operand {b.shape} does not tile {out.shape}")

@@ -101,3 +101,15 @@ def check_symmetric_weights(graph: BlockGraph, op: Op) -> None:
 def elements(shape: tuple[int, ...]) -> int:
     """Number of elements of a shape."""
     return int(np.prod(shape, dtype=np.int64))
+
+
+def check_int32_accumulator(graph: BlockGraph, op: Op) -> None:
+    """|acc| <= 255 * max row L1 + max |bias| must fit int32 (the C kernels keep int32
+    accumulators and, unlike the numpy reference, do not emulate a wrap)."""
+    wd, bd = weights_bias(graph, op)
+    w = wd.astype(np.int64).reshape(wd.shape[0], -1)
+    bound = 255 * int(np.abs(w).sum(axis=1).max(initial=0)) + (
+        0 if bd is None else int(np.abs(bd.astype(np.int64)).max(initial=0)))
+    if bound >= 1 << 31:
+        raise ValueError(f"{op.kind} accumulator can reach {bound}, beyond int32; the C "
+                         "kernels keep int32 accumulators")

@@ -29,9 +29,14 @@ from ctxconv.blockgraph.ops.kernels import (
 KINDS = ("CONV_2D",)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "conv_cycles_per_mac"
 #: TFLM's persistent bytes for the op: TfLiteConvParams and the kernel's OpDataConv.
 TFLM_BUILTIN_BYTES = 32
 TFLM_OP_DATA_BYTES = 80
+#: The C kernel, and the type of the scratch it takes.
+C_FUNCTIONS = {"CONV_2D": "ctxconv_conv_s8"}
+C_SCRATCH_TYPE = "int16_t"
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,3 +184,8 @@ def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
 def in_place(graph: BlockGraph, op: Op) -> bool:
     """A conv never overwrites its input (every output pixel reads a window of it)."""
     return False
+
+
+def check_c(graph: BlockGraph, op: Op, params: ConvParams) -> None:
+    """What ``ctxconv_conv_s8`` cannot express: an accumulator beyond int32."""
+    base.check_int32_accumulator(graph, op)

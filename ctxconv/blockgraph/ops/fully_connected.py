@@ -22,9 +22,13 @@ from ctxconv.blockgraph.ops.kernels import acc_bound, exact_int_matmul, relu_flo
 KINDS = ("FULLY_CONNECTED",)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "fc_cycles_per_mac"
 #: TFLM's persistent bytes: TfLiteFullyConnectedParams and OpDataFullyConnected.
 TFLM_BUILTIN_BYTES = 32
 TFLM_OP_DATA_BYTES = 72
+#: The C kernel.
+C_FUNCTIONS = {"FULLY_CONNECTED": "ctxconv_fc_s8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,3 +118,8 @@ def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
 def in_place(graph: BlockGraph, op: Op) -> bool:
     """Every output reads the whole input: never in place."""
     return False
+
+
+def check_c(graph: BlockGraph, op: Op, params: FcParams) -> None:
+    """What ``ctxconv_fc_s8`` cannot express: an accumulator beyond int32."""
+    base.check_int32_accumulator(graph, op)

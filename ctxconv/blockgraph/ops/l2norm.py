@@ -25,11 +25,15 @@ from ctxconv.blockgraph.ops import base
 KINDS = ("L2_NORMALIZATION",)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "add_cycles_per_element"
 #: TFLM's persistent bytes: TfLiteL2NormParams and L2NormalizationParams.
 TFLM_BUILTIN_BYTES = 4
 TFLM_OP_DATA_BYTES = 4
 #: integer_ops::L2Normalization writes x / ||x|| in Q0.7 (scale 1/128).
 OUTPUT_SHIFT = 7
+#: The C kernel.
+C_FUNCTIONS = {"L2_NORMALIZATION": "ctxconv_l2norm_s8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,8 +65,7 @@ def validate(graph: BlockGraph, op: Op) -> None:
             out.quant is None
             or not math.isclose(float(out.quant.scale[0]), L2_NORM_QUANT[0], rel_tol=1e-6)
             or int(out.quant.zero_point[0]) != L2_NORM_QUANT[1]):
-        raise ValueError(f"{what}: L2_NORMALIZATION output must be int8 scale 1/128, "
-                         "zero point 0")
+        raise ValueError(f"{what}: output must be int8 scale 1/128, zero point 0")
 
 
 def prepare(graph: BlockGraph, op: Op) -> L2NormParams | L2NormFloatParams:
@@ -102,3 +105,10 @@ def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
 def in_place(graph: BlockGraph, op: Op) -> bool:
     """Each row's sum of squares is taken before the row is written."""
     return True
+
+
+def check_c(graph: BlockGraph, op: Op, params: L2NormParams) -> None:
+    """``ctxconv_l2norm_s8`` sums the squares of a row in int32."""
+    if params.depth * 255**2 >= 1 << 31:
+        raise ValueError(f"L2_NORMALIZATION over {params.depth} elements can overflow its "
+                         "int32 sum of squares")

@@ -26,9 +26,13 @@ from ctxconv.blockgraph.ops import base
 KINDS = ("MEAN",)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "add_cycles_per_element"
 #: TFLM's persistent bytes: TfLiteReducerParams and OpDataReduce.
 TFLM_BUILTIN_BYTES = 1
 TFLM_OP_DATA_BYTES = 44
+#: The C kernel.
+C_FUNCTIONS = {"MEAN": "ctxconv_mean_s8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,3 +133,14 @@ def tflm_scratch(graph: BlockGraph, op: Op) -> list[int]:
     x, y = base.tensor(graph, op, 0), base.output(graph, op)
     acc = [4 * math.prod(y.shape)] if x.dtype == "int8" else []
     return [*acc, 4 * len(x.shape), 4 * len(op.options["axes"])]
+
+
+def check_c(graph: BlockGraph, op: Op, params: MeanParams) -> None:
+    """``ctxconv_mean_s8`` reduces trailing axes with an int32 sum."""
+    x = base.tensor(graph, op, 0)
+    axes = sorted(int(a) % len(x.shape) for a in op.options["axes"])
+    if not axes or 0 in axes or axes != list(range(len(x.shape) - len(axes), len(x.shape))):
+        raise ValueError(f"MEAN over axes {tuple(op.options['axes'])} of {x.shape}: the C "
+                         "kernel reduces trailing axes only")
+    if params.count * 255 >= 1 << 31:
+        raise ValueError(f"MEAN over {params.count} elements can overflow int32")

@@ -21,9 +21,13 @@ from ctxconv.blockgraph.ops.kernels import relu_float
 KINDS = ("MUL",)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = True
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "add_cycles_per_element"
 #: TFLM's persistent bytes: TfLiteMulParams and OpDataMul.
 TFLM_BUILTIN_BYTES = 4
 TFLM_OP_DATA_BYTES = 40
+#: The C kernel.
+C_FUNCTIONS = {"MUL": "ctxconv_mul_s8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,3 +104,14 @@ def in_place(graph: BlockGraph, op: Op) -> bool:
     """Elementwise into the first operand when it is an activation of the output's size."""
     a, out = base.tensor(graph, op, 0), base.output(graph, op)
     return a.nbytes == out.nbytes and not a.is_constant
+
+
+def check_c(graph: BlockGraph, op: Op, params: MulParams) -> None:
+    """``ctxconv_mul_s8`` repeats the second operand (a trailing block) along the first."""
+    a, b, out = base.tensor(graph, op, 0), base.tensor(graph, op, 1), base.output(graph, op)
+    lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
+    block = tuple(b.shape[lead:])  # b without its leading ones: a trailing block of out
+    if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
+            len(out.shape) - len(block):]:
+        raise ValueError(f"MUL {a.shape} * {b.shape} -> {out.shape}: the C kernel "
+                         "broadcasts only a trailing block of the second operand")

@@ -19,11 +19,14 @@ from ctxconv.blockgraph.ops.kernels import relu_float, valid_counts, window_padd
 KINDS = ("MAX_POOL_2D", "AVERAGE_POOL_2D")
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "pool_cycles_per_element"
 #: TFLM's persistent bytes: TfLitePoolParams and OpDataPooling.
 TFLM_BUILTIN_BYTES = 48
 TFLM_OP_DATA_BYTES = 32
 #: The C kernel of each kind.
-C_FUNCTIONS = {"MAX_POOL_2D": "ctxconv_max_pool_s8", "AVERAGE_POOL_2D": "ctxconv_avg_pool_s8"}
+C_FUNCTIONS = {"MAX_POOL_2D": "ctxconv_max_pool_s8",
+               "AVERAGE_POOL_2D": "ctxconv_avg_pool_s8"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,3 +147,10 @@ def in_place(graph: BlockGraph, op: Op) -> bool:
     """With VALID padding output pixel i is written after every tap it reads (C kernels)."""
     return op.options["padding"] == "VALID"
 
+
+def check_c(graph: BlockGraph, op: Op, params: PoolParams) -> None:
+    """The C kernels pool raw values: the output keeps the input's quantization."""
+    x, out = base.tensor(graph, op, 0), base.output(graph, op)
+    if (base.scale(x, op.kind), base.zero_point(x)) != (base.scale(out, op.kind),
+                                                       base.zero_point(out)):
+        raise ValueError(f"{op.kind} must keep its input's quantization")

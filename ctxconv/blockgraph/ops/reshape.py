@@ -13,6 +13,8 @@ from ctxconv.blockgraph.ops import base
 KINDS = ("RESHAPE",)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = None
 #: TFLM's persistent bytes: TfLiteReshapeParams, no OpData.
 TFLM_BUILTIN_BYTES = 40
 TFLM_OP_DATA_BYTES = 0
