@@ -1,33 +1,25 @@
 """C source text of one export: constants, kernel parameters, block functions, API.
 
-Everything a kernel needs that can be computed before run time is computed here and
-written as ``const`` data (requantization multipliers and shifts, clamp ranges, padding,
-the input-offset folded into fully connected biases, the input quantization table), so the
-generated code does integer arithmetic only and checks nothing the generator can check.
+Every op's run-time parameters come from its ``ops.<op>.prepare`` (the same ``Params``
+the numpy reference runs on: requantization multipliers and shifts, clamp ranges,
+padding, the input offset folded into fully connected biases) and are written as ``const``
+structs with designated initializers, so the generated code does integer arithmetic only
+and checks nothing the generator can check. The writer adds only the byte layout a C
+kernel reads (the conv weight rows) and the input quantization table.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from ctxconv.blockgraph.fixedpoint import (
-    activation_range_int8,
-    channel_multipliers,
-    quantize_multiplier,
-    wrap_int32,
-)
-from ctxconv.blockgraph.ir import BlockGraph, Tensor, compute_padding
+from ctxconv.blockgraph import ops
+from ctxconv.blockgraph.ir import BlockGraph, Tensor
 from ctxconv.blockgraph.manifest import first_contextual
+from ctxconv.blockgraph.ops.base import c_fields
 from ctxconv.blockgraph.pipeline import BlockPipeline, score_output, score_weights
-from ctxconv.memory.c_arena import CONTEXT, ArenaLayout, Step, conv_k_padded
-
-ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD
-#: Block-graph ops the C runtime has a kernel for (RESHAPE is a view).
-C_OPS = ("CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ADD", "MUL", "MEAN",
-         "L2_NORMALIZATION", "RESHAPE")
+from ctxconv.memory.c_arena import CONTEXT, ArenaLayout, Step
 
 
 class CGenerationError(ValueError):
@@ -70,36 +62,24 @@ def _q(t: Tensor) -> tuple[float, int]:
     return float(np.float32(t.quant.scale[0])), int(t.quant.zero_point[0])
 
 
-def _act(step: Step, g: BlockGraph) -> tuple[int, int]:
-    scale, zp = _q(g.tensors[step.op.outputs[0]])
-    return activation_range_int8(bool(step.op.options.get("relu", False)), scale, zp)
+def c_int(v: int) -> str:
+    """An int32 literal, INT32_MIN spelled portably."""
+    return "(-2147483647 - 1)" if int(v) == -(1 << 31) else str(int(v))
 
 
-def _weights_bias(step: Step, g: BlockGraph) -> tuple[np.ndarray, np.ndarray]:
-    op = step.op
-    w = g.tensors[op.inputs[1]]
-    if w.quant is None or np.any(w.quant.zero_point != 0):
-        raise CGenerationError(f"{g.name}: {op.kind} weight {w.name!r} must be symmetric int8")
-    cout = w.shape[0]
-    bias = np.zeros(cout, np.int64)
-    if len(op.inputs) > 2 and op.inputs[2]:
-        bias = g.tensors[op.inputs[2]].data.astype(np.int64)
-    return w.data.astype(np.int64), bias
+def _conv_weights(weights: np.ndarray, params: Any) -> np.ndarray:
+    """OHWI int8 weights -> rows padded to ``k_padded``, in the C conv layout."""
+    cout = weights.shape[0]
+    rows = np.zeros((cout, params.k_padded), np.int64)
+    rows[:, : weights[0].size] = weights.reshape(cout, -1)
+    return conv_weight_layout(rows)
 
 
-def _check_accumulator(g: BlockGraph, step: Step, w: np.ndarray, bias: np.ndarray) -> None:
-    """|acc| <= 255 * max row L1 + max |bias| must fit int32: no overflow is possible."""
-    bound = 255 * int(np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max()) + int(
-        np.abs(bias).max(initial=0))
-    if bound >= 1 << 31:
-        raise CGenerationError(f"{g.name}: {step.op.kind} accumulator can reach {bound}, beyond "
-                               "int32; the C kernels keep int32 accumulators")
-
-
-def _multipliers(step: Step, g: BlockGraph, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    op = step.op
-    x, w, out = (g.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    return channel_multipliers(x.quant, w.quant, out.quant, channels, f"{g.name} {op.kind}")
+#: (C struct, field) -> the byte layout its kernel reads, where it is not the Params array's.
+_C_LAYOUT = {("ctxconv_conv_params", "weights"): _conv_weights}
+#: Block-graph ops the C runtime has a kernel for (or, like RESHAPE, aliases as a view).
+C_OPS = tuple(kind for kind, m in ops.REGISTRY.items()
+              if hasattr(m, "C_FUNCTIONS") or getattr(m, "IS_VIEW", False))
 
 
 def _arg(layout: ArenaLayout, name: str | None) -> str:
@@ -142,122 +122,57 @@ class BlockSource:
         return head + "".join(self.consts) + fn
 
     def _step(self, j: int, step: Step) -> None:
-        kind = step.op.kind
-        p = f"{self.g.name}_op{j}"
-        if kind == "RESHAPE":  # a view: same bytes (the layout aliases it)
+        """One op: its Params (``ops.<op>.prepare``) as a const struct, and the kernel call."""
+        g, op = self.g, step.op
+        module = ops.REGISTRY.get(op.kind)
+        if getattr(module, "IS_VIEW", False):  # a view: same bytes (the layout aliases it)
             return
-        handler = {"CONV_2D": self._conv, "FULLY_CONNECTED": self._fc, "ADD": self._add,
-                   "MAX_POOL_2D": self._pool, "AVERAGE_POOL_2D": self._pool,
-                   "MUL": self._mul, "MEAN": self._mean,
-                   "L2_NORMALIZATION": self._l2norm}.get(kind)
-        if handler is None:
-            raise CGenerationError(f"{self.g.name}: op {kind} has no C kernel; the C writer "
+        if module is None or not hasattr(module, "C_FUNCTIONS"):
+            raise CGenerationError(f"{g.name}: op {op.kind} has no C kernel; the C writer "
                                    f"supports {', '.join(C_OPS)}")
-        handler(p, step)
+        try:
+            module.validate(g, op)
+            params = module.prepare(g, op)
+        except ValueError as exc:
+            raise CGenerationError(str(exc)) from None
+        if not hasattr(params, "C_STRUCT"):
+            raise CGenerationError(f"{g.name}: op {op.kind} is not int8; the C writer needs a "
+                                   "full-integer int8 export (--int8)")
+        try:
+            module.check_c(g, op, params)
+        except ValueError as exc:
+            raise CGenerationError(f"{g.name}: {exc}") from None
+        p = f"{g.name}_op{j}"
+        self._params(p, params)
+        if module.BROADCASTS:  # the operands in the kernel's order
+            order = getattr(params, "order", (0, 1))
+            args = self._operands(p, step, [op.inputs[i] for i in order])
+        else:
+            args = [_arg(self.layout, step.inputs[0])]
+        args.append(_arg(self.layout, step.output))
+        if step.scratch is not None:
+            args.append(f"({module.C_SCRATCH_TYPE} *)(void *)A({self.layout.offset(step.scratch)})")
+        self.body.append(f"{module.C_FUNCTIONS[op.kind]}(&{p}, {', '.join(args)});")
 
-    def _conv(self, p: str, step: Step) -> None:
-        g, op = self.g, step.op
-        x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-        w, bias = _weights_bias(step, g)
-        _check_accumulator(g, step, w, bias)
-        cout, kh, kw, cin = w.shape
-        _, h, wd, _ = x.shape
-        _, ho, wo, _ = out.shape
-        sh, sw = (int(v) for v in op.options["stride"])
-        pad = str(op.options["padding"])
-        oh, top, _ = compute_padding(h, kh, sh, pad)
-        ow, left, _ = compute_padding(wd, kw, sw, pad)
-        if (oh, ow) != (ho, wo):
-            raise CGenerationError(f"{g.name}: conv output {out.shape} does not match its input")
-        kp = conv_k_padded(op, g)
-        rows = np.zeros((cout, kp), np.int64)
-        rows[:, : kh * kw * cin] = w.reshape(cout, -1)
-        rows = conv_weight_layout(rows)
-        mult, shift = _multipliers(step, g, cout)
-        (_, in_zp), (_, out_zp) = _q(x), _q(out)
-        lo, hi = _act(step, g)
-        self.consts += [c_array("int8_t", f"{p}_w", rows), c_array("int32_t", f"{p}_b", bias),
-                        c_array("int32_t", f"{p}_m", mult), c_array("int32_t", f"{p}_s", shift)]
-        self.consts.append(
-            f"static const ctxconv_conv_params {p} = {{{h}, {wd}, {cin}, {ho}, {wo}, {cout}, "
-            f"{kh}, {kw}, {sh}, {sw}, {top}, {left}, {kp}, {-in_zp}, {out_zp}, {lo}, {hi}, "
-            f"{p}_w, {p}_b, {p}_m, {p}_s}};\n")
-        col = f"(int16_t *)(void *)A({self.layout.offset(step.scratch)})"
-        self.body.append(f"ctxconv_conv_s8(&{p}, {_arg(self.layout, step.inputs[0])}, "
-                         f"{_arg(self.layout, step.output)}, {col});")
-
-    def _fc(self, p: str, step: Step) -> None:
-        g, op = self.g, step.op
-        x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-        w, bias = _weights_bias(step, g)
-        _check_accumulator(g, step, w, bias)
-        n_out, n_in = w.shape
-        if int(np.prod(x.shape)) != n_in:
-            raise CGenerationError(f"{g.name}: fully connected input {x.shape} is not {n_in} long")
-        (_, in_zp), (_, out_zp) = _q(x), _q(out)
-        folded = bias - in_zp * w.sum(axis=1)  # sum_k w (x - zp) + b = sum_k w x + folded
-        folded = ((folded + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # int32 wrap, as the device
-        mult, shift = _multipliers(step, g, n_out)
-        lo, hi = _act(step, g)
-        self.consts += [c_array("int8_t", f"{p}_w", w), c_array("int32_t", f"{p}_b", folded),
-                        c_array("int32_t", f"{p}_m", mult), c_array("int32_t", f"{p}_s", shift)]
-        self.consts.append(f"static const ctxconv_fc_params {p} = {{{n_in}, {n_out}, {out_zp}, "
-                           f"{lo}, {hi}, {p}_w, {p}_b, {p}_m, {p}_s}};\n")
-        self.body.append(f"ctxconv_fc_s8(&{p}, {_arg(self.layout, step.inputs[0])}, "
-                         f"{_arg(self.layout, step.output)});")
-
-    def _pool(self, p: str, step: Step) -> None:
-        g, op = self.g, step.op
-        x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-        if _q(x) != _q(out):
-            raise CGenerationError(f"{g.name}: {op.kind} must keep its input's quantization")
-        _, h, w, c = x.shape
-        fh, fw = (int(v) for v in op.options["filter"])
-        sh, sw = (int(v) for v in op.options["stride"])
-        pad = str(op.options["padding"])
-        ho, top, _ = compute_padding(h, fh, sh, pad)
-        wo, left, _ = compute_padding(w, fw, sw, pad)
-        lo, hi = _act(step, g)
-        self.consts.append(f"static const ctxconv_pool_params {p} = {{{h}, {w}, {c}, {ho}, "
-                           f"{wo}, {fh}, {fw}, {sh}, {sw}, {top}, {left}, {lo}, {hi}}};\n")
-        fn = "ctxconv_max_pool_s8" if op.kind == "MAX_POOL_2D" else "ctxconv_avg_pool_s8"
-        self.body.append(f"{fn}(&{p}, {_arg(self.layout, step.inputs[0])}, "
-                         f"{_arg(self.layout, step.output)});")
-
-    def _add(self, p: str, step: Step) -> None:
-        g, op = self.g, step.op
-        names = list(op.inputs[:2])
-        a, b, out = g.tensors[names[0]], g.tensors[names[1]], g.tensors[op.outputs[0]]
-        if a.nbytes < b.nbytes:
-            a, b = b, a
-            names.reverse()
-        tail = tuple(out.shape)[len(out.shape) - len(b.shape):]
-        if tuple(a.shape) != tuple(out.shape) or tuple(b.shape) != tail and any(
-                d != 1 for d in b.shape[: len(b.shape) - len(tail)]):
-            raise CGenerationError(f"{g.name}: ADD {a.shape} + {b.shape} -> {out.shape}: the C "
-                                   "kernel broadcasts only a trailing block of the second operand")
-        b_n = int(np.prod([d for d in b.shape]))
-        if int(np.prod(out.shape)) % b_n:
-            raise CGenerationError(f"{g.name}: ADD operand {b.shape} does not tile {out.shape}")
-        (sa, za), (sb, zb), (so, zo) = _q(a), _q(b), _q(out)
-        twice_max = 2.0 * max(sa, sb)
-        am, bm = quantize_multiplier(sa / twice_max), quantize_multiplier(sb / twice_max)
-        om = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * so))
-        if max(am[1], bm[1], om[1]) > 0:
-            raise CGenerationError(f"{g.name}: int8 ADD needs output_scale >= 2^-20 * max input "
-                                   "scale")
-        lo, hi = _act(step, g)
-        self.consts.append(
-            f"static const ctxconv_add_params {p} = {{{int(np.prod(out.shape))}, {b_n}, {-za}, "
-            f"{-zb}, {zo}, {ADD_LEFT_SHIFT}, {am[0]}, {am[1]}, {bm[0]}, {bm[1]}, {om[0]}, "
-            f"{om[1]}, {lo}, {hi}}};\n")
-        arg_a, arg_b = self._operands(p, step, names)
-        self.body.append(f"ctxconv_add_s8(&{p}, {arg_a}, {arg_b}, "
-                         f"{_arg(self.layout, step.output)});")
+    def _params(self, p: str, params: Any) -> None:
+        """``static const <C_STRUCT> p = {.field = ..., ...};``, arrays as their own consts."""
+        items = []
+        for name in c_fields(type(params)):
+            value = getattr(params, name)
+            if isinstance(value, np.ndarray):
+                layout = _C_LAYOUT.get((params.C_STRUCT, name))
+                data = value if layout is None else layout(value, params)
+                ctype = "int8_t" if value.dtype == np.int8 else "int32_t"
+                self.consts.append(c_array(ctype, f"{p}_{name}", data))
+                items.append(f"    .{name} = {p}_{name},")
+            else:
+                items.append(f"    .{name} = {c_int(value)},")
+        self.consts.append(f"static const {params.C_STRUCT} {p} = {{\n" + "\n".join(items)
+                           + "\n};\n")
 
     def _operands(self, p: str, step: Step, names: list[str]) -> list[str]:
-        """C arguments of a binary op's inputs ``names`` (the op's, in the kernel's order);
-        a constant operand goes to flash."""
+        """C arguments of a binary op's inputs ``names`` (in the kernel's order); a constant
+        operand goes to flash."""
         arena = dict(zip(step.op.inputs[:2], step.inputs[:2], strict=True))
         args = []
         for j, name in enumerate(names):
@@ -267,62 +182,6 @@ class BlockSource:
             else:
                 args.append(_arg(self.layout, arena[name]))
         return args
-
-    def _mul(self, p: str, step: Step) -> None:
-        g, op = self.g, step.op
-        na, nb = op.inputs[:2]
-        arg_a, arg_b = self._operands(p, step, [na, nb])
-        a, b, out = g.tensors[na], g.tensors[nb], g.tensors[op.outputs[0]]
-        n, b_n = math.prod(out.shape), math.prod(b.shape)
-        lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
-        block = tuple(b.shape[lead:])  # b without its leading ones: a trailing block of out
-        if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
-                len(out.shape) - len(block):]:
-            raise CGenerationError(f"{g.name}: MUL {a.shape} * {b.shape} -> {out.shape}: the C "
-                                   "kernel broadcasts only a trailing block of the second operand")
-        (sa, za), (sb, zb), (so, zo) = _q(a), _q(b), _q(out)
-        mult, shift = quantize_multiplier(float(np.float64(sa) * np.float64(sb) / so))
-        lo, hi = _act(step, g)
-        self.consts.append(f"static const ctxconv_mul_params {p} = {{{n}, {b_n}, {-za}, {-zb}, "
-                           f"{zo}, {mult}, {shift}, {lo}, {hi}}};\n")
-        self.body.append(f"ctxconv_mul_s8(&{p}, {arg_a}, {arg_b}, "
-                         f"{_arg(self.layout, step.output)});")
-
-    def _mean(self, p: str, step: Step) -> None:
-        g, op = self.g, step.op
-        x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-        axes = sorted(int(a) % len(x.shape) for a in op.options["axes"])
-        if not axes or 0 in axes or axes != list(range(len(x.shape) - len(axes), len(x.shape))):
-            raise CGenerationError(f"{g.name}: MEAN over axes {tuple(op.options['axes'])} of "
-                                   f"{x.shape}: the C kernel reduces trailing axes only")
-        count = math.prod(x.shape[a] for a in axes)
-        if count * 255 >= 1 << 31:
-            raise CGenerationError(f"{g.name}: MEAN over {count} elements can overflow int32")
-        (si, zi), (so, zo) = _q(x), _q(out)
-        mult, shift = quantize_multiplier(float(np.float64(si) / np.float64(so)))
-        s = min(count.bit_length() - 1, 32, 31 + shift)  # reference_ops::QuantizedMeanOrSum
-        mult, shift = int((mult << s) // count), shift - s
-        self.consts.append(f"static const ctxconv_mean_params {p} = {{{x.nbytes // count}, "
-                           f"{count}, {int(wrap_int32(np.int64(zi) * count))}, {zo}, {mult}, "
-                           f"{shift}}};\n")
-        self.body.append(f"ctxconv_mean_s8(&{p}, {_arg(self.layout, step.inputs[0])}, "
-                         f"{_arg(self.layout, step.output)});")
-
-    def _l2norm(self, p: str, step: Step) -> None:
-        g, op = self.g, step.op
-        x = g.tensors[op.inputs[0]]
-        depth = x.shape[-1]
-        if depth * 255**2 >= 1 << 31:
-            raise CGenerationError(f"{g.name}: L2_NORMALIZATION over {depth} elements can "
-                                   "overflow its int32 sum of squares")
-        (_, zi), (so, zo) = _q(x), _q(g.tensors[op.outputs[0]])
-        if (so, zo) != (1 / 128, 0):
-            raise CGenerationError(f"{g.name}: L2_NORMALIZATION output must be int8 scale 1/128, "
-                                   "zero point 0")
-        self.consts.append(f"static const ctxconv_l2norm_params {p} = {{"
-                           f"{x.nbytes // depth}, {depth}, {-zi}}};\n")
-        self.body.append(f"ctxconv_l2norm_s8(&{p}, {_arg(self.layout, step.inputs[0])}, "
-                         f"{_arg(self.layout, step.output)});")
 
 
 def input_table(manifest: dict[str, Any]) -> np.ndarray:

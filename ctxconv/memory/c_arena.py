@@ -6,16 +6,17 @@ offset in that array:
 
 - RESHAPE is a view (no buffer); block i's ``features_in`` is block i-1's ``features``
   (block 0's is the input slot, where the caller's image is quantized).
-- Pools with VALID padding run in place (each output pixel is written no earlier than the
-  first input byte it reads, see ``ctxconv_kernels.h``), and so do an elementwise ADD or
-  MUL into its first operand and L2_NORMALIZATION, when nothing reads the input afterwards.
+- An op runs in place when its ``ops.<op>.in_place`` rule allows it (pools with VALID
+  padding, elementwise ops into their first operand, ...; see ``ctxconv_kernels.h``) and
+  nothing reads its input afterwards.
 - Multipass runs the first contextual block's context-free ops (e.g. the conv of the image,
   the im2col formulation's shared part) once, then loops over the candidate contexts: that
   block's ops that read the context and every later block (its input depends on the
   context). What the loop reads from before it stays live to the end of the pipeline.
 - ``ctxconv_run_block`` may run a contextual block again (once per candidate), so what
   such a block reads from before it stays live to its end.
-- Each conv gets an im2col scratch (two int16 columns) live during that op only.
+- An op whose C kernel needs scratch (``ops.<op>.c_scratch_bytes``: the conv's im2col
+  columns) gets it live during that op only.
 
 Buffers are then placed greedy by size, lowest offset first (as TFLM's planner), 4-byte
 aligned, with one difference: a buffer an in-place op shrank (a pool writes its smaller
@@ -26,18 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.ir import BlockGraph, Op, context_dependent_ops
 from ctxconv.memory.greedy import align_up
 
 ALIGNMENT = 4
 INPUT = "input"
 CONTEXT = "context"  # a contextual block's context input: the caller's array, not the arena
-
-
-def conv_k_padded(op: Op, graph: BlockGraph) -> int:
-    """k_h * k_w * in_c of a conv's weight, rounded up to a multiple of 4."""
-    _, kh, kw, cin = graph.tensors[op.inputs[1]].shape
-    return (kh * kw * cin + 3) // 4 * 4
 
 
 @dataclass
@@ -102,11 +98,12 @@ def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dic
                    CONTEXT if n == CONTEXT else global_name(b, n) for n in op.inputs]
             out = global_name(b, op.outputs[0])
             step = Step(b, op, ins, out, per_context=per_context[j])
-            if op.kind == "RESHAPE":
+            if _is_view(op):
                 alias[out] = ins[0]
-            if op.kind == "CONV_2D":
-                step.scratch = global_name(b, f"op{j}.im2col")
-                sizes[step.scratch] = 2 * 2 * conv_k_padded(op, g)  # two int16 columns
+            scratch = ops.c_scratch_bytes(g, op) if op.kind in ops.REGISTRY else 0
+            if scratch:
+                step.scratch = global_name(b, f"op{j}.scratch")
+                sizes[step.scratch] = scratch
             steps.append(step)
     return steps, alias, sizes
 
@@ -126,13 +123,13 @@ def _follow(maps: tuple[dict[str, str], ...], name: str) -> str:
             return name
 
 
+def _is_view(op: Op) -> bool:
+    """An op the library does not run: its output aliases its input's bytes."""
+    return getattr(ops.REGISTRY.get(op.kind), "IS_VIEW", False)
+
+
 def _in_place_ok(op: Op, graph: BlockGraph) -> bool:
-    if op.kind in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
-        return op.options["padding"] == "VALID"
-    if op.kind in ("ADD", "MUL"):
-        a, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-        return a.nbytes == out.nbytes and not a.is_constant
-    return op.kind == "L2_NORMALIZATION"  # each row's sum is taken before it is written
+    return op.kind in ops.REGISTRY and ops.in_place(graph, op)
 
 
 def _place(profiles: dict[str, dict[int, int]]) -> tuple[dict[str, int], int]:
@@ -175,7 +172,7 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
     # multipass's candidate loop: the first per-context step to the last step
     loop_start = next((i for i, s in enumerate(steps) if s.per_context), len(steps))
 
-    written = {INPUT: -1} | {s.output: i for i, s in enumerate(steps) if s.op.kind != "RESHAPE"}
+    written = {INPUT: -1} | {s.output: i for i, s in enumerate(steps) if not _is_view(s.op)}
 
     def hold_end(i: int, step: Step, h: str) -> int | None:
         """The step to which ``h``, read by step ``i``, must outlive its read (None: no
@@ -188,7 +185,7 @@ def plan_arena(graphs: list[BlockGraph]) -> ArenaLayout:
         return None
 
     for i, s in enumerate(steps):
-        if s.op.kind == "RESHAPE" or not _in_place_ok(s.op, graphs[s.block]):
+        if _is_view(s.op) or not _in_place_ok(s.op, graphs[s.block]):
             continue
         src = root(s.inputs[0])
         read_later = any(root(n) == src for t in steps[i + 1:] for n in _arena_inputs(t))

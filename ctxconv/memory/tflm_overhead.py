@@ -27,26 +27,23 @@ the same structures with 4-byte pointers and size_t. It is modelled, not measure
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.ir import BlockGraph, Op, Tensor
 from ctxconv.memory.greedy import align_up
 
 
 def reference_scratch(graph: BlockGraph, op: Op) -> list[int]:
-    """Bytes of each scratch buffer TFLM's reference kernel requests for ``op``.
+    """Bytes of each scratch buffer TFLM's reference kernel requests for ``op``
+    (``ops.<op>.tflm_scratch``; only the int8 MEAN requests any)."""
+    return ops.tflm_scratch(graph, op) if op.kind in ops.REGISTRY else []
 
-    Only the int8 MEAN does (reduce_common.cc ``PrepareMeanOrSumHelper``): an int32
-    accumulator per output element, an int per input dimension (``input_iter``) and an
-    int per reduced axis (``resolved_axis``).
-    """
-    if op.kind != "MEAN":
-        return []
-    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    acc = [4 * math.prod(y.shape)] if x.dtype == "int8" else []
-    return [*acc, 4 * len(x.shape), 4 * len(op.options["axes"])]
+
+def _per_kind(attr: str) -> tuple[tuple[str, int], ...]:
+    """(op kind, bytes) of every op module's TFLM persistent bytes ``attr``."""
+    return tuple((kind, int(getattr(m, attr))) for kind, m in ops.REGISTRY.items())
 
 
 @dataclass(frozen=True)
@@ -79,28 +76,8 @@ class TflmOverhead:
     allocation_info: int = 32
     planner_per_buffer: int = 40
     # builtin params + OpData per op kind (bytes, before the 16-byte rounding)
-    builtin: tuple[tuple[str, int], ...] = (
-        ("CONV_2D", 32),
-        ("FULLY_CONNECTED", 32),
-        ("MAX_POOL_2D", 48),
-        ("AVERAGE_POOL_2D", 48),
-        ("ADD", 16),
-        ("RESHAPE", 40),
-        ("MUL", 4),  # TfLiteMulParams
-        ("MEAN", 1),  # TfLiteReducerParams
-        ("L2_NORMALIZATION", 4),  # TfLiteL2NormParams
-    )
-    op_data: tuple[tuple[str, int], ...] = (
-        ("CONV_2D", 80),
-        ("FULLY_CONNECTED", 72),
-        ("MAX_POOL_2D", 32),
-        ("AVERAGE_POOL_2D", 32),
-        ("ADD", 64),
-        ("RESHAPE", 0),
-        ("MUL", 40),  # OpDataMul
-        ("MEAN", 44),  # OpDataReduce
-        ("L2_NORMALIZATION", 4),  # L2NormalizationParams
-    )
+    builtin: tuple[tuple[str, int], ...] = _per_kind("TFLM_BUILTIN_BYTES")
+    op_data: tuple[tuple[str, int], ...] = _per_kind("TFLM_OP_DATA_BYTES")
 
     def _get(self, table: tuple[tuple[str, int], ...], kind: str, default: int = 0) -> int:
         return dict(table).get(kind, default)

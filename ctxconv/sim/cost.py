@@ -1,10 +1,9 @@
 """Latency and energy of a block on an MCU from its profile's cycle cost model.
 
-Work per op: MACs for CONV_2D (Ho*Wo*Cout*kh*kw*Cin) and FULLY_CONNECTED (Din*Dout),
-input taps for pooling (Ho*Wo*C*fh*fw), output elements for ADD and MUL, input elements
-for MEAN, twice the input elements for L2_NORMALIZATION (squares, then rescale; all
-charged at the per-element ADD cost), nothing for RESHAPE;
-plus the profile's fixed per-op overhead. A first-order model: it ignores memory-bound
+Work per op is its module's ``ops.<op>.macs`` (MACs for conv and fully connected, input
+taps for pooling, elements for the elementwise ops and reductions, nothing for a view),
+charged at the profile's cost field the module names (``COST_FIELD``), plus the
+profile's fixed per-op overhead. A first-order model: it ignores memory-bound
 effects beyond what the per-MAC figures already average in.
 """
 
@@ -12,32 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.sim.profiles import McuProfile
 
 
 def op_work(graph: BlockGraph, op: Op) -> int:
-    """MACs (conv/FC), window taps (pooling) or elements (ADD) of one op."""
-    out = graph.tensors[op.outputs[0]]
-    n_out = int(np.prod(out.shape, dtype=np.int64))
-    if op.kind == "CONV_2D":
-        _, kh, kw, cin = graph.tensors[op.inputs[1]].shape
-        return n_out * kh * kw * cin
-    if op.kind == "FULLY_CONNECTED":
-        return int(np.prod(graph.tensors[op.inputs[1]].shape, dtype=np.int64))
-    if op.kind in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
-        fh, fw = op.options["filter"]
-        return n_out * int(fh) * int(fw)
-    if op.kind in ("ADD", "MUL"):
-        return n_out
-    n_in = int(np.prod(graph.tensors[op.inputs[0]].shape, dtype=np.int64))
-    if op.kind == "MEAN":
-        return n_in
-    if op.kind == "L2_NORMALIZATION":
-        return 2 * n_in
-    return 0
+    """MACs (conv/FC), window taps (pooling) or elements of one op (``ops.<op>.macs``)."""
+    return ops.macs(graph, op)
 
 
 @dataclass(frozen=True)
@@ -54,21 +35,12 @@ class LatencyEstimate:
 def estimate_latency(graph: BlockGraph, profile: McuProfile) -> LatencyEstimate:
     """First-order cycle count of one inference of ``graph`` on ``profile``."""
     c = profile.cost
-    per_unit = {
-        "CONV_2D": c.conv_cycles_per_mac,
-        "FULLY_CONNECTED": c.fc_cycles_per_mac,
-        "MAX_POOL_2D": c.pool_cycles_per_element,
-        "AVERAGE_POOL_2D": c.pool_cycles_per_element,
-        "ADD": c.add_cycles_per_element,
-        "MUL": c.add_cycles_per_element,
-        "MEAN": c.add_cycles_per_element,
-        "L2_NORMALIZATION": c.add_cycles_per_element,
-        "RESHAPE": 0.0,
-    }
     rows = []
     for op in graph.ops:
         work = op_work(graph, op)
-        rows.append((op.kind, work, c.op_overhead_cycles + per_unit[op.kind] * work))
+        field = ops.op_module(op.kind).COST_FIELD
+        per_unit = 0.0 if field is None else float(getattr(c, field))
+        rows.append((op.kind, work, c.op_overhead_cycles + per_unit * work))
     total = sum(r[2] for r in rows)
     return LatencyEstimate(
         profile.name, rows, total, profile.seconds(total), profile.energy_mj(total)

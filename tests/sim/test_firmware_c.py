@@ -148,8 +148,8 @@ def test_generated_code_refuses_what_it_cannot_express(tmp_path):
         write_c_library(bundle.manifest, [mean], tmp_path / "n")
     l2 = as_block(variant_graph("l2", 34), "block0", 34)
     l2.tensors["unit"].quant = Quant.per_tensor(1 / 64, 0)
-    with pytest.raises(CGenerationError, match="block0: L2_NORMALIZATION output must be int8 "
-                                               "scale 1/128, zero point 0"):
+    with pytest.raises(CGenerationError, match="block 'block0' op L2_NORMALIZATION -> 'unit': "
+                                               "output must be int8 scale 1/128, zero point 0"):
         write_c_library(bundle.manifest, [l2], tmp_path / "l")
 
 

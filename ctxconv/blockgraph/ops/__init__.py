@@ -1,0 +1,97 @@
+"""One module per op: checks, run-time parameters, numpy reference, work, scratch, in place.
+
+Each module (``conv2d``, ``fully_connected``, ``pool2d``, ``add``, ``mul``, ``mean``,
+``l2norm``, ``reshape``) lists the op kinds it serves in ``KINDS`` and defines
+``validate(graph, op)``, ``prepare(graph, op) -> Params``, ``reference(params, inputs)``,
+``macs(graph, op)``, ``c_scratch_bytes(graph, op)`` and ``in_place(graph, op)``, plus
+``BROADCASTS`` (two operands broadcast against each other), ``tflm_scratch(graph, op)``
+where TFLM's reference kernel requests scratch buffers, and the op's TFLM persistent bytes
+(``TFLM_BUILTIN_BYTES``, ``TFLM_OP_DATA_BYTES``). Callers dispatch through ``op_module``,
+never on the kind themselves.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ctxconv.blockgraph.ir import BlockGraph, Op
+from ctxconv.blockgraph.ops import (
+    add,
+    conv2d,
+    fully_connected,
+    l2norm,
+    mean,
+    mul,
+    pool2d,
+    reshape,
+)
+
+MODULES: tuple[ModuleType, ...] = (conv2d, fully_connected, pool2d, add, mul, mean, l2norm,
+                                   reshape)
+#: op kind -> its module
+REGISTRY: dict[str, ModuleType] = {kind: m for m in MODULES for kind in m.KINDS}
+
+
+def op_module(kind: str) -> ModuleType:
+    """The module of op ``kind``; ValueError for a kind without one."""
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise ValueError(f"op {kind!r} has no implementation; supported: "
+                         f"{sorted(REGISTRY)}") from None
+
+
+def validate(graph: BlockGraph, op: Op) -> None:
+    """The op's own checks (ValueError naming the problem)."""
+    op_module(op.kind).validate(graph, op)
+
+
+def validate_graph(graph: BlockGraph) -> None:
+    """``graph.validate()`` (structure), then every op's own checks."""
+    graph.validate()
+    for op in graph.ops:
+        validate(graph, op)
+
+
+def prepare(graph: BlockGraph, op: Op) -> Any:
+    """The op's run-time parameters."""
+    return op_module(op.kind).prepare(graph, op)
+
+
+def reference(kind: str, params: Any, inputs: list[np.ndarray]) -> np.ndarray:
+    """The numpy reference of op ``kind`` on a batch."""
+    return op_module(kind).reference(params, inputs)
+
+
+def macs(graph: BlockGraph, op: Op) -> int:
+    """The op's work: MACs, window taps or elements, as its module counts them."""
+    return int(op_module(op.kind).macs(graph, op))
+
+
+def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
+    """Scratch bytes the op's C kernel needs."""
+    return int(op_module(op.kind).c_scratch_bytes(graph, op))
+
+
+def in_place(graph: BlockGraph, op: Op) -> bool:
+    """Whether the op's C kernel may write its output over its first input."""
+    return bool(op_module(op.kind).in_place(graph, op))
+
+
+def tflm_scratch(graph: BlockGraph, op: Op) -> list[int]:
+    """Bytes of each scratch buffer TFLM's reference kernel requests for the op."""
+    fn = getattr(op_module(op.kind), "tflm_scratch", None)
+    return [] if fn is None else list(fn(graph, op))
+
+
+def params_types() -> list[type]:
+    """Every Params dataclass with a C struct (``C_STRUCT``)."""
+    out = []
+    for m in MODULES:
+        for v in vars(m).values():
+            if isinstance(v, type) and v.__module__ == m.__name__ and getattr(v, "C_STRUCT", None):
+                out.append(v)
+    return out

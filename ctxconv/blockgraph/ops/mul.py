@@ -1,0 +1,117 @@
+"""MUL: checks, run-time parameters, numpy reference, work, in-place rule.
+
+int8: reference_integer_ops::Mul / BroadcastMul6DSlow, ``(a - za)(b - zb)`` requantized
+by QuantizeMultiplier(sa * sb / so) in double. ``ctxconv_mul_s8`` reads the same
+``MulParams`` (it repeats the second operand, a trailing block of the output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ctxconv.blockgraph.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from ctxconv.blockgraph.ir import BlockGraph, Op
+from ctxconv.blockgraph.ops import base
+from ctxconv.blockgraph.ops.add import broadcast_shape
+from ctxconv.blockgraph.ops.kernels import relu_float
+
+KINDS = ("MUL",)
+#: Two operands broadcast against each other (the interpreter aligns their ranks).
+BROADCASTS = True
+#: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
+COST_FIELD = "add_cycles_per_element"
+#: TFLM's persistent bytes: TfLiteMulParams and OpDataMul.
+TFLM_BUILTIN_BYTES = 4
+TFLM_OP_DATA_BYTES = 40
+#: The C kernel.
+C_FUNCTIONS = {"MUL": "ctxconv_mul_s8"}
+
+
+@dataclass(frozen=True, eq=False)
+class MulParams:
+    """int8 MUL parameters (``ctxconv_mul_params``)."""
+
+    C_STRUCT: ClassVar[str] = "ctxconv_mul_params"
+    n: int  # output elements
+    b_n: int  # elements of the second operand
+    a_offset: int  # minus the zero points
+    b_offset: int
+    out_offset: int
+    mult: int
+    shift: int
+    act_min: int
+    act_max: int
+
+
+@dataclass(frozen=True, eq=False)
+class MulFloatParams:
+    """float32 MUL parameters."""
+
+    relu: bool
+
+
+def validate(graph: BlockGraph, op: Op) -> None:
+    """Two operands of rank <= 4 broadcasting to the output."""
+    what = base.describe(graph, op)
+    a, b, out = base.tensor(graph, op, 0), base.tensor(graph, op, 1), base.output(graph, op)
+    if max(len(a.shape), len(b.shape)) > 4:
+        raise ValueError(f"{what}: inputs of rank > 4 are not supported")
+    if broadcast_shape(a.shape, b.shape) != tuple(out.shape):
+        raise ValueError(f"{what}: shapes {a.shape} and {b.shape} do not broadcast to "
+                         f"{out.shape}")
+
+
+def prepare(graph: BlockGraph, op: Op) -> MulParams | MulFloatParams:
+    """The op's run-time parameters (TFLM's MulPrepare)."""
+    if not base.is_int8(graph, op):
+        return MulFloatParams(base.relu(op))
+    what = base.describe(graph, op)
+    a, b, out = base.tensor(graph, op, 0), base.tensor(graph, op, 1), base.output(graph, op)
+    real = (base.scale(a, f"{what} input a") * base.scale(b, f"{what} input b")
+            / base.scale(out, f"{what} output"))
+    mult, shift = quantize_multiplier(real)
+    lo, hi = base.act_range(graph, op)
+    return MulParams(n=base.elements(out.shape), b_n=base.elements(b.shape),
+                     a_offset=-base.zero_point(a), b_offset=-base.zero_point(b),
+                     out_offset=base.zero_point(out), mult=mult, shift=shift, act_min=lo,
+                     act_max=hi)
+
+
+def reference(p: MulParams | MulFloatParams, inputs: list[np.ndarray]) -> np.ndarray:
+    """The op on a batch; ``inputs`` are the two operands, broadcastable (numpy)."""
+    a, b = inputs
+    if isinstance(p, MulFloatParams):
+        return relu_float(a.astype(np.float32) * b.astype(np.float32), p.relu)
+    prod = (a.astype(np.int64) + p.a_offset) * (b.astype(np.int64) + p.b_offset)  # <= 255^2
+    out = multiply_by_quantized_multiplier(prod, np.int64(p.mult), np.int64(p.shift))
+    return np.clip(out + p.out_offset, p.act_min, p.act_max).astype(np.int8)
+
+
+def macs(graph: BlockGraph, op: Op) -> int:
+    """Output elements."""
+    return base.elements(base.output(graph, op).shape)
+
+
+def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
+    """No scratch."""
+    return 0
+
+
+def in_place(graph: BlockGraph, op: Op) -> bool:
+    """Elementwise into the first operand when it is an activation of the output's size."""
+    a, out = base.tensor(graph, op, 0), base.output(graph, op)
+    return a.nbytes == out.nbytes and not a.is_constant
+
+
+def check_c(graph: BlockGraph, op: Op, params: MulParams) -> None:
+    """``ctxconv_mul_s8`` repeats the second operand (a trailing block) along the first."""
+    a, b, out = base.tensor(graph, op, 0), base.tensor(graph, op, 1), base.output(graph, op)
+    lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
+    block = tuple(b.shape[lead:])  # b without its leading ones: a trailing block of out
+    if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
+            len(out.shape) - len(block):]:
+        raise ValueError(f"MUL {a.shape} * {b.shape} -> {out.shape}: the C kernel "
+                         "broadcasts only a trailing block of the second operand")
