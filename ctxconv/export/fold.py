@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ctxconv.blockgraph.ops import l2norm
 from ctxconv.train.blocks import ContextualConvBlock, L2Normalize, LinearGoodness
 
 
@@ -19,8 +20,8 @@ class UnsupportedLayerError(ValueError):
     """A layer the exporter cannot express as int8 TFLite/ONNX ops."""
 
 
-#: Largest input of an int8 L2_NORMALIZATION whose int32 sum of squares cannot overflow.
-L2_MAX_ELEMENTS = (2**31 - 1) // (255 * 255)
+#: Largest input of an int8 L2 normalization whose int32 sum of squares cannot overflow.
+L2_MAX_ELEMENTS = l2norm.MAX_DEPTH
 
 
 @dataclass

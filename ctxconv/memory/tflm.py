@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.memory.greedy import ALIGNMENT, Buffer, align_up, greedy_offsets
 from ctxconv.memory.tflm_overhead import DEFAULT_OVERHEAD, TflmOverhead, reference_scratch
@@ -154,17 +155,7 @@ def conv_scratch_bytes(graph: BlockGraph, op: Op, scratch: ScratchModel | None) 
     """Scratch an optimised kernel library requests for ``op`` (None: reference, 0)."""
     if scratch is None:
         return 0
-    s = scratch
-    x = graph.tensors[op.inputs[0]]
-    if op.kind == "CONV_2D":
-        w = graph.tensors[op.inputs[1]]
-        cout, kh, kw, cin = w.shape
-        one_by_one = (kh, kw) == (1, 1) and tuple(op.options["stride"]) == (1, 1)
-        taps = 0 if one_by_one else s.conv_bytes_per_tap * kh * kw * cin
-        return int(taps + s.conv_input_copy * x.nbytes + s.conv_filter_copy * w.nbytes)
-    if op.kind == "AVERAGE_POOL_2D":
-        return int(s.avgpool_bytes_per_channel * x.shape[-1])
-    return 0
+    return ops.optimized_scratch(graph, op, scratch) if op.kind in ops.REGISTRY else 0
 
 
 def _lifetimes(graph: BlockGraph) -> dict[str, tuple[int, int]]:

@@ -5,7 +5,8 @@ Each module (``conv2d``, ``fully_connected``, ``pool2d``, ``add``, ``mul``, ``me
 ``validate(graph, op)``, ``prepare(graph, op) -> Params``, ``reference(params, inputs)``,
 ``macs(graph, op)``, ``c_scratch_bytes(graph, op)`` and ``in_place(graph, op)``, plus
 ``BROADCASTS`` (two operands broadcast against each other), ``tflm_scratch(graph, op)``
-where TFLM's reference kernel requests scratch buffers, and the op's TFLM persistent bytes
+where TFLM's reference kernel requests scratch buffers, ``optimized_scratch(graph, op,
+model)`` where an optimised kernel library does, and the op's TFLM persistent bytes
 (``TFLM_BUILTIN_BYTES``, ``TFLM_OP_DATA_BYTES``). Callers dispatch through ``op_module``,
 never on the kind themselves.
 """
@@ -85,6 +86,13 @@ def tflm_scratch(graph: BlockGraph, op: Op) -> list[int]:
     """Bytes of each scratch buffer TFLM's reference kernel requests for the op."""
     fn = getattr(op_module(op.kind), "tflm_scratch", None)
     return [] if fn is None else list(fn(graph, op))
+
+
+def optimized_scratch(graph: BlockGraph, op: Op, model: Any) -> int:
+    """Scratch an optimised kernel library requests for the op under ``model`` (a
+    ``ScratchModel``: bytes per conv tap, per average-pool channel, ...)."""
+    fn = getattr(op_module(op.kind), "optimized_scratch", None)
+    return 0 if fn is None else int(fn(graph, op, model))
 
 
 def params_types() -> list[type]:

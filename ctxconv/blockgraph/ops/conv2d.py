@@ -10,7 +10,7 @@ multipliers and shifts, offsets, activation range, padding). The C kernel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -189,3 +189,14 @@ def in_place(graph: BlockGraph, op: Op) -> bool:
 def check_c(graph: BlockGraph, op: Op, params: ConvParams) -> None:
     """What ``ctxconv_conv_s8`` cannot express: an accumulator beyond int32."""
     base.check_int32_accumulator(graph, op)
+
+
+def optimized_scratch(graph: BlockGraph, op: Op, model: Any) -> int:
+    """Scratch an optimised kernel library (CMSIS-NN-like, the profile's ``ScratchModel``)
+    requests: bytes per im2col tap (none for a 1x1 stride-1 conv) and input / filter
+    copies."""
+    x, w = base.tensor(graph, op, 0), base.tensor(graph, op, 1)
+    _, kh, kw, cin = w.shape
+    one_by_one = (kh, kw) == (1, 1) and tuple(op.options["stride"]) == (1, 1)
+    taps = 0 if one_by_one else model.conv_bytes_per_tap * kh * kw * cin
+    return int(taps + model.conv_input_copy * x.nbytes + model.conv_filter_copy * w.nbytes)

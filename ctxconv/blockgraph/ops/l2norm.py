@@ -32,6 +32,8 @@ TFLM_BUILTIN_BYTES = 4
 TFLM_OP_DATA_BYTES = 4
 #: integer_ops::L2Normalization writes x / ||x|| in Q0.7 (scale 1/128).
 OUTPUT_SHIFT = 7
+#: Largest depth whose int32 sum of squares cannot overflow ((q - zp)^2 <= 255^2).
+MAX_DEPTH = (2**31 - 1) // (255 * 255)
 #: The C kernel.
 C_FUNCTIONS = {"L2_NORMALIZATION": "ctxconv_l2norm_s8"}
 
@@ -109,6 +111,6 @@ def in_place(graph: BlockGraph, op: Op) -> bool:
 
 def check_c(graph: BlockGraph, op: Op, params: L2NormParams) -> None:
     """``ctxconv_l2norm_s8`` sums the squares of a row in int32."""
-    if params.depth * 255**2 >= 1 << 31:
+    if params.depth > MAX_DEPTH:
         raise ValueError(f"L2_NORMALIZATION over {params.depth} elements can overflow its "
                          "int32 sum of squares")

@@ -8,7 +8,7 @@ same ``PoolParams``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -154,3 +154,11 @@ def check_c(graph: BlockGraph, op: Op, params: PoolParams) -> None:
     if (base.scale(x, op.kind), base.zero_point(x)) != (base.scale(out, op.kind),
                                                        base.zero_point(out)):
         raise ValueError(f"{op.kind} must keep its input's quantization")
+
+
+def optimized_scratch(graph: BlockGraph, op: Op, model: Any) -> int:
+    """Scratch an optimised kernel library (the profile's ``ScratchModel``) requests: the
+    average pool's per-channel accumulators; none for max pooling."""
+    if op.kind != "AVERAGE_POOL_2D":
+        return 0
+    return int(model.avgpool_bytes_per_channel * base.tensor(graph, op, 0).shape[-1])

@@ -10,11 +10,12 @@ bytes, flipped bits, hand edits) surfaces as ``ModelFileError`` naming the file:
    checks (what the C++ flatbuffers Verifier does), before the generated accessors
    touch them;
 2. semantics, on the parsed flatbuffer: one subgraph of block ops, tensor types, shapes,
-   buffer sizes, quantization, op options, shapes and dtypes as the TFLM kernels assume
-   them, activations written before they are read;
+   buffer sizes, quantization, op options and dtypes as the TFLM kernels assume them,
+   activations written before they are read;
 3. the ``BlockGraph`` built from it (a RESHAPE's shape constant becomes the op's
    ``shape`` option, a MEAN's axes constant its ``axes`` option, as in the IR), checked
-   by ``BlockGraph.validate``.
+   by ``BlockGraph.validate`` and each op's own ``ops.<op>.validate`` (shapes, weights,
+   axes, the L2 output quantization: the checks the interpreter and the C writer share).
 
 Imports numpy, the standard library and the flatc-generated schema module only.
 """
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ctxconv.blockgraph.ir import SUPPORTED_OPS, BlockGraph, ModelFileError, Op, Quant, Tensor
+from ctxconv.blockgraph.ops import validate_graph
 from ctxconv.blockgraph.tflite.schema import schema
 
 #: Smallest and largest model the reader accepts (bytes).
@@ -56,8 +58,6 @@ _OPTIONS: dict[str, str] = {
 # op -> (min, max) inputs as stored in the file (a bias may be omitted as -1)
 _ARITY = {"CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3), "ADD": (2, 2), "RESHAPE": (1, 2),
           "MUL": (2, 2), "MEAN": (2, 2)}
-#: TFLite's fixed int8 L2_NORMALIZATION output quantization (LiteRT's Prepare checks it).
-_L2_SCALE, _L2_ZERO_POINT = 1.0 / 128.0, 0
 
 
 # --------------------------------------------------------------------------- bounds walk
@@ -299,10 +299,6 @@ def _check_tensor(t: Any, buffers: list[Any], what: str) -> None:
         raise ModelFileError(f"{what}: zero point outside [{lo}, {hi}] for {dtype}")
 
 
-def _out_size(size: int, k: int, s: int, padding: int, same: int) -> int:
-    return math.ceil(size / s) if padding == same else max(0, math.ceil((size - k + 1) / s))
-
-
 def _reshape_target(options: Any, shape_input: list[int] | None) -> list[int] | None:
     """A RESHAPE's target: ``new_shape`` from its options, else its shape input."""
     if options is not None and options.newShape is not None and len(options.newShape):
@@ -391,33 +387,16 @@ class _OpChecker:
             raise ModelFileError(f"{what} ({kind}): input must be 4-D NHWC, batch 1, got {x}")
         return x
 
-    def _expect(self, out: int, shape: list[int], what: str, kind: str) -> None:
-        if self.shape(out) != shape:
-            raise ModelFileError(
-                f"{what} ({kind}): output shape {self.shape(out)}, expected {shape}"
-            )
-
     def _pool(self, op: Any, ins: list[int], out: int, what: str, kind: str) -> None:
         o = op.builtinOptions
         self._window(o, what, kind, (o.filterHeight, o.filterWidth))
-        x = self._nhwc(ins[0], what, kind)
-        same = self.fb.Padding.SAME
-        oh = _out_size(x[1], o.filterHeight, o.strideH, o.padding, same)
-        ow = _out_size(x[2], o.filterWidth, o.strideW, o.padding, same)
-        self._expect(out, [1, oh, ow, x[3]], what, kind)
+        self._nhwc(ins[0], what, kind)
 
     def _max_pool_2d(self, op: Any, ins: list[int], out: int, what: str) -> None:
         self._pool(op, ins, out, what, "MAX_POOL_2D")
 
     def _average_pool_2d(self, op: Any, ins: list[int], out: int, what: str) -> None:
         self._pool(op, ins, out, what, "AVERAGE_POOL_2D")
-
-    def _weights(self, ins: list[int], channels: int, what: str, kind: str) -> None:
-        """Weights and bias are constants; the bias has one entry per output channel."""
-        if not self.const(ins[1]):
-            raise ModelFileError(f"{what} ({kind}): weights must be a constant")
-        if len(ins) == 3 and (self.shape(ins[2]) != [channels] or not self.const(ins[2])):
-            raise ModelFileError(f"{what} ({kind}): bias must be a constant of shape [{channels}]")
 
     def _conv_2d(self, op: Any, ins: list[int], out: int, what: str) -> None:
         o = op.builtinOptions
@@ -427,14 +406,7 @@ class _OpChecker:
                 f"{what} (CONV_2D): dilation {(o.dilationHFactor, o.dilationWFactor)} is not "
                 "supported (only 1)"
             )
-        x, w = self._nhwc(ins[0], what, "CONV_2D"), self.shape(ins[1])
-        if len(w) != 4 or x[3] != w[3]:  # grouped convs are not block ops
-            raise ModelFileError(f"{what} (CONV_2D): input {x} and filter {w} do not match")
-        self._weights(ins, w[0], what, "CONV_2D")
-        same = self.fb.Padding.SAME
-        oh = _out_size(x[1], w[1], o.strideH, o.padding, same)
-        ow = _out_size(x[2], w[2], o.strideW, o.padding, same)
-        self._expect(out, [1, oh, ow, w[0]], what, "CONV_2D")
+        self._nhwc(ins[0], what, "CONV_2D")
 
     def _fully_connected(self, op: Any, ins: list[int], out: int, what: str) -> None:
         o = op.builtinOptions
@@ -442,33 +414,12 @@ class _OpChecker:
         if o.weightsFormat != 0 or o.keepNumDims:
             raise ModelFileError(f"{what} (FULLY_CONNECTED): only the default weights format "
                                  "without keep_num_dims is supported")
-        x, w = self.shape(ins[0]), self.shape(ins[1])
-        if len(w) != 2 or math.prod(x) != w[1]:  # batch 1
-            raise ModelFileError(f"{what} (FULLY_CONNECTED): input {x} and weights {w} mismatch")
-        self._weights(ins, w[0], what, "FULLY_CONNECTED")
-        self._expect(out, [1, w[0]], what, "FULLY_CONNECTED")
 
     def _add(self, op: Any, ins: list[int], out: int, what: str) -> None:
         self._activation(op.builtinOptions.fusedActivationFunction, what, "ADD")
-        a, b = self.shape(ins[0]), self.shape(ins[1])
-        if max(len(a), len(b)) > 4:
-            raise ModelFileError(f"{what} (ADD): inputs of rank > 4 are not supported")
-        n = max(len(a), len(b))
-        a, b = [1] * (n - len(a)) + a, [1] * (n - len(b)) + b
-        if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
-            raise ModelFileError(f"{what} (ADD): shapes {a} and {b} do not broadcast")
-        self._expect(out, [max(x, y) for x, y in zip(a, b, strict=True)], what, "ADD")
 
     def _mul(self, op: Any, ins: list[int], out: int, what: str) -> None:
         self._activation(op.builtinOptions.fusedActivationFunction, what, "MUL")
-        a, b = self.shape(ins[0]), self.shape(ins[1])
-        if max(len(a), len(b)) > 4:
-            raise ModelFileError(f"{what} (MUL): inputs of rank > 4 are not supported")
-        n = max(len(a), len(b))
-        a, b = [1] * (n - len(a)) + a, [1] * (n - len(b)) + b
-        if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
-            raise ModelFileError(f"{what} (MUL): shapes {a} and {b} do not broadcast")
-        self._expect(out, [max(x, y) for x, y in zip(a, b, strict=True)], what, "MUL")
 
     def mean_axes(self, i: int, what: str) -> list[int]:
         """The constant int32 axes input of a MEAN."""
@@ -479,35 +430,15 @@ class _OpChecker:
         return list(struct.unpack(f"<{len(raw) // 4}i", raw))
 
     def _mean(self, op: Any, ins: list[int], out: int, what: str) -> None:
-        x = self.shape(ins[0])
-        axes = self.mean_axes(ins[1], what)
-        if not axes or len(set(axes)) != len(axes) or any(not 1 <= a < len(x) for a in axes):
-            raise ModelFileError(f"{what} (MEAN): axes {axes} must be distinct and in "
-                                 f"1..{len(x) - 1} of input {x}")
-        keep = bool(op.builtinOptions.keepDims)
-        shape = [1 if i in axes else d for i, d in enumerate(x)] if keep else [
-            d for i, d in enumerate(x) if i not in axes]
-        self._expect(out, shape, what, "MEAN")
+        self.mean_axes(ins[1], what)
 
     def _l2_normalization(self, op: Any, ins: list[int], out: int, what: str) -> None:
         o = op.builtinOptions
         if o is not None:
             self._activation(o.fusedActivationFunction, what, "L2_NORMALIZATION", relu=False)
-        x = self.shape(ins[0])
-        if len(x) > 4:
-            raise ModelFileError(f"{what} (L2_NORMALIZATION): input rank {len(x)} > 4")
-        self._expect(out, x, what, "L2_NORMALIZATION")
-        q = self.tensors[out].quantization
-        if self.tensors[out].type == 9 and (
-                not math.isclose(float(q.scale[0]), _L2_SCALE, rel_tol=1e-6)
-                or int(q.zeroPoint[0]) != _L2_ZERO_POINT):
-            raise ModelFileError(f"{what} (L2_NORMALIZATION): int8 output needs scale 1/128 "
-                                 "and zero point 0")
 
     def _reshape(self, op: Any, ins: list[int], out: int, what: str) -> None:
         out_shape = self.shape(out)
-        if math.prod(self.shape(ins[0])) != math.prod(out_shape):
-            raise ModelFileError(f"{what} (RESHAPE): element counts differ")
 
         def matches(target: list[int]) -> bool:
             return len(target) == len(out_shape) and all(
@@ -663,7 +594,7 @@ def _build(
     keep = {t.name: t for t in tensors if t.name in used or t.name not in shape_inputs}
     graph = BlockGraph(_name(sg) or name, keep, ops, inputs, outputs)
     try:
-        graph.validate()
+        validate_graph(graph)  # the IR's structure, then each op's own checks
     except ValueError as exc:
         raise ModelFileError(str(exc)) from None
     return graph
