@@ -133,6 +133,12 @@ def render_section(name: str, render: Callable[[dict], list[str]]) -> None:
 
 
 def write_benchmarks_md() -> Path:
+    BENCHMARKS_MD.write_text(benchmarks_md_text())
+    return BENCHMARKS_MD
+
+
+def benchmarks_md_text() -> str:
+    """BENCHMARKS.md as the stored sections make it."""
     parts = ["# Benchmarks\n",
              "Every number below is produced by a script in `benchmarks/`; each section (and "
              "each part of the training section) names the machine, date, commit and command "
@@ -143,5 +149,4 @@ def write_benchmarks_md() -> Path:
         section = RESULTS / f"{name}.md"
         if section.exists():
             parts.append(section.read_text().rstrip() + "\n")
-    BENCHMARKS_MD.write_text("\n".join(parts))
-    return BENCHMARKS_MD
+    return "\n".join(parts)
