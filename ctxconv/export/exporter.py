@@ -123,6 +123,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     if unknown or not opts.formats:
         raise ValueError(f"unknown export format(s) {unknown or opts.formats}; "
                          f"choose from {FORMATS}")
+    if not {"onnx", "tflite"} & set(opts.formats):
+        raise ValueError("--format c needs a model format beside it: the export is verified "
+                         "across runtimes and read by the simulator through its .tflite "
+                         "files (use --format tflite,c, or all three by default)")
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     payload = _load_run(run_dir)

@@ -22,7 +22,7 @@ import numpy as np
 from ctxconv.blockgraph.bundle import ExportBundle, load_export
 from ctxconv.blockgraph.geometry import UPDATE_MODES
 from ctxconv.blockgraph.ir import ModelFileError
-from ctxconv.cli_errors import DEBUG_HELP, report_error
+from ctxconv.cli_errors import DEBUG_HELP, check_output_path, interruptible, report_error
 from ctxconv.ondevice.accounting import ExportModel, backprop_report, block_report
 from ctxconv.ondevice.inplace import STORES, inplace_report
 from ctxconv.ondevice.loading import block_from_export, geometries
@@ -30,7 +30,7 @@ from ctxconv.ondevice.losses import OBJECTIVES, wrong_labels
 from ctxconv.ondevice.optim import OPTIMIZERS, make_optimizer
 from ctxconv.ondevice.prefix import FrozenPrefix
 from ctxconv.ondevice.step import accuracy, local_step
-from ctxconv.sim.profiles import list_profiles, load_profile
+from ctxconv.sim.profiles import list_profiles, load_profile, profiles_help
 
 EXIT_ERROR, EXIT_DOES_NOT_FIT = 2, 4
 KB = 1024
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("export_dir", help="int8 export (ctxconv-export RUN_DIR --int8); a float "
                    "export works when the int8 one sits beside it as RUN_DIR/export")
     p.add_argument("--mcu", default="nrf52840",
-                   help=f"MCU profile name or YAML path (packaged: {', '.join(list_profiles())})")
+                   help=f"MCU profile name or YAML path (known: {profiles_help()})")
     p.add_argument("--batch", type=int, default=8, help="training batch size (default 8)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--objective", choices=OBJECTIVES, default="softmax")
@@ -294,11 +294,16 @@ def format_table(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch < 1 or args.steps < 0 or not args.lr > 0:
         print("error: --batch must be >= 1, --steps >= 0 and --lr > 0", file=sys.stderr)
         return EXIT_ERROR
+    try:
+        check_output_path(args.json_path, "--json")
+    except ValueError as exc:
+        return report_error(exc, EXIT_ERROR, args.debug)
     if args.weights == "int8":
         return main_int8(args)
     try:

@@ -13,10 +13,12 @@ from typing import Any
 from ctxconv.blockgraph.bundle import ExportBundle, load_export
 from ctxconv.blockgraph.ir import ModelFileError
 from ctxconv.blockgraph.pipeline import SAME_MODES_NOTE, BlockPipeline, modes_coincide
-from ctxconv.cli_errors import DEBUG_HELP, report_error
+from ctxconv.cli_errors import DEBUG_HELP, check_output_path, interruptible, report_error
 from ctxconv.runtimes.factory import BACKENDS, make_runners
-from ctxconv.sim.profiles import list_profiles, load_profile
+from ctxconv.sim.profiles import McuProfile, list_profiles, load_profile
 from ctxconv.sim.simulate import SimOptions, simulate
+
+EXIT_ERROR, EXIT_CHECK_FAILED = 2, 3
 
 
 def backend_throughput(bundle: ExportBundle, images: int, mode: str) -> dict[str, float]:
@@ -38,13 +40,13 @@ def run_bench(export_dir: str, mcus: list[str], images: int | None,
               ) -> dict[str, Any]:
     """Every profile x mode; with ``firmware`` also the generated C, built and run (host
     build once, emulated Cortex-M per profile with an emulated core)."""
+    profiles = [load_profile(m) for m in mcus]  # every name checked before any work
     bundle = load_export(export_dir)
     same = modes_coincide(bundle.manifest)
     modes = ["onepass"] if same else list(bundle.manifest["modes"])  # one row when identical
     cache: dict = {}
     rows = []
-    for mcu in mcus:
-        profile = load_profile(mcu)
+    for mcu, profile in zip(mcus, profiles, strict=True):
         for mode in modes:
             opts = SimOptions(mcu=mcu, mode=mode, images=images,
                               backend="firmware" if firmware else "reference",
@@ -110,6 +112,7 @@ def firmware_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ctxconv-bench", description=__doc__)
     p.add_argument("export_dir")
@@ -129,20 +132,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.bit_exact_images is not None and args.bit_exact_images < 0:
         print("error: --bit-exact-images must be >= 0 (0 skips the check)", file=sys.stderr)
         return 2
-    mcus = list_profiles() if args.mcu == "all" else [m.strip() for m in args.mcu.split(",")]
+    if (args.images is not None and args.images < 1) or args.emulated_images < 1:
+        print("error: --images and --emulated-images must be >= 1", file=sys.stderr)
+        return EXIT_ERROR
     try:
+        mcus = list_profiles() if args.mcu == "all" else [m.strip() for m in args.mcu.split(",")]
+        check_profiles(mcus)
+        check_output_path(args.json_path, "--json")
+        check_output_path(args.out, "--out")
         result = run_bench(args.export_dir, mcus, args.images, firmware=args.firmware,
                            emulated_images=args.emulated_images,
                            bit_exact_images=args.bit_exact_images)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
-        return report_error(exc, 2, args.debug)
+        return report_error(exc, EXIT_ERROR, args.debug)
     table = markdown(result)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2))
-    return 0
+    failed = [f"{r['mcu']} ({r['mode']}): {m}" for r in result["rows"] for m in r["failed_checks"]]
+    for message in dict.fromkeys(failed):
+        print(f"error: check failed: {message}", file=sys.stderr)
+    return EXIT_CHECK_FAILED if failed else 0
+
+
+def check_profiles(mcus: list[str]) -> list[McuProfile]:
+    """Every named profile, loaded (ValueError names the first unknown or malformed one)."""
+    if not mcus or "" in mcus:
+        raise ValueError("--mcu: give comma-separated profile names, or 'all'")
+    return [load_profile(m) for m in mcus]
 
 
 if __name__ == "__main__":

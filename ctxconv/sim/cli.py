@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from ctxconv.blockgraph.ir import ModelFileError
-from ctxconv.cli_errors import DEBUG_HELP, report_error
+from ctxconv.cli_errors import DEBUG_HELP, check_output_path, interruptible, report_error
 from ctxconv.runtimes.firmware.build import FirmwareDoesNotFit
-from ctxconv.sim.profiles import list_profiles
+from ctxconv.sim.profiles import profiles_help
 from ctxconv.sim.simulate import (
     SIM_BACKENDS,
     SimOptions,
@@ -20,7 +20,7 @@ from ctxconv.sim.simulate import (
     simulate,
 )
 
-EXIT_ERROR, EXIT_DOES_NOT_FIT = 2, 4
+EXIT_ERROR, EXIT_CHECK_FAILED, EXIT_DOES_NOT_FIT = 2, 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("export_dir", help="directory written by ctxconv-export --int8")
     p.add_argument("--mcu", default="nrf52840",
-                   help=f"MCU profile name or YAML path (packaged: {', '.join(list_profiles())})")
+                   help=f"MCU profile name or YAML path (known: {profiles_help()})")
     p.add_argument("--mode", choices=("onepass", "multipass"), default=None,
                    help="inference mode (default: onepass when the export supports it)")
     p.add_argument("--backend", choices=SIM_BACKENDS, default="reference",
@@ -45,15 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test vectors compared reference kernels vs TFLM, block by block "
                         "(default: every image run; TFLM takes a few ms per image per block)")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
-    p.add_argument("--plot", default=None,
-                   help="PNG of memory per block vs the MCU's limits (default EXPORT_DIR/"
-                        "memory_<mcu>.png)")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="write a PNG of memory per block vs the MCU's limits to PATH (none "
+                        "by default: nothing is written into the export directory)")
     p.add_argument("--no-tflm-arena", action="store_true",
                    help="skip the bisection of TFLM's real minimum arena (faster)")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.bit_exact_images is not None and args.bit_exact_images < 0:
         print("error: --bit-exact-images must be >= 0 (0 skips the check)", file=sys.stderr)
         return EXIT_ERROR
+    try:
+        check_output_path(args.json_path, "--json")
+        check_output_path(args.plot, "--plot")
+    except ValueError as exc:
+        return report_error(exc, EXIT_ERROR, args.debug)
     opts = SimOptions(mcu=args.mcu, mode=args.mode, backend=args.backend, images=args.images,
                       measure_tflm=not args.no_tflm_arena, emulated_images=args.emulated_images,
                       bit_exact_images=args.bit_exact_images)
@@ -72,12 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(exc, EXIT_DOES_NOT_FIT, args.debug)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:
         return report_error(exc, EXIT_ERROR, args.debug)
-    plot = Path(args.plot) if args.plot else Path(args.export_dir) / f"memory_{report['mcu']}.png"
-    plot_memory(report, plot)
-    print(f"memory plot: {plot}")
     print(format_table(report))
+    if args.plot:
+        print(f"memory plot: {plot_memory(report, args.plot)}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2))
+    if report["failed_checks"]:
+        for message in report["failed_checks"]:
+            print(f"error: check failed: {message}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     if not report["fits"]:
         print(f"error: {report['explanation']}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT

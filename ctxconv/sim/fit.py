@@ -30,6 +30,17 @@ def plan_on(profile: McuProfile, graphs: list[BlockGraph], context_size: int,
                          MCU_32BIT_OVERHEAD)
 
 
+def without_scratch(plan: PipelinePlan) -> PipelinePlan:
+    """The same pipeline planned with no kernel-library scratch (TFLM's reference kernels)."""
+    return plan_pipeline(plan.graphs, plan.context_size, plan.tflite, None, plan.shared_arena,
+                         MCU_32BIT_OVERHEAD)
+
+
+def scratch_bytes(plan: PipelinePlan) -> int:
+    """Bytes of ``plan``'s arena that are there for the kernel library's scratch buffers."""
+    return max(0, plan.arena_bytes - without_scratch(plan).arena_bytes)
+
+
 def problems(plan: PipelinePlan, profile: McuProfile) -> list[str]:
     """What exceeds ``profile`` (empty when the pipeline fits)."""
     out = []
@@ -103,18 +114,7 @@ def explain(plan: PipelinePlan, profile: McuProfile, problems: list[str]) -> str
         lines += [f"    {t.name:<20} {str(t.shape):<18} {t.nbytes:>9,} B" for t in flash_hungry]
     lines.append("  what to change:")
     if any(m.startswith(("SRAM", "arena")) for m in problems):
-        over = max(
-            plan.sram_bytes - profile.available_sram_bytes,
-            plan.arena_bytes - profile.arena_limit_bytes,
-        )
-        acts = [t for t in worst.largest(6) if t.kind == "activation"]
-        if acts:
-            big = acts[0]
-            lines.append(
-                f"    - cut at least {over:,} B of SRAM: in block {worst.name!r}, {big.name!r} "
-                f"{big.shape} is the largest activation; halving its channels or its "
-                f"resolution (stride 2, or pool earlier) saves about {big.nbytes // 2:,} B"
-            )
+        lines += _sram_advice(plan, profile, worst)
         if not plan.shared_arena:
             lines.append("    - share one arena between blocks (shared_arena=True)")
     if any(m.startswith("flash") for m in problems):
@@ -128,6 +128,43 @@ def explain(plan: PipelinePlan, profile: McuProfile, problems: list[str]) -> str
         "    - or use an MCU that fits: " + (", ".join(others) if others else "none of the known")
     )
     return "\n".join(lines)
+
+
+def _sram_advice(plan: PipelinePlan, profile: McuProfile, worst: MemoryPlan) -> list[str]:
+    """What closes the SRAM / arena gap, each proposal with what it saves; only a change
+    that saves the whole gap is said to close it."""
+    over = max(plan.sram_bytes - profile.available_sram_bytes,
+               plan.arena_bytes - profile.arena_limit_bytes)
+    bare = without_scratch(plan)
+    scratch = max(0, plan.arena_bytes - bare.arena_bytes)
+    bare_over = max(bare.sram_bytes - profile.available_sram_bytes,
+                    bare.arena_bytes - profile.arena_limit_bytes)
+    lines = [f"    - cut at least {over:,} B of SRAM; what each change below saves:"]
+    acts = [t for t in worst.largest(6) if t.kind == "activation"]
+    halving = acts[0].nbytes // 2 if acts else 0
+    if scratch:
+        big = max((t for b in plan.blocks for t in b.tensors if t.kind == "scratch"),
+                  key=lambda t: t.nbytes)
+        verdict = ("closes the gap" if bare_over <= 0
+                   else f"not enough alone ({bare_over:,} B would still be missing)")
+        lead = ("kernel scratch dominates: " if scratch >= halving else "")
+        lines.append(
+            f"    - {lead}{scratch:,} B of the {plan.arena_bytes:,} B arena is scratch that "
+            f"the {profile.kernel_library} kernels request (largest: {big.name!r}, "
+            f"{big.nbytes:,} B); a kernel library that needs no scratch (an MCU profile "
+            f"with another kernel_library and no scratch section, e.g. TFLM's reference "
+            f"kernels: slower) saves it: {verdict}"
+        )
+    if acts:
+        big = acts[0]
+        enough = ("closes the gap on its own" if halving >= over
+                  else f"not enough alone ({over - halving:,} B would still be missing)")
+        lines.append(
+            f"    - in block {worst.name!r}, {big.name!r} {big.shape} is the largest "
+            f"activation; halving its channels or its resolution (stride 2, or pool earlier) "
+            f"saves at most about {halving:,} B: {enough}"
+        )
+    return lines
 
 
 def fitting_profiles(plan: PipelinePlan) -> list[str]:

@@ -8,6 +8,8 @@ packaged ones) or pass a path to a YAML file. Every number carries a ``sources``
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -107,6 +109,9 @@ def _field(data: dict[str, Any], key: str, src: str, prefix: str = "") -> Any:
 def _number(value: Any, key: str, src: str, integer: bool, positive: bool = True) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"MCU profile {src}: field {key!r} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"MCU profile {src}: field {key!r} must be a finite number, got "
+                         f"{value!r}")
     if integer and float(value) != int(value):
         raise ValueError(f"MCU profile {src}: field {key!r} must be an integer, got {value!r}")
     if value < 0 or (positive and value == 0):
@@ -198,7 +203,15 @@ def profile_from_dict(data: Any, src: str = "<dict>") -> McuProfile:
     return p
 
 
-def _parse(text: str, src: str) -> McuProfile:
+def _parse(entry: Any, src: str) -> McuProfile:
+    """Read, parse and validate the YAML file ``entry`` (a Path or a Traversable)."""
+    try:
+        text = entry.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"MCU profile {src}: not UTF-8 text (byte {exc.start}: "
+                         f"{exc.reason})") from None
+    except OSError as exc:
+        raise ValueError(f"MCU profile {src}: cannot be read ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -226,7 +239,8 @@ def _user() -> dict[str, tuple[str, Any]]:
         return {}
     path = Path(d)
     if not path.is_dir():
-        raise ValueError(f"{ENV_DIR}={d!r} is not a directory")
+        raise ValueError(f"{ENV_DIR}={d!r} is not a directory (it names the folder of your "
+                         "own MCU profiles; unset it to use the packaged ones)")
     return {
         p.stem: (str(p), p)
         for p in sorted(path.iterdir())
@@ -243,6 +257,15 @@ def list_profiles() -> list[str]:
     return sorted(_all())
 
 
+def profiles_help() -> str:
+    """The known profile names for a ``--help`` text (never raises: a bad
+    ``CTXCONV_MCU_DIR`` is reported when a profile is loaded)."""
+    try:
+        return ", ".join(list_profiles())
+    except ValueError:
+        return ", ".join(sorted(_packaged())) + f" (${ENV_DIR} is not a directory)"
+
+
 def load_profile(name_or_path: str | os.PathLike) -> McuProfile:
     """Load a profile by name (user directory first, then packaged) or from a YAML path.
 
@@ -254,12 +277,14 @@ def load_profile(name_or_path: str | os.PathLike) -> McuProfile:
     if path.suffix in (".yaml", ".yml") or os.sep in text_arg:
         if not path.is_file():
             raise ValueError(f"MCU profile file {text_arg!r} does not exist")
-        return _parse(path.read_text(encoding="utf-8"), str(path))
+        return _parse(path, str(path))
     known = _all()
     if text_arg not in known:
+        close = difflib.get_close_matches(text_arg, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise ValueError(
-            f"unknown MCU profile {text_arg!r}; available: {', '.join(sorted(known))} "
+            f"unknown MCU profile {text_arg!r}; {hint}available: {', '.join(sorted(known))} "
             f"(add your own YAML files to ${ENV_DIR} or pass a path)"
         )
     src, entry = known[text_arg]
-    return _parse(entry.read_text(encoding="utf-8"), src)
+    return _parse(entry, src)

@@ -20,12 +20,12 @@ import numpy as np
 from ctxconv.blockgraph.bundle import ExportBundle, load_export
 from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8
 from ctxconv.memory.own_plan import own_activation_peak
-from ctxconv.memory.tflm import plan_block
+from ctxconv.memory.tflm import PipelinePlan, plan_block
 from ctxconv.runtimes.factory import BACKENDS, ReferenceRunner, make_runners
 from ctxconv.runtimes.runners import tflm_min_arena
 from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.firmware_check import firmware_table, run_firmware
-from ctxconv.sim.fit import DoesNotFitError, plan_on, problems, require_fit
+from ctxconv.sim.fit import DoesNotFitError, plan_on, problems, require_fit, scratch_bytes
 from ctxconv.sim.passes import block_macs, graph_macs, op_runs
 from ctxconv.sim.profiles import McuProfile, load_profile
 
@@ -88,6 +88,52 @@ def compare_with_tflm(bundle: ExportBundle, raw: np.ndarray, chunk: int = 256) -
     return diffs if len(raw) else []
 
 
+def require_int8(bundle: ExportBundle) -> None:
+    """Refuse a float export: the memory plan, cost model and bit-exactness are int8's."""
+    if not bundle.manifest["int8"]:
+        raise ValueError(f"{bundle.path} is a float export: the simulator models int8 "
+                         "deployments only; export with ctxconv-export RUN_DIR --int8")
+
+
+def failed_checks(report: dict[str, Any]) -> list[str]:
+    """The checks of ``report`` that failed (empty: every check that ran passed)."""
+    out = []
+    if report.get("bit_exact_vs_tflm") is False:
+        out.append("the reference kernels are not bit-exact with TFLM (max LSB per block "
+                   f"{report['max_lsb_vs_tflm']})")
+    fw = report.get("firmware")
+    if fw is not None:
+        if not fw["host"]["bit_exact"]:
+            out.append(f"the generated C (host build) is not bit-exact with the reference "
+                       f"kernels on {fw['host']['images']} test vectors")
+        emu = fw.get("emulated")
+        if emu is not None:
+            for key, what in (("bit_exact", "the reference kernels"),
+                              ("bit_exact_vs_tflm", "TFLM"),
+                              ("bit_exact_vs_host", "the host build")):
+                if emu.get(key) is False:
+                    out.append(f"the generated C on the emulated {emu['target']} is not "
+                               f"bit-exact with {what}")
+    return out
+
+
+def memory_report(plan: PipelinePlan, profile: McuProfile) -> dict[str, Any]:
+    """The memory part of a report: the plan beside the profile's limits (what
+    ``memory_figure`` draws)."""
+    exceeded = problems(plan, profile)
+    blocks = [{"name": b.name, "arena_bytes": b.arena_bytes, "flash_bytes": b.flash_bytes,
+               "activation_bytes": b.head_bytes, "own_peak_bytes": own_activation_peak(g)}
+              for b, g in zip(plan.blocks, plan.graphs, strict=True)]
+    return {
+        "mcu": profile.name, "fits": not exceeded, "problems": exceeded,
+        "arena_bytes": plan.arena_bytes, "scratch_bytes": scratch_bytes(plan),
+        "sram_bytes": plan.sram_bytes, "sram_limit_bytes": profile.available_sram_bytes,
+        "arena_limit_bytes": profile.arena_limit_bytes,
+        "flash_bytes": plan.flash_bytes, "flash_limit_bytes": profile.available_flash_bytes,
+        "staging_bytes": plan.staging_bytes, "blocks": blocks,
+    }  # fmt: skip
+
+
 def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
              profile: McuProfile | None = None, cache: dict | None = None) -> dict[str, Any]:
     """The full report for one export, MCU and mode (a JSON-serialisable dict).
@@ -100,22 +146,21 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     if opts.backend not in SIM_BACKENDS:
         raise ValueError(f"unknown backend {opts.backend!r}; choose one of {SIM_BACKENDS}")
     bundle = export if isinstance(export, ExportBundle) else load_export(export)
+    require_int8(bundle)
     profile = profile or load_profile(opts.mcu)
     mode = _mode(bundle, opts.mode)
     k = bundle.num_classes
     plan = plan_on(profile, bundle.graphs, k, bundle.tflite)
+    memory = memory_report(plan, profile)
     blocks = []
-    for i, (graph, bplan, block) in enumerate(zip(bundle.graphs, plan.blocks, bundle.blocks,
-                                                  strict=True)):
+    for i, (graph, block) in enumerate(zip(bundle.graphs, bundle.blocks, strict=True)):
         times = op_runs(bundle.blocks, i, graph, k, mode)
         runs = max(times, default=1)
         lat = estimate_latency(graph, profile)
         cycles = sum(t * c for t, (_, _, c) in zip(times, lat.op_cycles, strict=True))
         energy = profile.energy_mj(cycles)
         row = {
-            "name": graph.name, "contextual": block["contextual"], "runs": runs,
-            "arena_bytes": bplan.arena_bytes, "flash_bytes": bplan.flash_bytes,
-            "activation_bytes": bplan.head_bytes, "own_peak_bytes": own_activation_peak(graph),
+            **memory["blocks"][i], "contextual": block["contextual"], "runs": runs,
             "macs": block_macs(bundle.blocks, i, graph, k, mode),
             "unshared_macs": graph_macs(graph) * runs,
             "latency_ms": 1e3 * profile.seconds(cycles), "energy_mj": energy,
@@ -156,7 +201,6 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
                                      time.perf_counter() - t0)
     diffs, exact_seconds = cache[("diffs", n_exact)]
     energies = [b["energy_mj"] for b in blocks]
-    exceeded = problems(plan, profile)
     try:
         require_fit(plan, profile)
         explanation = None
@@ -167,11 +211,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         "modes_coincide": modes_coincide(bundle.manifest),
         "backend": opts.backend, "images": int(len(labels)), "accuracy": accuracy,
         "export_accuracy": bundle.manifest.get("accuracy", {}).get("int8", {}).get(mode),
-        "fits": not exceeded, "problems": exceeded, "explanation": explanation,
-        "arena_bytes": plan.arena_bytes, "sram_bytes": plan.sram_bytes,
-        "sram_limit_bytes": profile.available_sram_bytes,
-        "flash_bytes": plan.flash_bytes, "flash_limit_bytes": profile.available_flash_bytes,
-        "staging_bytes": plan.staging_bytes,
+        **memory, "explanation": explanation,
         "macs": sum(b["macs"] for b in blocks),
         "latency_ms": sum(b["latency_ms"] for b in blocks),
         "energy_mj": None if None in energies else sum(energies),
@@ -201,6 +241,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
             emu["ram_over_tflm_largest_block"] = round(
                 emu["ram_bytes"] / report["tflm_min_arena_bytes"], 4)
         report["firmware"] = firmware
+    report["failed_checks"] = failed_checks(report)
     return report
 
 
@@ -233,11 +274,13 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['accuracy']:.2%}",
         f"bit-exact vs TFLM on {report['bit_exact_images']} of {report['test_vectors']} test "
         f"vectors: {report['bit_exact_vs_tflm']} (max LSB per block {report['max_lsb_vs_tflm']})",
-        "verdict: " + ("FITS" if report["fits"] else "DOES NOT FIT: " + "; ".join(
-            report["problems"])),
     ]  # fmt: skip
     if "firmware" in report:
         lines.append(firmware_table(report["firmware"]))
+    memory = "FITS" if report["fits"] else "DOES NOT FIT: " + "; ".join(report["problems"])
+    failed = report.get("failed_checks") or []
+    lines.append(f"verdict: CHECK FAILED: {'; '.join(failed)} (memory: {memory})" if failed
+                 else f"verdict: {memory}")
     return "\n".join(lines)
 
 
@@ -254,7 +297,9 @@ def _limit(ax, limit_kb: float, bars_kb: list[float], label: str) -> None:
 
 
 def memory_figure(report: dict[str, Any]):
-    """Arena and flash per block (bars labelled in KB) against the profile's limits."""
+    """Arena and flash per block (bars labelled in KB) against the profile's limits, and
+    the whole pipeline's SRAM (arena with its kernel scratch, staging, context and scores):
+    the quantity the fit verdict judges."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,9 +307,9 @@ def memory_figure(report: dict[str, Any]):
 
     names = [b["name"] for b in report["blocks"]]
     kb = 1024
-    fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(12, 5.2))
     x = np.arange(len(names))
-    series = [("planned arena (TFLM)", "arena_bytes"),
+    series = [("block arena alone (TFLM plan)", "arena_bytes"),
               ("TFLM measured minimum", "tflm_min_arena_bytes"),
               ("ctxconv in-place plan", "own_peak_bytes")]  # fmt: skip
     series = [(label, key) for label, key in series if key in report["blocks"][0]]
@@ -275,21 +320,41 @@ def memory_figure(report: dict[str, Any]):
         sram_kb += vals
         bars = ax_s.bar(x + (j - (len(series) - 1) / 2) * width, vals, width, label=label)
         ax_s.bar_label(bars, fmt="%.1f KB", fontsize=6, rotation=90, padding=2)
+    # the pipeline: what the verdict compares with the SRAM and arena limits
+    scratch = report.get("scratch_bytes", 0) / kb
+    arena = report["arena_bytes"] / kb
+    rest = (report["sram_bytes"] - report["arena_bytes"]) / kb
+    at = len(names)
+    ax_s.bar(at, arena - scratch, 0.6, color="C3", label="pipeline arena (shared)")
+    ax_s.bar(at, scratch, 0.6, bottom=arena - scratch, color="C3", alpha=0.45, hatch="//",
+             label="of which kernel scratch")
+    top = ax_s.bar(at, rest, 0.6, bottom=arena, color="gray",
+                   label="staging + context + scores")
+    ax_s.bar_label(top, labels=[f"{report['sram_bytes'] / kb:.1f} KB"], fontsize=7, padding=2)
+    sram_kb.append(report["sram_bytes"] / kb)
     _limit(ax_s, report["sram_limit_bytes"] / kb, sram_kb, f"{report['mcu']} SRAM available")
+    arena_limit = report.get("arena_limit_bytes", report["sram_limit_bytes"])
+    if arena_limit < report["sram_limit_bytes"]:
+        ax_s.axhline(arena_limit / kb, color="darkorange", ls=":",
+                     label=f"largest region for the arena: {arena_limit / kb:.0f} KB")
     flash_kb = [b["flash_bytes"] / kb for b in report["blocks"]] + [report["flash_bytes"] / kb]
     bars = ax_f.bar(list(x) + [len(names)], flash_kb, 0.5,
                     color=["C0"] * len(names) + ["gray"], label="block flash / whole pipeline")
     ax_f.bar_label(bars, fmt="%.1f KB", fontsize=7, padding=2)
     _limit(ax_f, report["flash_limit_bytes"] / kb, flash_kb, f"{report['mcu']} flash available")
-    for ax, title in ((ax_s, "SRAM per block (KB)"), (ax_f, "Flash (KB)")):
+    for ax, title in ((ax_s, "SRAM per block and for the pipeline (KB)"), (ax_f, "Flash (KB)")):
         ax.set_title(title)
         ax.set_ylabel("KB")
-        ax.legend(fontsize=7, loc="lower right")
+        # below the axes, where it covers no bar
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2,
+                  frameon=False)
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
-    ax_s.set_xticks(x, names)
+    ax_s.set_xticks(list(x) + [at], names + ["pipeline"])
     ax_f.set_xticks(list(x) + [len(names)], names + ["total"])
-    fig.suptitle(f"{report['mcu']}: {'fits' if report['fits'] else 'does not fit'}")
+    verdict = "fits" if report["fits"] else "does not fit: " + "; ".join(
+        p.split(":")[0] for p in report["problems"])
+    fig.suptitle(f"{report['mcu']}: {verdict}")
     fig.tight_layout()
     return fig
 
