@@ -28,6 +28,7 @@ from ctxconv.cli_errors import debug_enabled, report_error
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, CheckpointError
 from ctxconv.train.config import TrainAppConfig, register_configs
 from ctxconv.train.data import DatasetUnavailableError
+from ctxconv.train.distributed import DistributedTimeoutError
 from ctxconv.train.lock import RunDirLockedError
 from ctxconv.train.overrides import (
     check_group_choices,
@@ -41,7 +42,7 @@ from ctxconv.train.trainer import TrainingDivergedError
 log = logging.getLogger("ctxconv.train")
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 USER_ERRORS = (CheckpointError, DatasetUnavailableError, TrainingDivergedError, ValueError,
-               FileNotFoundError, RunDirLockedError)  # fmt: skip
+               FileNotFoundError, RunDirLockedError, DistributedTimeoutError)  # fmt: skip
 register_configs()
 
 

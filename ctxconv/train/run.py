@@ -99,12 +99,13 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     ctx = distributed.context_from_env()
     device = resolve_device(cfg.trainer.device, ctx.local_rank)
     check_precision(cfg.trainer.precision, device)
-    distributed.init(ctx, device, cfg.data.batch_size)
+    distributed.init(ctx, device, cfg.data.batch_size, cfg.trainer.dist_timeout_s)
     if not ctx.is_main:  # one process speaks for the job
         logging.getLogger("ctxconv").setLevel(logging.WARNING)
     try:
         run_dir = Path(distributed.broadcast(ctx, str(run_dir)))
-        with threads(cfg.threads), _writer_lock(run_dir, ctx):
+        with (threads(cfg.threads), _writer_lock(run_dir, ctx),
+              distributed.naming_timeouts(ctx, "training")):
             return _train_run(cfg, run_dir, ctx, device)
     finally:
         distributed.shutdown(ctx)
