@@ -32,7 +32,7 @@ from ctxconv.train.data import load_datasets, make_loader, set_seed
 from ctxconv.train.device import check_precision, resolve_device, threads
 from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import available_modes, evaluate
-from ctxconv.train.lock import RunDirLock
+from ctxconv.train.lock import RunDirLock, remove_stale_temporaries
 from ctxconv.train.model import ModelConfig, build_model, count_params, per_block
 from ctxconv.train.objectives import OBJECTIVES
 from ctxconv.train.plots import plot_training_curves
@@ -67,6 +67,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, 
     compared with the old run's accuracy); resume drops metrics rows the checkpoint lacks.
     """
     ckpt = run_dir / CHECKPOINT_NAME
+    for name in (CHECKPOINT_NAME, METRICS_NAME):  # left by a killed write
+        remove_stale_temporaries(run_dir, f".{name}.")
     if resume:
         if not ckpt.exists():
             raise CheckpointError(
