@@ -56,3 +56,29 @@ def ddp_step(rank: int, store: str, x, y, out: str) -> None:
     opt.step()
     torch.save(block.state_dict(), f"{out}.{rank}")
     dist.destroy_process_group()
+
+
+def stuck_rank(rank: int, port: int, out: str) -> None:
+    """Rank 0 waits at a barrier that rank 1 never reaches; rank 0 writes the error it gets."""
+    import os
+    import time
+
+    import torch
+
+    from ctxconv.train.distributed import DistContext, DistributedTimeoutError, barrier, init
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ctx = DistContext(rank, 2)
+    init(ctx, torch.device("cpu"), 64, timeout_s=2)
+    if rank == 0:
+        t0 = time.monotonic()
+        try:
+            barrier(ctx)
+            text = "no error"
+        except DistributedTimeoutError as exc:
+            text = f"{time.monotonic() - t0:.1f} {exc}"
+        with open(out, "w") as f:
+            f.write(text)
+    else:
+        time.sleep(8)
+    os._exit(0)  # the group is broken: no orderly shutdown

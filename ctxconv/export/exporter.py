@@ -52,6 +52,7 @@ from ctxconv.train.checkpoint import (
 )
 from ctxconv.train.data import DataConfig, load_datasets, make_loader
 from ctxconv.train.inference import available_modes, evaluate
+from ctxconv.train.lock import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "tflite", "c")
@@ -184,7 +185,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     }  # fmt: skip
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    remove_stale_temporaries(out_dir.parent, f".{out_dir.name}.")  # of a killed export
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{os.getpid()}."))
     try:
         log.info("writing %s for %d blocks", " and ".join(opts.formats), len(graphs))
         for fb, graph in zip(floats, graphs, strict=True):

@@ -55,7 +55,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     payload = {k: v for k, v in payload.items() if k not in _NOT_DIGESTED}
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **payload, "integrity": content_digests(payload)}, buf)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(seal(buf.getvalue()))

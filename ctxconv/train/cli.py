@@ -8,7 +8,9 @@ Examples::
     ctxconv-train hydra.run.dir=runs/quick resume=true   # continue an interrupted run
 
 Override keys are checked against the schema before Hydra starts (``+`` cannot add a
-key); user errors print one line and exit with code 2 (``CTXCONV_DEBUG=1``: traceback).
+key), and so are the config group options and ``hydra.run.dir``; user errors print one
+line and exit with code 2 (``CTXCONV_DEBUG=1``: traceback); Ctrl-C prints how to resume and
+exits with code 130.
 """
 
 from __future__ import annotations
@@ -22,19 +24,25 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ctxconv.cli_errors import report_error
-from ctxconv.train.checkpoint import CheckpointError
+from ctxconv.cli_errors import debug_enabled, report_error
+from ctxconv.train.checkpoint import CHECKPOINT_NAME, CheckpointError
 from ctxconv.train.config import TrainAppConfig, register_configs
 from ctxconv.train.data import DatasetUnavailableError
+from ctxconv.train.distributed import DistributedTimeoutError
 from ctxconv.train.lock import RunDirLockedError
-from ctxconv.train.overrides import check_override_keys
+from ctxconv.train.overrides import (
+    check_group_choices,
+    check_override_keys,
+    check_override_values,
+    check_run_dir,
+)
 from ctxconv.train.resume_config import resume_config
 from ctxconv.train.trainer import TrainingDivergedError
 
 log = logging.getLogger("ctxconv.train")
-EXIT_ERROR = 2
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 USER_ERRORS = (CheckpointError, DatasetUnavailableError, TrainingDivergedError, ValueError,
-               FileNotFoundError, RunDirLockedError)  # fmt: skip
+               FileNotFoundError, RunDirLockedError, DistributedTimeoutError)  # fmt: skip
 register_configs()
 
 
@@ -67,12 +75,33 @@ def _app(cfg: DictConfig) -> None:
         _run(cfg)
     except USER_ERRORS as exc:
         sys.exit(report_error(exc, EXIT_ERROR))
+    except KeyboardInterrupt:
+        if debug_enabled():
+            raise
+        sys.exit(_interrupted(Path(HydraConfig.get().runtime.output_dir)))
+
+
+def _interrupted(run_dir: Path) -> int:
+    """One line for Ctrl-C: how to continue (the checkpoint is written atomically)."""
+    from ctxconv.train import distributed
+
+    if distributed.context_from_env().is_main:
+        if (run_dir / CHECKPOINT_NAME).is_file():
+            print(f"interrupted; resume with ctxconv-train hydra.run.dir={run_dir} resume=true "
+                  "(the checkpoint of the last completed epoch is intact)", file=sys.stderr)
+        else:
+            print(f"interrupted before the first epoch ended: {run_dir} has no checkpoint to "
+                  "resume; start the run again", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def main() -> None:
     overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
     try:
         check_override_keys(overrides, TrainAppConfig)
+        check_override_values(overrides, TrainAppConfig)
+        check_group_choices(overrides)
+        check_run_dir(overrides)
     except ValueError as exc:
         sys.exit(report_error(exc, EXIT_ERROR))
     _app()

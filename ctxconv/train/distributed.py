@@ -11,6 +11,7 @@ same config trains the same way on any number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +28,36 @@ from ctxconv.train.data import make_loader
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
+DEFAULT_TIMEOUT_S = 300.0  # trainer.dist_timeout_s: how long a rank waits for the others
+_timeout_s = DEFAULT_TIMEOUT_S  # of the process group this process joined
+
+
 class DistributedConfigError(ValueError):
     """A torchrun environment that is incomplete or does not fit the run."""
+
+
+class DistributedTimeoutError(RuntimeError):
+    """A rank waited longer than ``trainer.dist_timeout_s`` for the others."""
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "timed out" in text or "timeout" in text
+
+
+@contextlib.contextmanager
+def naming_timeouts(ctx: DistContext, what: str) -> Iterator[None]:
+    """Turn a collective's timeout into DistributedTimeoutError naming this rank."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not ctx.enabled or isinstance(exc, DistributedTimeoutError) or not _is_timeout(exc):
+            raise
+        raise DistributedTimeoutError(
+            f"rank {ctx.rank} of {ctx.world_size} waited more than trainer.dist_timeout_s="
+            f"{_timeout_s:g}s for the other ranks during {what}: a rank is stuck or has died; "
+            "the job stops (its last checkpoint is intact: resume=true continues it)"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -68,8 +97,13 @@ def context_from_env(env: dict[str, str] | None = None) -> DistContext:
     return ctx
 
 
-def init(ctx: DistContext, device: torch.device, batch_size: int) -> None:
-    """Join the process group (nccl on GPUs, gloo otherwise); no-op for one process."""
+def init(ctx: DistContext, device: torch.device, batch_size: int,
+         timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Join the process group (nccl on GPUs, gloo otherwise); no-op for one process.
+
+    ``timeout_s``: a collective waiting longer for another rank fails (the job ends).
+    """
+    global _timeout_s
     if not ctx.enabled:
         return
     if batch_size % ctx.world_size:
@@ -86,8 +120,10 @@ def init(ctx: DistContext, device: torch.device, batch_size: int) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size,
-                            timeout=timedelta(minutes=30))
+    _timeout_s = float(timeout_s)
+    with naming_timeouts(ctx, "joining the process group"):
+        dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world_size,
+                                timeout=timedelta(seconds=timeout_s))
 
 
 def shutdown(ctx: DistContext) -> None:
@@ -97,7 +133,8 @@ def shutdown(ctx: DistContext) -> None:
 
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
-        dist.barrier()
+        with naming_timeouts(ctx, "a barrier"):
+            dist.barrier()
 
 
 def broadcast(ctx: DistContext, obj: Any) -> Any:
@@ -105,7 +142,8 @@ def broadcast(ctx: DistContext, obj: Any) -> Any:
     if not ctx.enabled:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    with naming_timeouts(ctx, "a broadcast from rank 0"):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -114,7 +152,8 @@ def sum_over_ranks(ctx: DistContext, values: list[float], device: torch.device) 
     if not ctx.enabled:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    with naming_timeouts(ctx, "the sum of the epoch's metrics"):
+        dist.all_reduce(t)
     return t.tolist()
 
 

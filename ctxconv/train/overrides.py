@@ -11,12 +11,14 @@ from __future__ import annotations
 import difflib
 import typing
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
 GROUPS = ("data", "model", "trainer", "experiment")  # config groups of ctxconv-train
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 class OverrideError(ValueError):
@@ -91,3 +93,51 @@ def check_override_keys(overrides: list[str], schema: type) -> None:
             f"no such field{plus}"
             + (f"; did you mean '{hint}'?" if hint else "; see ctxconv-train --help")
         )
+
+
+def check_group_choices(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Raise OverrideError for ``GROUP=OPTION`` naming no file of that group (with a hint)."""
+    for o in parse_overrides(overrides):
+        if not is_group_choice(o) or o.value() is None or not isinstance(o.value(), str):
+            continue
+        option = o.value()
+        options = sorted(p.stem for p in (config_dir / o.key_or_group).glob("*.yaml"))
+        if option in options:
+            continue
+        close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)
+        close = close or [c for c in options if c.startswith(option)][:1]
+        raise OverrideError(
+            f"unknown {o.key_or_group} option '{option}' in override '{o.input_line}': choose "
+            f"one of {', '.join(options)}" + (f"; did you mean {close[0]}?" if close else "")
+        )
+
+
+def check_run_dir(overrides: list[str]) -> None:
+    """Raise OverrideError when ``hydra.run.dir`` (or a folder above it) is not a directory."""
+    for o in parse_overrides(overrides):
+        if o.key_or_group != "hydra.run.dir" or not isinstance(o.value(), str):
+            continue
+        path = Path(o.value())
+        for p in (path, *path.parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise OverrideError(
+                        f"hydra.run.dir={path}: {p} is a file, not a directory; choose "
+                        "another hydra.run.dir")
+                break
+
+
+def check_override_values(overrides: list[str], schema: type) -> None:
+    """Raise OverrideError for a value the schema's type cannot hold (``trainer.lr=fast``)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfg = OmegaConf.structured(schema)
+    for o in parse_overrides(overrides):
+        key = o.key_or_group
+        if is_hydra_key(key) or is_group_choice(o) or o.is_delete() or unknown_key(key, schema):
+            continue
+        try:
+            OmegaConf.update(cfg, key, o.value(), merge=True)
+        except (OmegaConfBaseException, ValueError) as exc:
+            raise OverrideError(f"override '{o.input_line}': {str(exc).splitlines()[0]}") from None

@@ -32,7 +32,7 @@ from ctxconv.train.data import load_datasets, make_loader, set_seed
 from ctxconv.train.device import check_precision, resolve_device, threads
 from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import available_modes, evaluate
-from ctxconv.train.lock import RunDirLock
+from ctxconv.train.lock import RunDirLock, remove_stale_temporaries
 from ctxconv.train.model import ModelConfig, build_model, count_params, per_block
 from ctxconv.train.objectives import OBJECTIVES
 from ctxconv.train.plots import plot_training_curves
@@ -67,6 +67,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, 
     compared with the old run's accuracy); resume drops metrics rows the checkpoint lacks.
     """
     ckpt = run_dir / CHECKPOINT_NAME
+    for name in (CHECKPOINT_NAME, METRICS_NAME):  # left by a killed write
+        remove_stale_temporaries(run_dir, f".{name}.")
     if resume:
         if not ckpt.exists():
             raise CheckpointError(
@@ -99,12 +101,13 @@ def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
     ctx = distributed.context_from_env()
     device = resolve_device(cfg.trainer.device, ctx.local_rank)
     check_precision(cfg.trainer.precision, device)
-    distributed.init(ctx, device, cfg.data.batch_size)
+    distributed.init(ctx, device, cfg.data.batch_size, cfg.trainer.dist_timeout_s)
     if not ctx.is_main:  # one process speaks for the job
         logging.getLogger("ctxconv").setLevel(logging.WARNING)
     try:
         run_dir = Path(distributed.broadcast(ctx, str(run_dir)))
-        with threads(cfg.threads), _writer_lock(run_dir, ctx):
+        with (threads(cfg.threads), _writer_lock(run_dir, ctx),
+              distributed.naming_timeouts(ctx, "training")):
             return _train_run(cfg, run_dir, ctx, device)
     finally:
         distributed.shutdown(ctx)

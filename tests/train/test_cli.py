@@ -26,12 +26,23 @@ def run(*args, check=True, env=None):
          ": the ctxconv-train config has no such field; did you mean 'trainer.epochs'?"),
         ("+trainer.epoch=3", "(a leading + cannot add one); did you mean 'trainer.epochs'?"),
         ("trainer.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),
-        ("data=imagenet", "Could not find 'data/imagenet'"),
+        ("data=imagenet", "error: unknown data option 'imagenet' in override 'data=imagenet': "
+         "choose one of cifar10, cifar100, digits, fashion_mnist, mnist"),
+        ("data=fashion", "error: unknown data option 'fashion' in override 'data=fashion': "
+         "choose one of cifar10, cifar100, digits, fashion_mnist, mnist; did you mean "
+         "fashion_mnist?"),
+        ("data.batch_size=0", "error: data.batch_size=0: must be an integer >= 1"),
+        ("trainer.epochs=0", "error: trainer.epochs=0: must be an integer >= 1"),
+        ("data.val_ratio=0", "error: data.val_ratio=0.0: must lie strictly between 0 and 1"),
+        ("data.max_train_samples=0",
+         "error: data.max_train_samples=0: must be an integer >= 1 or null"),
+        ("trainer.dist_timeout_s=0", "error: trainer.dist_timeout_s=0.0: must be > 0"),
     ],
 )
 def test_bad_overrides_are_rejected(override, message, tmp_path):
     out = run(override, f"hydra.run.dir={tmp_path}", check=False)
-    assert out.returncode != 0
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr[-2000:]
     assert message in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "checkpoint.pt").exists()
 
@@ -65,6 +76,41 @@ def test_user_errors_print_one_line_without_traceback(tmp_path, setup, args, mes
     assert out.returncode == 2, out.stderr[-2000:]
     assert message.format(d=tmp_path) in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr and out.stderr.count("error:") == 1
+
+
+def test_run_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "f").write_text("")
+    for target in ("f", "f/run"):
+        out = run(f"hydra.run.dir={tmp_path / target}", check=False)
+        assert out.returncode == 2
+        assert out.stderr.strip().splitlines() == [
+            f"error: hydra.run.dir={tmp_path / target}: {tmp_path / 'f'} is a file, not a "
+            "directory; choose another hydra.run.dir"]
+
+
+def test_ctrl_c_prints_how_to_resume_and_keeps_the_checkpoint(tmp_path):
+    import signal
+    import time
+
+    from ctxconv.train.checkpoint import load_checkpoint
+
+    proc = subprocess.Popen([*TRAIN, f"hydra.run.dir={tmp_path}", "trainer.epochs=500",
+                             "data.max_train_samples=200", "trainer.progress=false",
+                             "trainer.device=cpu"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while not (tmp_path / "checkpoint.pt").exists() and time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted; resume with ctxconv-train hydra.run.dir={tmp_path} resume=true (the "
+        "checkpoint of the last completed epoch is intact)")
+    assert err.count("interrupted") == 1
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["progress"]["done"] is False
 
 
 def test_debug_env_shows_the_traceback(tmp_path):

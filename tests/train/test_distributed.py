@@ -8,9 +8,10 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
-from tiny_runs import ddp_step, small_app
+from tiny_runs import ddp_step, small_app, stuck_rank
 
 from ctxconv.export.exporter import ExportOptions, export_run
+from ctxconv.train import run as run_mod
 from ctxconv.train.checkpoint import load_checkpoint
 from ctxconv.train.data_gen import DataGenConfig
 from ctxconv.train.distributed import (
@@ -146,3 +147,41 @@ def test_a_half_set_torchrun_environment_is_a_one_line_cli_error(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "WORLD_SIZE=2 but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT unset: start the job " \
            "with torchrun" in out.stderr, out.stderr[-2000:]
+
+
+def test_dist_timeout_is_a_config_key_passed_to_the_process_group(monkeypatch):
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from ctxconv.train.trainer import TrainerConfig
+
+    assert 60 <= TrainerConfig().dist_timeout_s <= 600  # minutes, not half an hour
+    seen = {}
+
+    def joined(ctx, device, batch_size, timeout_s):
+        seen["t"] = timeout_s
+        raise Interrupt
+
+    monkeypatch.setattr(run_mod.distributed, "init", joined)
+    with pytest.raises(Interrupt):
+        train_run(small_app(dist_timeout_s=42.0, device="cpu"), "unused")
+    assert seen["t"] == 42.0
+    monkeypatch.undo()
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **kw: seen.update(kw))
+    init(DistContext(0, 2), torch.device("cpu"), 64, timeout_s=42.0)
+    assert seen["timeout"] == timedelta(seconds=42)
+
+
+def test_a_stuck_rank_ends_the_wait_with_an_error_naming_the_rank(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(stuck_rank, args=(port, str(tmp_path / "err")), nprocs=2)
+    seconds, text = (tmp_path / "err").read_text().split(" ", 1)
+    assert text.startswith("rank 0 of 2 waited more than trainer.dist_timeout_s=2s for the "
+                           "other ranks during a barrier: a rank is stuck or has died"), text
+    assert float(seconds) < 6
