@@ -15,10 +15,21 @@ TINY = {"blocks": [[1, 8, 3], [2, 16, 3]], "image_size": 8, "in_channels": 1,
         "num_classes": 10, "max_grid": 2}
 
 
-def _probe(variant: str) -> subprocess.CompletedProcess:
+def _probe(variant: str, batch: int = 64) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(BENCH / "memory_probe.py"), variant,
-                           json.dumps(TINY), "--batch", "64"], capture_output=True, text=True,
-                          cwd=BENCH.parent)
+                           json.dumps(TINY), "--batch", str(batch)], capture_output=True,
+                          text=True, cwd=BENCH.parent)
+
+
+def test_probe_sees_the_memory_a_step_must_hold():
+    """At batch 1024 the step must hold at least the float32 input batch and block 0's
+    conv output (8 channels at 8x8, kept for backward): a probe that read the peak before
+    the step falls below that."""
+    batch = 1024
+    floor = 4 * batch * (1 * 8 * 8 + 8 * 8 * 8)  # input + block 0's conv output, float32
+    done = _probe("backprop", batch)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["peak_above_baseline_bytes"] >= floor
 
 
 def test_probe_measures_a_step_above_its_baseline():
