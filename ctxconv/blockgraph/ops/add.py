@@ -141,9 +141,10 @@ def check_c(graph: BlockGraph, op: Op, params: AddParams) -> None:
     """``ctxconv_add_s8`` repeats the second operand (a trailing block) along the first."""
     a, b = (base.tensor(graph, op, i) for i in params.order)
     out = base.output(graph, op)
-    tail = tuple(out.shape)[len(out.shape) - len(b.shape):]
-    if tuple(a.shape) != tuple(out.shape) or tuple(b.shape) != tail and any(
-            d != 1 for d in b.shape[: len(b.shape) - len(tail)]):
+    lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
+    block = tuple(b.shape[lead:])  # b without its leading ones: a trailing block of out
+    if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
+            len(out.shape) - len(block):]:
         raise ValueError(f"ADD {a.shape} + {b.shape} -> {out.shape}: the C kernel "
                          "broadcasts only a trailing block of the second operand")
     if params.n % params.b_n:
