@@ -44,6 +44,7 @@ from ctxconv.export.run_check import (
 )
 from ctxconv.export.verify import VerificationError, verification_limits, verify_blocks
 from ctxconv.runtimes.factory import make_runners
+from ctxconv.runtimes.workdirs import sweep_stale
 from ctxconv.train.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -52,7 +53,6 @@ from ctxconv.train.checkpoint import (
 )
 from ctxconv.train.data import DataConfig, load_datasets, make_loader
 from ctxconv.train.inference import available_modes, evaluate
-from ctxconv.train.lock import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "tflite", "c")
@@ -185,7 +185,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     }  # fmt: skip
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir.parent, f".{out_dir.name}.")  # of a killed export
+    sweep_stale(out_dir.parent, f".{out_dir.name}.")  # of a killed export
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{os.getpid()}."))
     try:
         log.info("writing %s for %d blocks", " and ".join(opts.formats), len(graphs))

@@ -3,12 +3,15 @@
 Each directory's name carries the pid of the process that made it
 (``<prefix><pid>-<random>``); making a new one first removes those of the same prefix
 whose process is gone, so a run killed with SIGKILL (or a lost machine) leaves litter only
-until the next run. A live process's directories are never touched.
+until the next run. A live process's directories are never touched. ``sweep_stale`` also
+serves the other pid-named temporaries (``<prefix><pid>.<random>``, ``<prefix>old-<pid>``:
+checkpoint writes and exports).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,15 +32,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_PID = re.compile(r"(?:old-)?(\d+)(?:[-.]|$)")
+
+
 def owner_pid(path: Path, prefix: str) -> int | None:
-    """The pid in a work directory's name, None when the name is not one of ours."""
-    rest = path.name[len(prefix):]
-    head = rest.split("-", 1)[0]
-    return int(head) if path.name.startswith(prefix) and head.isdigit() else None
+    """The pid in a temporary's name, None when the name is not one of ours."""
+    if not path.name.startswith(prefix):
+        return None
+    m = _PID.match(path.name[len(prefix):])
+    return int(m.group(1)) if m else None
 
 
 def sweep_stale(parent: Path, prefix: str) -> list[Path]:
-    """Remove ``parent``'s work directories of ``prefix`` whose process has ended."""
+    """Remove ``parent``'s temporaries (directories or files) of ``prefix`` whose process
+    has ended; returns what was removed."""
     removed = []
     try:
         candidates = list(parent.glob(f"{prefix}*"))
@@ -45,10 +53,13 @@ def sweep_stale(parent: Path, prefix: str) -> list[Path]:
         return removed
     for path in candidates:
         pid = owner_pid(path, prefix)
-        if pid is None or pid == os.getpid() or pid_alive(pid) or not path.is_dir():
+        if pid is None or pid == os.getpid() or pid_alive(pid):
             continue
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if not path.exists() and not path.is_symlink():
             removed.append(path)
     return removed
 

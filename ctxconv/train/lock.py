@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 from types import TracebackType
@@ -20,17 +19,6 @@ LOCK_NAME = ".ctxconv-train.lock"
 
 class RunDirLockedError(RuntimeError):
     """Another live process trains (or resumes) in the same run directory."""
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunDirLock:
@@ -79,21 +67,3 @@ class RunDirLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
-
-
-def remove_stale_temporaries(directory: Path, prefix: str) -> list[Path]:
-    """Remove ``directory/{prefix}{pid}...`` (or ``{prefix}old-{pid}``) entries left by a
-    process that is no longer alive; a live process's temporaries are kept."""
-    removed = []
-    for p in Path(directory).glob("*"):
-        if not p.name.startswith(prefix):
-            continue
-        pid = p.name[len(prefix):].removeprefix("old-").split(".", 1)[0]
-        if not pid.isdigit() or pid_alive(int(pid)):
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from ctxconv.runtimes.workdirs import sweep_stale
 from ctxconv.train import distributed
 from ctxconv.train.chance import chance_verdict
 from ctxconv.train.checkpoint import (
@@ -32,7 +33,7 @@ from ctxconv.train.data import load_datasets, make_loader, set_seed
 from ctxconv.train.device import check_precision, resolve_device, threads
 from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import available_modes, evaluate
-from ctxconv.train.lock import RunDirLock, remove_stale_temporaries
+from ctxconv.train.lock import RunDirLock
 from ctxconv.train.model import ModelConfig, build_model, count_params, per_block
 from ctxconv.train.objectives import OBJECTIVES
 from ctxconv.train.plots import plot_training_curves
@@ -68,7 +69,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, 
     """
     ckpt = run_dir / CHECKPOINT_NAME
     for name in (CHECKPOINT_NAME, METRICS_NAME):  # left by a killed write
-        remove_stale_temporaries(run_dir, f".{name}.")
+        sweep_stale(run_dir, f".{name}.")
     if resume:
         if not ckpt.exists():
             raise CheckpointError(
