@@ -121,31 +121,15 @@ def reference(p: AddParams | AddFloatParams, inputs: list[np.ndarray]) -> np.nda
     return np.clip(raw + p.out_offset, p.act_min, p.act_max).astype(np.int8)
 
 
-def macs(graph: BlockGraph, op: Op) -> int:
-    """Output elements."""
-    return base.elements(base.output(graph, op).shape)
-
-
-def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
-    """No scratch."""
-    return 0
-
-
-def in_place(graph: BlockGraph, op: Op) -> bool:
-    """Elementwise into the first operand when it is an activation of the output's size."""
-    a, out = base.tensor(graph, op, 0), base.output(graph, op)
-    return a.nbytes == out.nbytes and not a.is_constant
+macs = base.elementwise_macs
+c_scratch_bytes = base.no_scratch
+in_place = base.elementwise_in_place
 
 
 def check_c(graph: BlockGraph, op: Op, params: AddParams) -> None:
     """``ctxconv_add_s8`` repeats the second operand (a trailing block) along the first."""
     a, b = (base.tensor(graph, op, i) for i in params.order)
     out = base.output(graph, op)
-    lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
-    block = tuple(b.shape[lead:])  # b without its leading ones: a trailing block of out
-    if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
-            len(out.shape) - len(block):]:
-        raise ValueError(f"ADD {a.shape} + {b.shape} -> {out.shape}: the C kernel "
-                         "broadcasts only a trailing block of the second operand")
+    base.check_trailing_block("ADD", a, b, out)
     if params.n % params.b_n:
         raise ValueError(f"ADD operand {b.shape} does not tile {out.shape}")

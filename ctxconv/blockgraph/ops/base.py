@@ -113,3 +113,34 @@ def check_int32_accumulator(graph: BlockGraph, op: Op) -> None:
     if bound >= 1 << 31:
         raise ValueError(f"{op.kind} accumulator can reach {bound}, beyond int32; the C "
                          "kernels keep int32 accumulators")
+
+
+# ------------------------------------------------- elementwise ops (ADD, MUL)
+
+
+def elementwise_macs(graph: BlockGraph, op: Op) -> int:
+    """Output elements."""
+    return elements(output(graph, op).shape)
+
+
+def no_scratch(graph: BlockGraph, op: Op) -> int:
+    """No scratch."""
+    return 0
+
+
+def elementwise_in_place(graph: BlockGraph, op: Op) -> bool:
+    """Elementwise into the first operand when it is an activation of the output's size."""
+    a, out = tensor(graph, op, 0), output(graph, op)
+    return a.nbytes == out.nbytes and not a.is_constant
+
+
+def check_trailing_block(kind: str, a: Tensor, b: Tensor, out: Tensor) -> None:
+    """The C elementwise kernels repeat the second operand, a trailing block of the output
+    (its leading ones dropped), along the first, which has the output's shape."""
+    lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
+    block = tuple(b.shape[lead:])
+    if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
+            len(out.shape) - len(block):]:
+        sign = "+" if kind == "ADD" else "*"
+        raise ValueError(f"{kind} {a.shape} {sign} {b.shape} -> {out.shape}: the C kernel "
+                         "broadcasts only a trailing block of the second operand")

@@ -113,9 +113,7 @@ def macs(graph: BlockGraph, op: Op) -> int:
     return base.elements(base.tensor(graph, op, 0).shape)
 
 
-def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
-    """No scratch."""
-    return 0
+c_scratch_bytes = base.no_scratch
 
 
 def in_place(graph: BlockGraph, op: Op) -> bool:

@@ -90,28 +90,12 @@ def reference(p: MulParams | MulFloatParams, inputs: list[np.ndarray]) -> np.nda
     return np.clip(out + p.out_offset, p.act_min, p.act_max).astype(np.int8)
 
 
-def macs(graph: BlockGraph, op: Op) -> int:
-    """Output elements."""
-    return base.elements(base.output(graph, op).shape)
-
-
-def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
-    """No scratch."""
-    return 0
-
-
-def in_place(graph: BlockGraph, op: Op) -> bool:
-    """Elementwise into the first operand when it is an activation of the output's size."""
-    a, out = base.tensor(graph, op, 0), base.output(graph, op)
-    return a.nbytes == out.nbytes and not a.is_constant
+macs = base.elementwise_macs
+c_scratch_bytes = base.no_scratch
+in_place = base.elementwise_in_place
 
 
 def check_c(graph: BlockGraph, op: Op, params: MulParams) -> None:
     """``ctxconv_mul_s8`` repeats the second operand (a trailing block) along the first."""
     a, b, out = base.tensor(graph, op, 0), base.tensor(graph, op, 1), base.output(graph, op)
-    lead = next((i for i, d in enumerate(b.shape) if d != 1), len(b.shape))
-    block = tuple(b.shape[lead:])  # b without its leading ones: a trailing block of out
-    if tuple(a.shape) != tuple(out.shape) or block != tuple(out.shape)[
-            len(out.shape) - len(block):]:
-        raise ValueError(f"MUL {a.shape} * {b.shape} -> {out.shape}: the C kernel "
-                         "broadcasts only a trailing block of the second operand")
+    base.check_trailing_block("MUL", a, b, out)

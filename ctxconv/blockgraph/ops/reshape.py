@@ -53,9 +53,7 @@ def macs(graph: BlockGraph, op: Op) -> int:
     return 0
 
 
-def c_scratch_bytes(graph: BlockGraph, op: Op) -> int:
-    """No scratch."""
-    return 0
+c_scratch_bytes = base.no_scratch
 
 
 def in_place(graph: BlockGraph, op: Op) -> bool:
