@@ -61,7 +61,7 @@ def _choice(key: str, value: object, choices: tuple[str, ...]) -> None:
 
 def validate_config(cfg: TrainAppConfig) -> None:
     """Refuse values outside their range before anything in the run directory changes."""
-    from ctxconv.train.trainer import METHODS
+    from ctxconv.train.trainer import METHODS, SCHEDULES
 
     d, t = cfg.data, cfg.trainer
     _at_least("data.batch_size", d.batch_size, 1)
@@ -82,6 +82,38 @@ def validate_config(cfg: TrainAppConfig) -> None:
         raise ConfigValueError(f"trainer.dist_timeout_s={t.dist_timeout_s}: must be > 0 "
                                "(seconds a rank waits for the others)")
     _choice("trainer.optimizer", t.optimizer, ("adam", "sgd"))
-    _choice("trainer.schedule", t.schedule, ("cosine", "constant"))
+    _choice("trainer.lr_schedule", t.lr_schedule, ("cosine", "constant"))
+    if t.schedule in ("cosine", "constant"):
+        raise ConfigValueError(f"trainer.schedule={t.schedule} is the learning-rate schedule's "
+                               f"old key: set trainer.lr_schedule={t.schedule} (trainer.schedule "
+                               f"chooses how blocks train: {' or '.join(SCHEDULES)})")
+    _choice("trainer.schedule", t.schedule, SCHEDULES)
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ConfigValueError(f"trainer.label_smoothing={t.label_smoothing}: must lie in "
+                               "[0, 1) (the share of the target spread over the other classes)")
     _choice("trainer.method", t.method, METHODS)
     _choice("trainer.cache_prefix", t.cache_prefix, ("auto", "on", "off"))
+    objectives = [t.objective] if isinstance(t.objective, str) else list(t.objective)
+    if t.label_smoothing and any(o != "softmax" for o in objectives):
+        raise ConfigValueError(f"trainer.label_smoothing={t.label_smoothing} smooths the softmax "
+                               f"objective's targets; trainer.objective is {t.objective}: set "
+                               "trainer.objective=softmax or label_smoothing=0")
+    if t.schedule == "simultaneous":
+        _check_simultaneous(cfg)
+
+
+def _check_simultaneous(cfg: TrainAppConfig) -> None:
+    """``trainer.schedule=simultaneous``: blockwise, context-free outputs, nothing frozen."""
+    t, m = cfg.trainer, cfg.model
+    if t.method != "blockwise":
+        raise ConfigValueError(f"trainer.schedule=simultaneous is a schedule of blockwise "
+                               f"training; trainer.method={t.method} trains end to end: drop "
+                               "one of them")
+    if any(m.contextual or []):
+        raise ConfigValueError("trainer.schedule=simultaneous trains blocks whose output does "
+                               f"not depend on the context; model.contextual={list(m.contextual)}"
+                               ": set it to all false, or use trainer.schedule=sequential")
+    if t.cache_prefix == "on":
+        raise ConfigValueError("trainer.cache_prefix=on caches a frozen prefix; "
+                               "trainer.schedule=simultaneous trains every block at once and "
+                               "has none: use cache_prefix=auto")

@@ -73,23 +73,19 @@ def _pair_goodness(block: ContextualConvBlock, x: torch.Tensor, labels: torch.Te
     return _under_contexts(block, x, contexts, prefix)
 
 
-def block_loss(
-    block: ContextualConvBlock,
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    objective: str,
-    data_gen: DataGenConfig,
-    threshold: float = 0.0,
-    prefix: Prefix | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, number of samples whose true context has the highest goodness)."""
-    if objective == "softmax":
-        scores = _all_contexts(block, x, prefix)  # (B, K)
-        return F.cross_entropy(scores, labels), (scores.argmax(1) == labels).sum()
+def softmax_loss(scores: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy over the K class scores (B, K), and the samples they classify right."""
+    loss = F.cross_entropy(scores, labels, label_smoothing=label_smoothing)
+    return loss, (scores.argmax(1) == labels).sum()
+
+
+def pair_loss(goodness: torch.Tensor, batch: int, objective: str, threshold: float = 0.0
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``contrast`` or ``bce`` loss of the ``generate_data`` pairs' goodness ((1 + n) B,),
+    positives first, and the images whose true context beats all of its negatives."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
-    batch = x.shape[0]
-    goodness = _pair_goodness(block, x, labels, data_gen, prefix)
     per_image = goodness.view(-1, batch).T  # (B, 1+n): the positive, then the negatives
     correct = (per_image[:, :1] > per_image[:, 1:]).all(dim=1).sum()  # true beats its negatives
     if objective == "contrast":
@@ -98,6 +94,37 @@ def block_loss(
     targets = torch.zeros_like(goodness)
     targets[:batch] = 1.0
     return F.binary_cross_entropy_with_logits(goodness - threshold, targets), correct
+
+
+def block_loss(
+    block: ContextualConvBlock,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    objective: str,
+    data_gen: DataGenConfig,
+    threshold: float = 0.0,
+    prefix: Prefix | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, number of samples whose true context has the highest goodness)."""
+    if objective == "softmax":
+        return softmax_loss(_all_contexts(block, x, prefix), labels, label_smoothing)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    goodness = _pair_goodness(block, x, labels, data_gen, prefix)
+    return pair_loss(goodness, x.shape[0], objective, threshold)
+
+
+def scores_loss(scores: torch.Tensor, labels: torch.Tensor, objective: str,
+                data_gen: DataGenConfig, threshold: float = 0.0, label_smoothing: float = 0.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block_loss`` of a block whose goodness is linear in the context, from its K class
+    scores (B, K): a pair's goodness is its context's score."""
+    if objective == "softmax":
+        return softmax_loss(scores, labels, label_smoothing)
+    _, contexts = generate_data((scores[:, :0], labels), data_gen)  # ((1+n)B, K)
+    goodness = (scores.repeat(len(contexts) // len(scores), 1) * contexts).sum(dim=1)
+    return pair_loss(goodness, len(labels), objective, threshold)
 
 
 class BlockObjective(torch.nn.Module):
@@ -114,10 +141,12 @@ class BlockObjective(torch.nn.Module):
         threshold: float = 0.0,
         input_pooled: bool = False,
         prefix: Prefix | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.block, self.objective = block, objective
         self.data_gen, self.threshold = data_gen, threshold
+        self.label_smoothing = label_smoothing
         self.input_pooled = input_pooled
         self.prefix = prefix
 
@@ -126,17 +155,50 @@ class BlockObjective(torch.nn.Module):
 
         with pooled_input(self.block) if self.input_pooled else contextlib.nullcontext():
             return block_loss(self.block, x, labels, self.objective, self.data_gen,
-                              self.threshold, self.prefix)
+                              self.threshold, self.prefix, self.label_smoothing)
 
 
 class EndToEndObjective(torch.nn.Module):
     """The whole network with the backprop loss as ``forward`` (what DDP wraps): one
     cross-entropy on the summed class scores, gradients through every block."""
 
-    def __init__(self, model: ContextualNet) -> None:
+    def __init__(self, model: ContextualNet, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.label_smoothing = model, label_smoothing
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = summed_scores(self.model, x)  # (B, K)
-        return F.cross_entropy(scores, labels), (scores.argmax(1) == labels).sum()
+        return softmax_loss(summed_scores(self.model, x), labels, self.label_smoothing)
+
+
+class SimultaneousObjective(torch.nn.Module):
+    """Every block's local loss on one batch, summed (``trainer.schedule=simultaneous``).
+
+    Block i reads block i-1's output detached: its gradient stays inside the block, as in
+    the sequential schedule, but all blocks learn from every batch (decoupled greedy
+    learning, Belilovsky et al., ICML 2020). Needs blocks that pass a context-free output
+    on and a goodness linear in the context (``ContextualNet.supports_onepass``). The count
+    returned is of the samples the summed scores of ``score_blocks`` classify right."""
+
+    def __init__(self, model: ContextualNet, objectives: list[str], data_gen: DataGenConfig,
+                 threshold: float = 0.0, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not model.supports_onepass:
+            raise ValueError("trainer.schedule=simultaneous trains blocks whose output does "
+                             "not depend on the context, with linear goodness: set "
+                             "model.contextual to all false and model.goodness=linear")
+        self.model, self.objectives = model, objectives
+        self.data_gen, self.threshold = data_gen, threshold
+        self.label_smoothing = label_smoothing
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total, summed = None, None
+        for i, block in enumerate(self.model.blocks):
+            x = block(x.detach())
+            scores = block.goodness.scores(x)  # (B, K)
+            loss, _ = scores_loss(scores, labels, self.objectives[i], self.data_gen,
+                                  self.threshold, self.label_smoothing)
+            total = loss if total is None else total + loss
+            if i in self.model.score_blocks:
+                summed = scores.detach() if summed is None else summed + scores.detach()
+        assert total is not None and summed is not None  # a model has a block to score
+        return total, (summed.argmax(1) == labels).sum()

@@ -20,11 +20,14 @@ class ThrottledBar:
         self.bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False,
                         unit="batch", mininterval=0, miniters=1, **tqdm_kw)
         self.interval, self.clock = interval, clock
-        self.pending, self.postfix = 0, ""
+        self.pending = 0
+        self.postfix: str | Callable[[], str] = ""
         self.last = clock()
 
-    def step(self, postfix: str) -> None:
-        """One batch done; ``postfix`` describes the running state (e.g. loss and accuracy)."""
+    def step(self, postfix: str | Callable[[], str]) -> None:
+        """One batch done; ``postfix`` describes the running state (e.g. loss and accuracy).
+        A callable is called only when the bar redraws: reading a GPU value waits for the
+        GPU, so a training loop passes one and does not wait on every batch."""
         self.pending += 1
         self.postfix = postfix
         if self.clock() - self.last >= self.interval:
@@ -32,7 +35,8 @@ class ThrottledBar:
 
     def flush(self) -> None:
         if self.pending:
-            self.bar.set_postfix_str(self.postfix, refresh=False)
+            text = self.postfix() if callable(self.postfix) else self.postfix
+            self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(self.pending)
             self.pending = 0
         self.last = self.clock()

@@ -66,6 +66,16 @@ def _value(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
 
 
+def upgrade_stored(stored: DictConfig) -> DictConfig:
+    """A stored config in the current schema: runs written before ``trainer.lr_schedule``
+    kept the learning-rate schedule in ``trainer.schedule`` (they trained sequentially)."""
+    old = OmegaConf.select(stored, "trainer.schedule")
+    if old in ("cosine", "constant"):
+        stored.trainer.lr_schedule = old
+        stored.trainer.schedule = "sequential"
+    return stored
+
+
 def resume_config(composed: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
     """The stored config of ``run_dir`` with the runtime overrides applied.
 
@@ -76,7 +86,7 @@ def resume_config(composed: DictConfig, run_dir: Path, overrides: list[str]) -> 
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         return composed
-    stored = OmegaConf.merge(composed, OmegaConf.load(path))  # typed by the schema
+    stored = OmegaConf.merge(composed, upgrade_stored(OmegaConf.load(path)))  # typed by the schema
     stored.overwrite = composed.overwrite  # an instruction of the start that wrote it
     parsed = [o for o in parse_overrides(overrides) if not is_hydra_key(o.key_or_group)]
     explicit = {o.key_or_group for o in parsed if not is_group_choice(o)}

@@ -1,10 +1,12 @@
 """Block-wise forward-only training.
 
-Block i learns from its own goodness while blocks < i are frozen: their output is
-computed under ``torch.no_grad`` so no autograd graph and no activations of earlier
-blocks are kept; memory is that of one block. After every epoch the trainer writes a
-checkpoint (atomically) and a line of ``metrics.jsonl``; an interrupted run resumes
-from its last completed epoch.
+``trainer.schedule=sequential``: block i learns from its own goodness while blocks < i
+are frozen: their output is computed under ``torch.no_grad`` so no autograd graph and no
+activations of earlier blocks are kept; memory is that of one block.
+``simultaneous``: every block learns on every batch from its own goodness, its input
+detached, so one pass over the data trains all blocks (no gradient crosses a block).
+After every epoch the trainer writes a checkpoint (atomically) and a line of
+``metrics.jsonl``; an interrupted run resumes from its last completed epoch.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from ctxconv.train.device import autocast, available_memory, resolve_device, to_
 from ctxconv.train.distributed import DistContext
 from ctxconv.train.inference import block_scores
 from ctxconv.train.model import ContextualNet, per_block
-from ctxconv.train.objectives import OBJECTIVES, BlockObjective, EndToEndObjective
+from ctxconv.train.objectives import (
+    OBJECTIVES,
+    BlockObjective,
+    EndToEndObjective,
+    SimultaneousObjective,
+)
 from ctxconv.train.prefix_cache import PrefixCacheError, build_cache, cached_shape, plan_cache
 from ctxconv.train.progress import ThrottledBar
 
@@ -47,7 +54,11 @@ class TrainerConfig:
     lr: float = 5e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
-    schedule: str = "cosine"  # cosine | constant (per block)
+    lr_schedule: str = "cosine"  # cosine | constant (over each block's epochs)
+    #: sequential: one block after another, earlier blocks frozen; simultaneous: every
+    #: block on every batch from its own loss, its input detached (decoupled greedy)
+    schedule: str = "sequential"
+    label_smoothing: float = 0.0  # softmax objective (and backprop): smoothed targets
     #: softmax | bce (the seed's) | contrast (generate_data pairs), or one per block
     objective: Any = "softmax"
     threshold: float = 0.0  # bce: logit = goodness - threshold
@@ -64,10 +75,18 @@ class TrainerConfig:
 
 
 METHODS = ("blockwise", "backprop")
+SCHEDULES = ("sequential", "simultaneous")
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the CPU) on ``device``; to a GPU through pinned memory, without waiting."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -76,15 +95,15 @@ def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator)
         b, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
         dev = x.device  # random draws on the CPU generator: the same on every device
-        dy = torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen).to(dev)
-        dx = torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen).to(dev)
+        dy = _to(torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen), dev)
+        dx = _to(torch.randint(0, 2 * shift + 1, (b, 1, 1), generator=gen), dev)
         rows = dy + torch.arange(h, device=dev).view(1, h, 1)  # (B, H, 1)
         cols = dx + torch.arange(w, device=dev).view(1, 1, w)  # (B, 1, W)
         batch = torch.arange(b, device=dev).view(b, 1, 1)
         x = padded.permute(0, 2, 3, 1)[batch, rows, cols]
         x = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
     if flip:
-        mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+        mask = _to(torch.rand(x.shape[0], generator=gen) < 0.5, x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 
@@ -104,11 +123,11 @@ def make_optimizer(params, cfg: TrainerConfig) -> torch.optim.Optimizer:
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, steps: int):
-    if cfg.schedule == "cosine":
+    if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    if cfg.schedule == "constant":
+    if cfg.lr_schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose 'cosine' or 'constant'")
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose 'cosine' or 'constant'")
 
 
 @torch.no_grad()
@@ -233,9 +252,12 @@ class BlockwiseTrainer:
                              f"{list(METHODS)}")
         self.model.to(self.device, memory_format=torch.channels_last)  # faster convolutions
         train = TensorDataset(*self._place(train.tensors))
-        if self.cfg.method == "backprop":
+        if self.cfg.schedule not in SCHEDULES:
+            raise ValueError(f"unknown trainer.schedule {self.cfg.schedule!r}; choose one of "
+                             f"{list(SCHEDULES)}")
+        if self.trains_whole_model:
             first = progress["epoch"] + 1 if progress is not None else 0
-            return self._fit_end_to_end(train, val, first, states if first else None)
+            return self._fit_whole(train, val, first, states if first else None)
         start_block, start_epoch = 0, 0
         if progress is not None:
             start_block, start_epoch = progress["block"], progress["epoch"] + 1
@@ -305,7 +327,7 @@ class BlockwiseTrainer:
         inputs, cached = self._inputs(b, images, cfg.epochs - first_epoch)
         cache_seconds = time.perf_counter() - t_cache  # counted in the block's first epoch
         objective = BlockObjective(block, self.objectives[b], self.data_gen, cfg.threshold,
-                                   cached, self._context_prefix(b))
+                                   cached, self._context_prefix(b), cfg.label_smoothing)
         trained = distributed.wrap(objective, ctx, device)
         return self._epochs(b, trained, inputs, labels, cached, val, first_epoch,
                             opt, sched, steps_per_epoch, cache_seconds)
@@ -324,19 +346,33 @@ class BlockwiseTrainer:
             sched.load_state_dict(states["scheduler"])
         return opt, sched, steps_per_epoch
 
-    def _fit_end_to_end(self, train: TensorDataset, val: TensorDataset, first_epoch: int,
-                        states: dict[str, Any] | None) -> float:
-        """The backprop baseline: every block trained at once on the summed class scores."""
-        model, ctx = self.model, self.ctx
-        if not model.supports_onepass:
-            raise ValueError("trainer.method=backprop trains context-free models (the baseline "
-                             "of the local-head recipe): set model.contextual to all false")
+    @property
+    def trains_whole_model(self) -> bool:
+        """Every block learns on every batch: backprop, or the simultaneous schedule."""
+        return self.cfg.method == "backprop" or self.cfg.schedule == "simultaneous"
+
+    def _fit_whole(self, train: TensorDataset, val: TensorDataset, first_epoch: int,
+                   states: dict[str, Any] | None) -> float:
+        """Every block at once: the backprop baseline (one loss on the summed class scores,
+        gradients through every block) or the simultaneous schedule (each block's own loss
+        on its detached input)."""
+        model, ctx, cfg = self.model, self.ctx, self.cfg
+        if cfg.method == "backprop":
+            if not model.supports_onepass:
+                raise ValueError("trainer.method=backprop trains context-free models (the "
+                                 "baseline of the local-head recipe): set model.contextual to "
+                                 "all false")
+            objective: torch.nn.Module = EndToEndObjective(model, cfg.label_smoothing)
+            self.cache_plans[len(model.blocks) - 1] = "backprop: no frozen prefix"
+        else:
+            objective = SimultaneousObjective(model, self.objectives, self.data_gen,
+                                              cfg.threshold, cfg.label_smoothing)
+            self.cache_plans[len(model.blocks) - 1] = "simultaneous: no frozen prefix"
         for p in model.parameters():
             p.requires_grad_(True)
         images, labels = train.tensors
         opt, sched, steps_per_epoch = self._optimizer(model.parameters(), len(train), states)
-        self.cache_plans[len(model.blocks) - 1] = "backprop: no frozen prefix"
-        trained = distributed.wrap(EndToEndObjective(model), ctx, self.device)
+        trained = distributed.wrap(objective, ctx, self.device)
         return self._epochs(len(model.blocks) - 1, trained, images, labels, False, val,
                             first_epoch, opt, sched, steps_per_epoch, 0.0)
 
@@ -347,9 +383,10 @@ class BlockwiseTrainer:
         """The epochs of block ``b`` from ``first_epoch`` on; returns their seconds."""
         cfg, model, ctx, device = self.cfg, self.model, self.ctx, self.device
         block, amp = model.blocks[b], autocast(device, cfg.precision)
-        end_to_end = cfg.method == "backprop"
-        trained_part = model if end_to_end else block
-        name = "backprop" if end_to_end else f"block {b + 1}/{len(model.blocks)}"
+        whole = self.trains_whole_model
+        trained_part = model if whole else block
+        name = (cfg.method if cfg.method == "backprop" else "all blocks" if whole
+                else f"block {b + 1}/{len(model.blocks)}")
         seconds = 0.0
         for epoch in range(first_epoch, cfg.epochs):
             t0 = time.perf_counter() - cache_seconds
@@ -358,11 +395,15 @@ class BlockwiseTrainer:
             torch.manual_seed(seed)  # wrong-label draws
             gen = torch.Generator().manual_seed(seed)  # augmentation
             trained_part.train()
-            total_loss = correct = seen = 0.0
+            # running sums stay on the device: reading one waits for the GPU, so the loop
+            # reads them only when the bar redraws and at the end of the epoch
+            loss_sum = torch.zeros((), device=device)
+            correct_sum = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
             bar = ThrottledBar(steps_per_epoch, f"{name} epoch {epoch + 1}/{cfg.epochs}",
                                cfg.progress and ctx.is_main)
-            for idx in distributed.shard_batches(len(inputs), self.data_gen.batch_size, seed, ctx):
-                x = inputs[idx.to(inputs.device)].to(device, non_blocking=True)
+            for idx in self._epoch_batches(len(inputs), seed, inputs.device):
+                x = inputs[idx].to(device, non_blocking=True)
                 y = labels[idx.to(labels.device)].to(device, non_blocking=True)
                 with amp:
                     if cached:
@@ -371,29 +412,40 @@ class BlockwiseTrainer:
                         if cfg.augment or cfg.flip:
                             x = augment_batch(x, cfg.augment, cfg.flip, gen)
                         x = x.contiguous(memory_format=torch.channels_last)
-                        if not end_to_end:
+                        if not whole:
                             x = self._frozen_input(b, x)
                     loss, n_correct = trained(x, y)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"loss is {loss.item()} in block {b} (of {len(model.blocks)}), epoch "
-                        f"{epoch}: training diverged; lower trainer.lr (now {cfg.lr}) or "
-                        "check the input normalisation"
-                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total_loss += loss.item() * len(y)
-                correct += int(n_correct)
+                loss_sum += loss.detach().float() * len(y)
+                correct_sum += n_correct
                 seen += len(y)
-                bar.step(f"loss={total_loss / seen:.4f}, acc={correct / seen:.3f}")
+                bar.step(lambda s=seen, tl=loss_sum, tc=correct_sum:
+                         f"loss={tl.item() / s:.4f}, acc={tc.item() / s:.3f}")
             bar.close()
+            total_loss, correct = loss_sum.item(), int(correct_sum.item())
+            if not math.isfinite(total_loss):
+                raise TrainingDivergedError(
+                    f"loss is {total_loss} in block {b} (of {len(model.blocks)}), epoch "
+                    f"{epoch}: training diverged; lower trainer.lr (now {cfg.lr}) or "
+                    "check the input normalisation"
+                )
             total_loss, correct, seen = distributed.sum_over_ranks(
                 ctx, [total_loss, correct, seen], device
             )
             seconds += self._end_epoch(b, epoch, t0, val, total_loss, correct, seen, opt, sched)
         return seconds
+
+    def _epoch_batches(self, n: int, seed: int, place: torch.device):
+        """This rank's index batches of one epoch, on ``place`` (where the inputs are): the
+        whole epoch's order is moved there at once, not a small copy per batch."""
+        batches = list(distributed.shard_batches(n, self.data_gen.batch_size, seed, self.ctx))
+        if place.type == "cpu" or not batches:
+            return batches
+        order = torch.cat(batches).to(place)
+        return order.split([len(b) for b in batches])
 
     def _end_epoch(self, b: int, epoch: int, t0: float, val: TensorDataset, total_loss: float,
                    correct: float, seen: float, opt: torch.optim.Optimizer, sched: Any) -> float:

@@ -110,7 +110,7 @@ def test_digits_block_matches_host_trainer(tmp_path: Path):
     tb = model.blocks[0]
     geom = BlockGeometry(8, 1, 1, 3, 8, 10, tb.goodness.grid, False)
     sim = TrainableBlock(geom, _to_sim(tb, geom))
-    cfg = TrainerConfig(epochs=3, optimizer="adam", lr=5e-3, schedule="constant", progress=False)
+    cfg = TrainerConfig(epochs=3, optimizer="adam", lr=5e-3, lr_schedule="constant", progress=False)
     BlockwiseTrainer(model, cfg, data, tmp_path, seed=0).fit(train, val)
     opt = make_optimizer("adam", 5e-3)
     for epoch in range(cfg.epochs):
