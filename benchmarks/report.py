@@ -49,8 +49,8 @@ def git_rev() -> str:
                              capture_output=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                cwd=ROOT, text=True, capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git: its commit given
+        return os.environ.get("CTXCONV_COMMIT", "unknown")
     return rev + ("-dirty" if dirty.strip() else "")
 
 
