@@ -88,7 +88,7 @@ def fold_block(block: ContextualConvBlock, index: int, in_size: int) -> FloatBlo
         numel = w.shape[1] * (in_size // int(pool)) ** 2
         if numel > L2_MAX_ELEMENTS:
             raise UnsupportedLayerError(
-                f"block {index}: L2_NORMALIZATION over {numel} input values: TFLite's int8 "
+                f"block {index}: {l2norm.KIND} over {numel} input values: TFLite's int8 "
                 f"kernel sums their squares in int32, which can overflow above "
                 f"{L2_MAX_ELEMENTS}; pool earlier or use model.norm=batch")
         w = w * np.sqrt(numel)  # L2Normalize's sqrt(numel), folded into the conv

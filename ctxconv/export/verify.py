@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.bundle import ExportBundle
 from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.blockgraph.manifest import first_contextual
+from ctxconv.blockgraph.ops import l2norm
 from ctxconv.blockgraph.pipeline import (
     BlockPipeline,
     dequantize,
@@ -74,18 +76,17 @@ def lsb_allowance(graph: BlockGraph) -> int:
 
 
 def l2_levels(graph: BlockGraph) -> float | None:
-    """RMS output value, in LSB, of the block's L2_NORMALIZATION (None without one): a
-    unit-norm vector of n values at step 1/128 has an RMS of 128 / sqrt(n) LSB."""
+    """RMS output value, in LSB, of the block's per-sample normalisation (None without
+    one): a unit-norm vector of n values at step 1/128 has an RMS of 128 / sqrt(n) LSB."""
     for op in graph.ops:
-        if op.kind == "L2_NORMALIZATION":
-            n = int(np.prod(graph.tensors[op.inputs[0]].shape[1:]))
-            return 128.0 / float(np.sqrt(n))
+        if ops.normalizes_per_sample(op.kind):
+            return ops.unit_rms_lsb(graph, op)
     return None
 
 
 def verification_limits(graph: BlockGraph) -> dict[str, Any]:
     """What the manifest records of an int8 block for its verification: ``lsb_allowance``
-    and, with an L2_NORMALIZATION, its output's RMS in LSB (``l2_output_lsb``)."""
+    and, with a per-sample normalisation, its output's RMS in LSB (``l2_output_lsb``)."""
     limits: dict[str, Any] = {"lsb_allowance": lsb_allowance(graph)}
     coarse = l2_levels(graph)
     if coarse is not None:
@@ -197,7 +198,7 @@ def verify_blocks(model: ContextualNet, manifest: dict[str, Any], export_dir: Pa
             if name in row and int8 and row[name]["max_diff"] > limit:
                 why = ""
                 if "l2_output_lsb" in row:
-                    why = (f" (its L2_NORMALIZATION has TFLM's fixed int8 output step 1/128, so "
+                    why = (f" (its {l2norm.KIND} has TFLM's fixed int8 output step 1/128, so "
                            f"a unit-norm vector of its length is about {row['l2_output_lsb']:.1f} "
                            "LSB per value: one LSB of rounding is a large relative error that "
                            "the next ops amplify; norm=batch avoids it)")

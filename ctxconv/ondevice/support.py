@@ -2,13 +2,14 @@
 
 On-device training models a block as optional max pool -> conv (+ a context bias) -> ReLU
 -> a goodness head linear in the context. FiLM context scales, energy goodness and per-sample
-L2 normalisation export (as MUL, MEAN and L2_NORMALIZATION) but are not modelled here.
+L2 normalisation export (as MUL, MEAN and the ``l2norm`` op) but are not modelled here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.blockgraph.manifest import GOODNESS_TENSOR
 
@@ -35,8 +36,8 @@ def unsupported_layers(block: dict[str, Any], graph: BlockGraph | None) -> list[
                 else "a FiLM context scale (MUL)")
         elif op.kind == "MEAN":
             add("an energy goodness (MUL of the features by themselves, MEAN)")
-        elif op.kind == "L2_NORMALIZATION":
-            add("a per-sample L2 normalisation (L2_NORMALIZATION)")
+        elif ops.normalizes_per_sample(op.kind):
+            add(f"a per-sample L2 normalisation ({op.kind})")
     if any(o.get("name") == GOODNESS_TENSOR for o in block.get("outputs", [])):
         add("an energy goodness (MUL of the features by themselves, MEAN)")
     return found

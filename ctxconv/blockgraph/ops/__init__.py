@@ -7,8 +7,9 @@ Each module (``conv2d``, ``fully_connected``, ``pool2d``, ``add``, ``mul``, ``me
 ``BROADCASTS`` (two operands broadcast against each other), ``tflm_scratch(graph, op)``
 where TFLM's reference kernel requests scratch buffers, ``optimized_scratch(graph, op,
 model)`` where an optimised kernel library does, and the op's TFLM persistent bytes
-(``TFLM_BUILTIN_BYTES``, ``TFLM_OP_DATA_BYTES``). Callers dispatch through ``op_module``,
-never on the kind themselves.
+(``TFLM_BUILTIN_BYTES``, ``TFLM_OP_DATA_BYTES``), and ``PER_SAMPLE_NORM`` with
+``unit_rms_lsb(graph, op)`` where the op rescales each sample to unit norm. Callers
+dispatch through ``op_module`` or the predicates here, never on the kind themselves.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def op_module(kind: str) -> ModuleType:
     except KeyError:
         raise ValueError(f"op {kind!r} has no implementation; supported: "
                          f"{sorted(REGISTRY)}") from None
+
+
+def normalizes_per_sample(kind: str) -> bool:
+    """Whether op ``kind`` rescales each sample to unit norm (its module's
+    ``PER_SAMPLE_NORM``); such a module gives ``unit_rms_lsb(graph, op)``, its output's RMS
+    value in LSB. False for a kind without a module."""
+    return bool(getattr(REGISTRY.get(kind), "PER_SAMPLE_NORM", False))
+
+
+def unit_rms_lsb(graph: BlockGraph, op: Op) -> float:
+    """RMS output value, in LSB, of a per-sample normalising op (``normalizes_per_sample``)."""
+    return float(op_module(op.kind).unit_rms_lsb(graph, op))
 
 
 def validate(graph: BlockGraph, op: Op) -> None:

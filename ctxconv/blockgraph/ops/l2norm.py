@@ -22,7 +22,9 @@ from ctxconv.blockgraph.fixedpoint import (
 from ctxconv.blockgraph.ir import L2_NORM_QUANT, BlockGraph, Op
 from ctxconv.blockgraph.ops import base
 
-KINDS = ("L2_NORMALIZATION",)
+#: The TFLite op name, for callers that must name the op in words (errors, reports).
+KIND = "L2_NORMALIZATION"
+KINDS = (KIND,)
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.
@@ -35,7 +37,11 @@ OUTPUT_SHIFT = 7
 #: Largest depth whose int32 sum of squares cannot overflow ((q - zp)^2 <= 255^2).
 MAX_DEPTH = (2**31 - 1) // (255 * 255)
 #: The C kernel.
-C_FUNCTIONS = {"L2_NORMALIZATION": "ctxconv_l2norm_s8"}
+C_FUNCTIONS = {KIND: "ctxconv_l2norm_s8"}
+#: The op rescales each sample to unit norm (``ops.normalizes_per_sample``): its int8
+#: output has TFLite's fixed step 1/128 whatever the input, so the few LSB a value of a long
+#: unit vector gets make its output float-sensitive (``unit_rms_lsb``).
+PER_SAMPLE_NORM = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,8 +113,15 @@ def in_place(graph: BlockGraph, op: Op) -> bool:
     return True
 
 
+def unit_rms_lsb(graph: BlockGraph, op: Op) -> float:
+    """RMS output value, in LSB, of a unit-norm sample: n values at step 1/128 have an RMS
+    of 128 / sqrt(n) LSB, n the elements of one input sample (all axes but the first)."""
+    n = int(np.prod(base.tensor(graph, op, 0).shape[1:]))
+    return (1.0 / L2_NORM_QUANT[0]) / float(np.sqrt(n))
+
+
 def check_c(graph: BlockGraph, op: Op, params: L2NormParams) -> None:
     """``ctxconv_l2norm_s8`` sums the squares of a row in int32."""
     if params.depth > MAX_DEPTH:
-        raise ValueError(f"L2_NORMALIZATION over {params.depth} elements can overflow its "
+        raise ValueError(f"{KIND} over {params.depth} elements can overflow its "
                          "int32 sum of squares")
