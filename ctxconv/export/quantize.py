@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ctxconv.blockgraph.ir import L2_NORM_QUANT, BlockGraph, Op, Quant, Tensor
+from ctxconv.blockgraph.ops import l2norm
 from ctxconv.export.fold import FloatBlock, float_forward
 
 CALIB_METHODS = ("minmax", "percentile")
@@ -161,7 +162,7 @@ def _l2_normalize(g: _GraphBuilder, x: str, size: int, channels: int,
     flat = g.activation("l2_in", (1, n), s_in)
     g.op("RESHAPE", [x], [flat], shape=(1, n))
     unit = g.activation("l2", (1, n), L2_NORM_QUANT)
-    g.op("L2_NORMALIZATION", [flat], [unit])
+    g.op(l2norm.KIND, [flat], [unit])
     out = g.activation("l2_4d", (1, size, size, channels), L2_NORM_QUANT)
     g.op("RESHAPE", [unit], [out], shape=(1, size, size, channels))
     return out
