@@ -61,7 +61,7 @@ def _choice(key: str, value: object, choices: tuple[str, ...]) -> None:
 
 def validate_config(cfg: TrainAppConfig) -> None:
     """Refuse values outside their range before anything in the run directory changes."""
-    from ctxconv.train.trainer import METHODS, SCHEDULES
+    from ctxconv.train.trainer import METHODS, PARALLEL, SCHEDULES
 
     d, t = cfg.data, cfg.trainer
     _at_least("data.batch_size", d.batch_size, 1)
@@ -98,8 +98,12 @@ def validate_config(cfg: TrainAppConfig) -> None:
         raise ConfigValueError(f"trainer.label_smoothing={t.label_smoothing} smooths the softmax "
                                f"objective's targets; trainer.objective is {t.objective}: set "
                                "trainer.objective=softmax or label_smoothing=0")
+    _choice("trainer.parallel", t.parallel, PARALLEL)
     if t.schedule == "simultaneous":
         _check_simultaneous(cfg)
+    elif t.parallel == "block":
+        raise ConfigValueError("trainer.parallel=block trains every stage of blocks at once: "
+                               "set trainer.schedule=simultaneous (or trainer.parallel=data)")
 
 
 def _check_simultaneous(cfg: TrainAppConfig) -> None:

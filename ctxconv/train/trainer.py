@@ -59,6 +59,9 @@ class TrainerConfig:
     #: block on every batch from its own loss, its input detached (decoupled greedy)
     schedule: str = "sequential"
     label_smoothing: float = 0.0  # softmax objective (and backprop): smoothed targets
+    #: under torchrun: data (each process the whole model, a shard of every batch) | block
+    #: (each process a stage of blocks, activations sent forward; schedule=simultaneous)
+    parallel: str = "data"
     #: softmax | bce (the seed's) | contrast (generate_data pairs), or one per block
     objective: Any = "softmax"
     threshold: float = 0.0  # bce: logit = goodness - threshold
@@ -76,6 +79,7 @@ class TrainerConfig:
 
 METHODS = ("blockwise", "backprop")
 SCHEDULES = ("sequential", "simultaneous")
+PARALLEL = ("data", "block")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -257,6 +261,10 @@ class BlockwiseTrainer:
                              f"{list(SCHEDULES)}")
         if self.trains_whole_model:
             first = progress["epoch"] + 1 if progress is not None else 0
+            if self.cfg.parallel == "block" and self.ctx.enabled:
+                from ctxconv.train.block_parallel import fit_block_parallel
+
+                return fit_block_parallel(self, train, val, first, states if first else None)
             return self._fit_whole(train, val, first, states if first else None)
         start_block, start_epoch = 0, 0
         if progress is not None:

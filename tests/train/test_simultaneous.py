@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ctxconv.export.exporter import ExportOptions, export_run
 from ctxconv.train.checkpoint import load_checkpoint
 from ctxconv.train.config import ConfigValueError, TrainAppConfig, validate_config
 from ctxconv.train.data import DataConfig, load_datasets
@@ -67,6 +68,9 @@ def test_simultaneous_learns_and_trains_every_block(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [(r["block"], r["epoch"]) for r in rows] == [(1, 0), (1, 1), (1, 2)]
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["progress"]["done"]
+    manifest = export_run(tmp_path / "run", tmp_path / "run" / "export",
+                          ExportOptions(verify_samples=60))  # a finished run: it exports
+    assert manifest["accuracy"]["int8"]["onepass"] > 0.7
 
 
 def test_one_fit_changes_every_block(tmp_path):
