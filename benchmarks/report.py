@@ -25,8 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-ORDER = ["train", "contextual", "host_train", "host_train_gpu", "export", "sim", "firmware", "ondevice_train", "ondevice_int8",
-         "ondevice_adapt"]
+ORDER = ["train", "contextual", "accuracy", "host_train", "host_train_gpu", "parallel", "export",
+         "sim", "firmware", "ondevice_train", "ondevice_int8", "ondevice_adapt"]
 PROVENANCE_KEYS = ("machine", "date", "commit", "command")
 
 

@@ -68,6 +68,11 @@ def validate_config(cfg: TrainAppConfig) -> None:
     _at_least("data.max_train_samples", d.max_train_samples, 1, optional=True)
     _at_least("data.max_test_samples", d.max_test_samples, 1, optional=True)
     _at_least("data.negatives", d.negatives, 1)
+    if d.num_workers:
+        raise ConfigValueError(f"data.num_workers={d.num_workers} has no effect on ctxconv-train "
+                               "(the training tensors stay in memory and batches are indexed, "
+                               "no DataLoader workers): drop it; load_and_split_data alone "
+                               "uses it")
     _at_least("trainer.epochs", t.epochs, 1)
     _at_least("trainer.eval_batch_size", t.eval_batch_size, 1)
     if not 0.0 < d.val_ratio < 1.0:

@@ -46,7 +46,7 @@ class DataConfig:
     download: bool = True
     max_train_samples: int | None = None  # a seeded subset, for quick runs
     max_test_samples: int | None = None
-    num_workers: int = 0
+    num_workers: int = 0  # load_and_split_data's DataLoader workers (not ctxconv-train's)
 
 
 @dataclass

@@ -19,6 +19,8 @@ import report  # noqa: E402
 SECTIONS = {
     "train": ("train_bench", "render"),
     "contextual": ("contextual_bench", "render"),
+    "accuracy": ("accuracy_bench", "render"),
+    "parallel": ("parallel_bench", "render"),
     "host_train": ("host_train_bench", "render"),
     "host_train_gpu": ("contextual_bench", "render_gpu"),
     "export": ("export_bench", "render"),

@@ -109,3 +109,12 @@ def test_fashion_mnist_benchmark_model_reaches_target(tmp_path):
                    timeout=3600)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["test_accuracy"]["onepass"] >= 0.925, summary["test_accuracy"]
+
+
+def test_num_workers_is_refused_where_it_does_nothing():
+    from ctxconv.train.config import ConfigValueError, TrainAppConfig, validate_config
+
+    cfg = TrainAppConfig()
+    cfg.data.num_workers = 2
+    with pytest.raises(ConfigValueError, match="has no effect on ctxconv-train"):
+        validate_config(cfg)
