@@ -237,6 +237,7 @@ WHAT = {"deep4": "4 blocks 64-96-192-256 (pools 1-1-2-2)",
         "wide3": "3 blocks 96-192-256 (pools 1-2-2)"}
 TARGET = 0.94
 TRAIN_COMMIT = "f2def22"  # the device ran this commit's tree; its copy's git metadata was stale
+EVALUATE_COMMIT = "6e05258"  # the export and simulator code the evaluation ran
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -330,9 +331,8 @@ def render(res: dict) -> list[str]:
             lines.append(f"int8 within 0.1 points of float on every seed: "
                          f"**{'yes' if gap <= 0.001 else 'no'}** (largest gap "
                          f"{100 * gap:.2f} points).")
-    fw = evals[0].get("firmware") if evals else None
-    if fw:
-        lines += _fit_lines(fw)
+    if evals and evals[0].get("sim"):
+        lines += _fit_lines(evals[0]["sim"], evals[0].get("firmware"))
     bp_name = chosen.get("bp")
     if bp_name:
         bp_test = [a for s in SEEDS if (a := _acc(tr["finals"].get(f"final_bp_seed{s}", {}),
@@ -348,22 +348,28 @@ def render(res: dict) -> list[str]:
     return lines
 
 
-def _fit_lines(fw: dict) -> list[str]:
-    """The MCU verdict: the planner's, and RAM and flash read from the firmware binary
-    against the profile's memory."""
-    emu = (fw.get("firmware") or {}).get("emulated") or {}
-    prof = fw["profile"]
-    ram, flash = emu.get("ram_bytes"), emu.get("flash_bytes")
-    measured_fit = (ram is not None and flash is not None and ram <= prof["sram_bytes"]
-                    and flash <= prof["flash_bytes"])
-    verdict = "fits" if fw["fits"] and measured_fit else "does not fit"
-    text = (f"On the {fw['mcu']} ({prof['sram_bytes'] // 1024} KiB SRAM, "
-            f"{prof['flash_bytes'] // 1024} KiB flash): **{verdict}**")
-    if ram is not None and flash is not None:
-        text += (f": RAM {ram / 1024:.1f} KiB (static + painted stack + I/O buffers) and "
-                 f"flash {flash / 1024:.1f} KiB, read from the firmware binary built for its "
-                 f"core; {fw['images']} test images run through the generated C on this "
-                 f"machine at {100 * fw['accuracy']:.2f} %")
+def _fit_lines(sim: dict, fw: dict | None) -> list[str]:
+    """The MCU verdict: the simulator's plan against the profile, and where the firmware
+    backend ran, RAM and flash read from the binary."""
+    prof = sim["profile"]
+    text = (f"On the {sim['mcu']} ({prof['sram_bytes'] // 1024} KiB SRAM, "
+            f"{prof['flash_bytes'] // 1024} KiB flash), the simulator's plan: "
+            f"**{'fits' if sim['fits'] else 'does not fit'}** (SRAM "
+            f"{sim['sram_bytes'] / 1024:.1f} of {sim['sram_limit_bytes'] / 1024:.1f} KiB, flash "
+            f"{sim['flash_bytes'] / 1024:.1f} of {sim['flash_limit_bytes'] / 1024:.1f} KiB "
+            "available beside the profile's allowance for the runtime and application code)")
+    if sim["problems"]:
+        text += ": " + "; ".join(sim["problems"])
+    emu = ((fw or {}).get("firmware") or {}).get("emulated")
+    if emu:
+        binary_fits = (emu["ram_bytes"] <= prof["sram_bytes"]
+                       and emu["flash_bytes"] <= prof["flash_bytes"])
+        text += (f". The firmware binary of the generated C (library, weights and the test "
+                 f"application, built for the {sim['mcu']}'s core): "
+                 f"**{'fits' if binary_fits else 'does not fit'}**, RAM "
+                 f"{emu['ram_bytes'] / 1024:.1f} KiB (static + painted stack + I/O buffers) "
+                 f"and flash {emu['flash_bytes'] / 1024:.1f} KiB, read from the binary; "
+                 f"{fw['images']} test images through it at {100 * fw['accuracy']:.2f} %")
     return ["", text + "."]
 
 
@@ -383,10 +389,13 @@ def _schedule_lines(side: dict) -> list[str]:
                      f"{', '.join(f'{100 * v:.2f}' for v in test)} | {_pm(val)} | "
                      f"{sum(secs) / len(secs):.1f} |")
     (ms, ss), (mq, sq) = means["default_simultaneous"], means["default_sequential"]
-    same = abs(ms - mq) <= 2 * max(ss, sq)
-    lines += ["", f"Simultaneous minus sequential: {100 * (ms - mq):+.2f} points "
-              f"({'within' if same else 'outside'} twice the larger seed std): one pass over "
-              "the data trains all blocks, where the sequential schedule makes one per block."]
+    se = (ss ** 2 / len(SEEDS) + sq ** 2 / len(SEEDS)) ** 0.5  # of the difference of means
+    z = (ms - mq) / se if se else 0.0
+    level = "level with" if abs(z) < 2 else ("below" if z < 0 else "above")
+    lines += ["", f"Simultaneous minus sequential: {100 * (ms - mq):+.2f} points, "
+              f"{abs(z):.1f} standard errors of the difference: simultaneous is **{level}** "
+              "sequential at the same epochs, with one pass over the data for all blocks "
+              "where the sequential schedule makes one per block."]
     return lines
 
 
@@ -423,7 +432,15 @@ def store(out: Path, train_results: Path) -> None:
     import report
 
     tr = json.loads(train_results.read_text())
+    side = tr["phases"]["side_by_side"]
+    for group, cands in CANDIDATES.items():  # a group the deadline stopped before its reads
+        means = {n: sum(v) / len(v) for n in cands if len(v := _seeds(side, n, "val")) == 3}
+        if group not in tr["selected"] and means:
+            tr["selected"][group] = max(means, key=means.__getitem__)
     tr["provenance"]["commit"] = TRAIN_COMMIT
+    m = tr["machine"]
+    tr["provenance"]["machine"] = (f"{m['gpu']} GPU, {m['cpus']} cores, Python {m['python']}, "
+                                   f"torch {m['torch']}")
     tr["provenance"]["command"] = ("python benchmarks/accuracy_bench.py train --out DIR "
                                    "--device cuda --jobs 15 --deadline 500 --extra "
                                    "data.data_dir=DATA")
@@ -431,7 +448,8 @@ def store(out: Path, train_results: Path) -> None:
                                 "reads ran after the deadline, the backprop finals' reads "
                                 "were stopped at the command's time limit")
     res = {"train": tr, "evaluated": json.loads((out / "evaluated.json").read_text()),
-           "provenance": {**report.provenance(), "command": "python benchmarks/"
+           "provenance": {**report.provenance(), "commit": EVALUATE_COMMIT,
+                          "command": "python benchmarks/"
                           "accuracy_bench.py evaluate --out DIR", "note": "int8 export and "
                           "simulator of the forward-only finals on this machine"}}
     report.write_section("accuracy", res, render(res))
