@@ -54,7 +54,8 @@ def measure(repeats: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="ctxconv-parallel-") as tmp:
         for r in range(repeats):
             for way, overrides in WAYS.items():
-                run_dir = Path(tmp) / f"{len(runs[way])}-{way.replace(' ', '_')}"
+                slug = "".join(c if c.isalnum() else "_" for c in way)  # Hydra-safe
+                run_dir = Path(tmp) / f"{len(runs[way])}-{slug}"
                 t0 = time.perf_counter()
                 out = subprocess.run(_command(overrides, run_dir), cwd=ROOT, env=env,
                                      capture_output=True, text=True)

@@ -67,3 +67,11 @@ def test_block_parallel_needs_the_simultaneous_schedule(tmp_path):
     out = train(tmp_path / "run", 1, "trainer.schedule=sequential", "trainer.parallel=block")
     assert out.returncode == 2
     assert "set trainer.schedule=simultaneous" in out.stderr.strip().splitlines()[-1]
+
+
+def test_data_parallel_trains_the_simultaneous_schedule_too(tmp_path):
+    out = train(tmp_path / "dp", 2)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    summary = json.loads((tmp_path / "dp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["schedule"] == "simultaneous"
+    assert summary["test_accuracy"]["multipass"] > 0.6
