@@ -17,6 +17,7 @@ which blocks' goodness is summed into the class scores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -171,10 +172,13 @@ class BlockPipeline:
         preds = self.predict(raw, modes[0])
         return dict.fromkeys(modes, preds)
 
-    def predict(self, raw: np.ndarray, mode: str, batch_size: int = 256) -> np.ndarray:
-        """Predicted labels for raw images, in batches."""
-        preds = [
-            self.scores(self.quantize_images(raw[i : i + batch_size]), mode).argmax(1)
-            for i in range(0, len(raw), batch_size)
-        ]
+    def predict(self, raw: np.ndarray, mode: str, batch_size: int = 256,
+                on_batch: Callable[..., None] | None = None) -> np.ndarray:
+        """Predicted labels for raw images, in batches (``on_batch(n=images)`` after each)."""
+        preds = []
+        for i in range(0, len(raw), batch_size):
+            images = raw[i : i + batch_size]
+            preds.append(self.scores(self.quantize_images(images), mode).argmax(1))
+            if on_batch is not None:
+                on_batch(n=len(images))
         return np.concatenate(preds) if preds else np.zeros(0, np.int64)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.blockgraph.tflite.reader import read_tflite
+from ctxconv.progress import ThrottledBar
 from ctxconv.runtimes.workdirs import work_directory
 
 if TYPE_CHECKING:
@@ -438,17 +439,19 @@ def tflm_min_arena(
         # first round: just above the recorded total, where the minimum usually is
         first = [total // g + d for d in (0, 8, 32, 128, 512, 2048)]
         pts = [p for p in first if lo_u < p < hi_u][:k]
-        while hi_u - lo_u > 1:
-            if not pts:
-                span = hi_u - lo_u
-                n = min(k, span - 1)
-                pts = sorted({lo_u + (span * (i + 1)) // (n + 1) for i in range(n)})
-            res = _probe_many(path, [p * g for p in pts], len(ins))
-            good = [p for p, r in zip(pts, res, strict=True) if r[0]]
-            hi_u = min([hi_u, *good])
-            bad = [p for p, r in zip(pts, res, strict=True) if not r[0] and p < hi_u]
-            lo_u = max([lo_u, *bad])
-            pts = []
+        with ThrottledBar(None, f"TFLM minimum arena of {name}", unit="probe") as bar:
+            while hi_u - lo_u > 1:
+                if not pts:
+                    span = hi_u - lo_u
+                    n = min(k, span - 1)
+                    pts = sorted({lo_u + (span * (i + 1)) // (n + 1) for i in range(n)})
+                res = _probe_many(path, [p * g for p in pts], len(ins))
+                good = [p for p, r in zip(pts, res, strict=True) if r[0]]
+                hi_u = min([hi_u, *good])
+                bad = [p for p, r in zip(pts, res, strict=True) if not r[0] and p < hi_u]
+                lo_u = max([lo_u, *bad])
+                bar.step(f"{(hi_u - lo_u) * g} B left", n=len(pts))
+                pts = []
         return hi_u * g
 
 

@@ -19,6 +19,7 @@ from ctxconv.blockgraph.bundle import ExportBundle
 from ctxconv.blockgraph.manifest import C_DIR
 from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8, score_output
 from ctxconv.memory.tflm import PipelinePlan
+from ctxconv.progress import ThrottledBar
 from ctxconv.runtimes.factory import make_runners
 from ctxconv.runtimes.firmware.build import (
     ArmBuild,
@@ -184,12 +185,14 @@ def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.nd
     log.info("host build: compiling the C library and running %d test vectors", len(raw))
     exe = build_host(c_dir, work, modes)
     parts, first = [], None
-    for start in range(0, max(len(raw), 1), chunk):
-        part = slice(start, start + chunk)
-        got = run_harness(exe, raw[part], work, block_shapes(bundle), bundle.num_classes,
-                          modes, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
-        parts.append(compare(got, Reference(bundle, raw[part]), labels[part]))
-        first = got if first is None else first
+    with ThrottledBar(len(raw), "host build of the C library", unit="image") as bar:
+        for start in range(0, max(len(raw), 1), chunk):
+            part = slice(start, start + chunk)
+            got = run_harness(exe, raw[part], work, block_shapes(bundle), bundle.num_classes,
+                              modes, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
+            parts.append(compare(got, Reference(bundle, raw[part]), labels[part]))
+            first = got if first is None else first
+            bar.step(n=len(raw[part]))
     return _merge(parts), first
 
 

@@ -21,6 +21,7 @@ from ctxconv.blockgraph.bundle import ExportBundle, load_export
 from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8
 from ctxconv.memory.own_plan import own_activation_peak
 from ctxconv.memory.tflm import PipelinePlan, plan_block
+from ctxconv.progress import ThrottledBar
 from ctxconv.runtimes.factory import BACKENDS, ReferenceRunner, make_runners
 from ctxconv.runtimes.runners import tflm_min_arena
 from ctxconv.sim.cost import estimate_latency
@@ -79,12 +80,15 @@ def compare_with_tflm(bundle: ExportBundle, raw: np.ndarray, chunk: int = 256) -
     memory at once."""
     tflm = make_runners(bundle, "tflm")
     diffs = [0] * len(bundle.blocks)
-    for start in range(0, len(raw), chunk):
-        for i, (feed, ref) in enumerate(reference_chain(bundle, raw[start : start + chunk])):
-            got = tflm[i].run(feed)
-            diffs[i] = max(diffs[i], *(int(np.abs(ref[o].astype(np.int32)
-                                                  - got[o].astype(np.int32)).max())
-                                       for o in ref))
+    with ThrottledBar(len(raw), "reference kernels vs TFLM", unit="image") as bar:
+        for start in range(0, len(raw), chunk):
+            images = raw[start : start + chunk]
+            for i, (feed, ref) in enumerate(reference_chain(bundle, images)):
+                got = tflm[i].run(feed)
+                diffs[i] = max(diffs[i], *(int(np.abs(ref[o].astype(np.int32)
+                                                      - got[o].astype(np.int32)).max())
+                                           for o in ref))
+            bar.step(n=len(images))
     return diffs if len(raw) else []
 
 
@@ -187,7 +191,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         log.info("running %d test images (%s, %s backend)", len(labels), mode, opts.backend)
         pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend))
         t0 = time.perf_counter()
-        preds = pipe.predict(raw, mode)
+        with ThrottledBar(len(raw), f"test images ({opts.backend})", unit="image") as bar:
+            preds = pipe.predict(raw, mode, on_batch=bar.step)
         seconds = time.perf_counter() - t0
         cache[key] = (float((preds == labels).mean()) if len(labels) else float("nan"), seconds)
     accuracy, seconds = cache[key]

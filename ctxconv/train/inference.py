@@ -12,6 +12,8 @@ Neither mode reads labels, so accuracy cannot depend on the true label being kno
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ctxconv.train.model import ContextualNet
@@ -99,22 +101,26 @@ def available_modes(model: ContextualNet) -> list[str]:
 
 
 @torch.no_grad()
-def predict(model: ContextualNet, loader, mode: str) -> torch.Tensor:
-    """Predicted labels for every sample of ``loader`` (labels are never read)."""
+def predict(model: ContextualNet, loader, mode: str,
+            on_batch: Callable[..., None] | None = None) -> torch.Tensor:
+    """Predicted labels for every sample of ``loader`` (labels are never read);
+    ``on_batch(n=samples)`` after each batch."""
     model.eval().to(memory_format=torch.channels_last)  # the trainer's fast CPU layout
     device = next(model.parameters()).device
-    preds = [
-        class_scores(model, batch[0].to(device).contiguous(memory_format=torch.channels_last),
-                     mode).argmax(1).cpu()
-        for batch in loader
-    ]
+    preds = []
+    for batch in loader:
+        x = batch[0].to(device).contiguous(memory_format=torch.channels_last)
+        preds.append(class_scores(model, x, mode).argmax(1).cpu())
+        if on_batch is not None:
+            on_batch(n=len(x))
     return torch.cat(preds)
 
 
 @torch.no_grad()
-def evaluate(model: ContextualNet, loader, mode: str) -> float:
+def evaluate(model: ContextualNet, loader, mode: str,
+             on_batch: Callable[..., None] | None = None) -> float:
     """Top-1 accuracy of ``mode`` on ``loader``."""
-    preds = predict(model, loader, mode)
+    preds = predict(model, loader, mode, on_batch)
     labels = torch.cat([batch[1] for batch in loader])
     return float((preds == labels).float().mean())
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from ctxconv.progress import ThrottledBar
 from ctxconv.runtimes.workdirs import sweep_stale
 from ctxconv.train import distributed
 from ctxconv.train.chance import chance_verdict
@@ -89,6 +90,17 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, 
     for name in (SUMMARY_NAME, METRICS_NAME, CURVES_NAME):
         (run_dir / name).unlink(missing_ok=True)
     return None
+
+
+def _evaluated(model, data, batch_size: int, modes: list[str], split: str, progress: bool
+               ) -> dict[str, float]:
+    """Accuracy per mode on ``data``, with a bar per mode (a terminal and trainer.progress)."""
+    out = {}
+    for m in modes:
+        with ThrottledBar(len(data), f"{split} accuracy ({m})", None if progress else False,
+                          unit="image") as bar:
+            out[m] = evaluate(model, make_loader(data, batch_size, False), m, bar.step)
+    return out
 
 
 def train_run(cfg: TrainAppConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -191,8 +203,8 @@ def _train_run(
     modes = available_modes(model)
     eval_bs = cfg.trainer.eval_batch_size
     t0 = time.perf_counter()
-    val_acc = {m: evaluate(model, make_loader(val, eval_bs, False), m) for m in modes}
-    test_acc = ({m: evaluate(model, make_loader(test, eval_bs, False), m) for m in modes}
+    val_acc = _evaluated(model, val, eval_bs, modes, "validation", cfg.trainer.progress)
+    test_acc = (_evaluated(model, test, eval_bs, modes, "test", cfg.trainer.progress)
                 if cfg.evaluate_test else None)
     summary = {
         "dataset": info.name, "test_accuracy": test_acc, "val_accuracy": val_acc,

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from ctxconv.progress import ThrottledBar
 from ctxconv.train import distributed
 from ctxconv.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ctxconv.train.data import make_loader
@@ -39,7 +40,6 @@ from ctxconv.train.objectives import (
     SimultaneousObjective,
 )
 from ctxconv.train.prefix_cache import PrefixCacheError, build_cache, cached_shape, plan_cache
-from ctxconv.train.progress import ThrottledBar
 
 log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"

@@ -1,4 +1,7 @@
-"""A training progress bar that redraws a few times a second, not on every batch."""
+"""Progress bars for long steps: redrawn a few times a second, not on every item.
+
+``enabled=None`` (the default of the commands' long steps) shows a bar only on a terminal,
+so logs, pipes and tests get no bar characters."""
 
 from __future__ import annotations
 
@@ -15,20 +18,22 @@ class ThrottledBar:
     ``mininterval``; here the count and postfix are held back and flushed together.
     """
 
-    def __init__(self, total: int, desc: str, enabled: bool, interval: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic, **tqdm_kw) -> None:
-        self.bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False,
-                        unit="batch", mininterval=0, miniters=1, **tqdm_kw)
-        self.interval, self.clock = interval, clock
+    def __init__(self, total: int | None, desc: str, enabled: bool | None = None,
+                 interval: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 unit: str = "batch", **tqdm_kw) -> None:
+        self.bar = tqdm(total=total, desc=desc, disable=None if enabled is None else not enabled,
+                        leave=False,
+                        unit=unit, mininterval=0, miniters=1, **tqdm_kw)
+        self.desc, self.interval, self.clock = desc, interval, clock
         self.pending = 0
         self.postfix: str | Callable[[], str] = ""
         self.last = clock()
 
-    def step(self, postfix: str | Callable[[], str]) -> None:
+    def step(self, postfix: str | Callable[[], str] = "", n: int = 1) -> None:
         """One batch done; ``postfix`` describes the running state (e.g. loss and accuracy).
         A callable is called only when the bar redraws: reading a GPU value waits for the
         GPU, so a training loop passes one and does not wait on every batch."""
-        self.pending += 1
+        self.pending += n
         self.postfix = postfix
         if self.clock() - self.last >= self.interval:
             self.flush()
@@ -44,3 +49,9 @@ class ThrottledBar:
     def close(self) -> None:
         self.flush()
         self.bar.close()
+
+    def __enter__(self) -> ThrottledBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
