@@ -83,13 +83,14 @@ def render(res: dict) -> list[str]:
              f"{res['cores']} cores, one thread per process, each run alone, the ways "
              "interleaved. Seconds per epoch (validation excluded), median over every epoch "
              "of every repeat:", "",
-             "| way | s per epoch | vs one process | validation % | runs |", "|---|---|---|---|---|"]
+             "| way | s per epoch | speed-up over one process | validation % | runs |",
+             "|---|---|---|---|---|"]
     med = {w: statistics.median(s for r in rs for s in r["epoch_seconds"])
            for w, rs in res["runs"].items()}
     base = med["one process"]
     for way, rs in res["runs"].items():
         vals = [r["val_accuracy"] for r in rs]
-        lines.append(f"| {way} | {med[way]:.2f} | {base / med[way]:.2f}x faster | "
+        lines.append(f"| {way} | {med[way]:.2f} | {base / med[way]:.2f}x | "
                      f"{100 * statistics.mean(vals):.2f} | {len(rs)} |")
     bp, dp = med["2 processes, block-parallel"], med["2 processes, data-parallel"]
     faster = "block-parallel" if bp < dp else "data-parallel"

@@ -70,8 +70,12 @@ def test_block_parallel_needs_the_simultaneous_schedule(tmp_path):
 
 
 def test_data_parallel_trains_the_simultaneous_schedule_too(tmp_path):
-    out = train(tmp_path / "dp", 2)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    summary = json.loads((tmp_path / "dp" / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["schedule"] == "simultaneous"
-    assert summary["test_accuracy"]["multipass"] > 0.6
+    """Two data-parallel processes (each half of every batch) learn as one process does."""
+    results = {}
+    for n in (1, 2):
+        out = train(tmp_path / f"p{n}", n, "trainer.epochs=4")
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        results[n] = json.loads((tmp_path / f"p{n}" / "summary.json").read_text())
+    assert results[2]["processes"] == 2 and results[2]["schedule"] == "simultaneous"
+    one, two = (results[n]["test_accuracy"]["multipass"] for n in (1, 2))
+    assert two > 0.4 and abs(two - one) < 0.15, (one, two)  # chance is 0.1
