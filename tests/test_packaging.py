@@ -9,7 +9,7 @@ import pytest
 
 from ctxconv import launch
 
-TORCH_SIDE = {"torch", "torchvision", "hydra-core", "scikit-learn", "tqdm"}
+TORCH_SIDE = {"torch", "torchvision", "hydra-core", "scikit-learn"}
 
 
 def _requirements(extra: str | None) -> set[str]:

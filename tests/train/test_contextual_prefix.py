@@ -291,9 +291,9 @@ def test_validation_only_runs_never_read_the_test_split(tmp_path, monkeypatch):
     seen = []
     original = run_module.evaluate
 
-    def spy(model, loader, mode):
+    def spy(model, loader, mode, *rest):
         seen.append(len(loader.dataset))
-        return original(model, loader, mode)
+        return original(model, loader, mode, *rest)
 
     monkeypatch.setattr(run_module, "evaluate", spy)
     cfg = small_app()
