@@ -42,12 +42,19 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+#: what the benchmarks themselves write: a run measuring several parts changes these between
+#: its parts, which does not make the code it measures differ from the commit
+OUTPUTS = ("benchmarks/results", "BENCHMARKS.md")
+
+
 def git_rev() -> str:
-    """The short commit of the working tree, with ``-dirty`` when it has changes."""
+    """The short commit of the working tree, with ``-dirty`` when it has changes (other than
+    the benchmarks' own outputs)."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", *(f":(exclude){p}" for p in OUTPUTS)],
                                cwd=ROOT, text=True, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):  # a copy without .git: its commit given
         return os.environ.get("CTXCONV_COMMIT", "unknown")

@@ -133,3 +133,23 @@ def test_host_training_parts_keep_their_provenance(results, monkeypatch):
     for part in ("throughput", "epoch", "torchrun", "threads"):
         assert report.provenance_line(res[part]["provenance"]) in first, part
     assert "fedcba9" not in first
+
+
+def test_only_changes_outside_the_benchmarks_outputs_make_a_tree_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("code.py", "BENCHMARKS.md", "benchmarks/results/x.json"):
+        (tmp_path / name).write_text("a\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    for name in ("BENCHMARKS.md", "benchmarks/results/x.json"):
+        (tmp_path / name).write_text("b\n")  # what a multi-part run writes between parts
+    assert not report.git_rev().endswith("-dirty")
+    (tmp_path / "code.py").write_text("b\n")
+    assert report.git_rev().endswith("-dirty")
