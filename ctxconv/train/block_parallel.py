@@ -26,6 +26,13 @@ from ctxconv.train.data import make_loader
 from ctxconv.train.device import autocast, to_cpu
 from ctxconv.train.distributed import DistributedConfigError
 from ctxconv.train.objectives import scores_loss
+from ctxconv.train.steps import (
+    TrainingDivergedError,
+    _epoch_seed,
+    augment_batch,
+    make_optimizer,
+    make_scheduler,
+)
 
 IN_FLIGHT = 4  # sends a stage may have outstanding before it waits for the oldest
 
@@ -69,14 +76,6 @@ def stage_state(states: dict[str, Any] | None, key: str, rank: int, world: int) 
 def fit_block_parallel(trainer, train: TensorDataset, val: TensorDataset, first_epoch: int,
                        states: dict[str, Any] | None) -> float:
     """Train this rank's stage for the remaining epochs; returns their seconds."""
-    from ctxconv.train.trainer import (
-        TrainingDivergedError,
-        _epoch_seed,
-        augment_batch,
-        make_optimizer,
-        make_scheduler,
-    )
-
     model, cfg, ctx, device = trainer.model, trainer.cfg, trainer.ctx, trainer.device
     n_blocks = len(model.blocks)
     mine = stage_blocks(n_blocks, ctx.world_size)[ctx.rank]
