@@ -64,24 +64,7 @@ class AddFloatParams:
     relu: bool
 
 
-def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
-    """numpy/TFLite broadcasting of two shapes (right-aligned), None when they do not."""
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
-    if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
-        return None
-    return tuple(max(x, y) for x, y in zip(a, b, strict=True))
-
-
-def validate(graph: BlockGraph, op: Op) -> None:
-    """Two operands of rank <= 4 broadcasting to the output."""
-    what = base.describe(graph, op)
-    a, b, out = base.tensor(graph, op, 0), base.tensor(graph, op, 1), base.output(graph, op)
-    if max(len(a.shape), len(b.shape)) > 4:
-        raise ValueError(f"{what}: inputs of rank > 4 are not supported")
-    if broadcast_shape(a.shape, b.shape) != tuple(out.shape):
-        raise ValueError(f"{what}: shapes {a.shape} and {b.shape} do not broadcast to "
-                         f"{out.shape}")
+validate = base.validate_broadcast
 
 
 def prepare(graph: BlockGraph, op: Op) -> AddParams | AddFloatParams:

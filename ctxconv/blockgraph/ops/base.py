@@ -144,3 +144,23 @@ def check_trailing_block(kind: str, a: Tensor, b: Tensor, out: Tensor) -> None:
         sign = "+" if kind == "ADD" else "*"
         raise ValueError(f"{kind} {a.shape} {sign} {b.shape} -> {out.shape}: the C kernel "
                          "broadcasts only a trailing block of the second operand")
+
+
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """numpy/TFLite broadcasting of two shapes (right-aligned), None when they do not."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
+        return None
+    return tuple(max(x, y) for x, y in zip(a, b, strict=True))
+
+
+def validate_broadcast(graph: BlockGraph, op: Op) -> None:
+    """ADD and MUL: two operands of rank <= 4 broadcasting to the output."""
+    what = describe(graph, op)
+    a, b, out = tensor(graph, op, 0), tensor(graph, op, 1), output(graph, op)
+    if max(len(a.shape), len(b.shape)) > 4:
+        raise ValueError(f"{what}: inputs of rank > 4 are not supported")
+    if broadcast_shape(a.shape, b.shape) != tuple(out.shape):
+        raise ValueError(f"{what}: shapes {a.shape} and {b.shape} do not broadcast to "
+                         f"{out.shape}")

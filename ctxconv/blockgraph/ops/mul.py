@@ -15,7 +15,6 @@ import numpy as np
 from ctxconv.blockgraph.fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.blockgraph.ops import base
-from ctxconv.blockgraph.ops.add import broadcast_shape
 from ctxconv.blockgraph.ops.kernels import relu_float
 
 KINDS = ("MUL",)
@@ -53,15 +52,7 @@ class MulFloatParams:
     relu: bool
 
 
-def validate(graph: BlockGraph, op: Op) -> None:
-    """Two operands of rank <= 4 broadcasting to the output."""
-    what = base.describe(graph, op)
-    a, b, out = base.tensor(graph, op, 0), base.tensor(graph, op, 1), base.output(graph, op)
-    if max(len(a.shape), len(b.shape)) > 4:
-        raise ValueError(f"{what}: inputs of rank > 4 are not supported")
-    if broadcast_shape(a.shape, b.shape) != tuple(out.shape):
-        raise ValueError(f"{what}: shapes {a.shape} and {b.shape} do not broadcast to "
-                         f"{out.shape}")
+validate = base.validate_broadcast
 
 
 def prepare(graph: BlockGraph, op: Op) -> MulParams | MulFloatParams:
