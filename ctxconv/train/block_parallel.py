@@ -25,7 +25,7 @@ from ctxconv.train import distributed
 from ctxconv.train.data import make_loader
 from ctxconv.train.device import autocast, to_cpu
 from ctxconv.train.distributed import DistributedConfigError
-from ctxconv.train.objectives import scores_loss
+from ctxconv.train.objectives import SimultaneousObjective
 from ctxconv.train.steps import (
     TrainingDivergedError,
     _epoch_seed,
@@ -96,6 +96,8 @@ def fit_block_parallel(trainer, train: TensorDataset, val: TensorDataset, first_
     in_shape = (_input_shape(model, mine.start),)
     k, amp = model.num_classes, autocast(device, cfg.precision)
     trainer.cache_plans[n_blocks - 1] = "block-parallel: no frozen prefix"
+    stage = SimultaneousObjective(model, trainer.objectives, trainer.data_gen, cfg.threshold,
+                                  cfg.label_smoothing)
     seconds = 0.0
     for epoch in range(first_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -122,7 +124,7 @@ def fit_block_parallel(trainer, train: TensorDataset, val: TensorDataset, first_
                     dist.recv(summed, src=ctx.rank - 1)
             x = x.contiguous(memory_format=torch.channels_last)
             with amp:
-                total, summed = _stage_loss(trainer, mine, x, y, summed, pending, last)
+                total, summed = _stage_loss(trainer, stage, mine, x, y, summed, pending, last)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -161,28 +163,17 @@ def _input_shape(model, block: int) -> tuple[int, int, int]:
             model.blocks[block - 1].out_size)
 
 
-def _stage_loss(trainer, mine: range, x: torch.Tensor, y: torch.Tensor,
-                summed: torch.Tensor | None, pending: list, last: bool):
+def _stage_loss(trainer, stage: SimultaneousObjective, mine: range, x: torch.Tensor,
+                y: torch.Tensor, summed: torch.Tensor | None, pending: list, last: bool):
     """The stage's blocks on ``x``: the sum of their losses and the running class scores;
     the stage's output goes to the next process as soon as it is computed."""
-    model, cfg, ctx = trainer.model, trainer.cfg, trainer.ctx
-    total = None
-    for i in mine:
-        block = model.blocks[i]
-        x = block(x.detach())
-        scores = block.goodness.scores(x)
-        loss, _ = scores_loss(scores, y, trainer.objectives[i], trainer.data_gen,
-                              cfg.threshold, cfg.label_smoothing)
-        total = loss if total is None else total + loss
-        if i in model.score_blocks:
-            summed = scores.detach().float() if summed is None else summed + scores.detach()
+    total, summed, x = stage.stage(x, y, mine, summed)
     if summed is None:
-        summed = torch.zeros((len(y), model.num_classes), device=x.device)
+        summed = torch.zeros((len(y), trainer.model.num_classes), device=x.device)
     if not last:  # forward first: the next stage starts before this one's backward pass
-        out, scores_out = x.detach().float().contiguous(), summed.float().contiguous()
-        pending.append(dist.isend(out, dst=ctx.rank + 1))
-        pending.append(dist.isend(scores_out, dst=ctx.rank + 1))
-    assert total is not None  # a stage has at least one block
+        out, scores_out = x.detach().float().contiguous(), summed.contiguous()
+        pending.append(dist.isend(out, dst=trainer.ctx.rank + 1))
+        pending.append(dist.isend(scores_out, dst=trainer.ctx.rank + 1))
     return total, summed
 
 

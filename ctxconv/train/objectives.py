@@ -191,14 +191,26 @@ class SimultaneousObjective(torch.nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total, summed = None, None
-        for i, block in enumerate(self.model.blocks):
+        total, summed, _ = self.stage(x, labels, range(len(self.model.blocks)))
+        assert summed is not None  # a model has a block to score
+        return total, (summed.argmax(1) == labels).sum()
+
+    def stage(self, x: torch.Tensor, labels: torch.Tensor, blocks: range,
+              summed: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Blocks ``blocks`` on ``x`` (the first one's input), each on its detached input:
+        the sum of their losses, ``summed`` plus the class scores of those in
+        ``score_blocks`` (float32; None while there are none) and the last one's output."""
+        total = None
+        for i in blocks:
+            block = self.model.blocks[i]
             x = block(x.detach())
             scores = block.goodness.scores(x)  # (B, K)
             loss, _ = scores_loss(scores, labels, self.objectives[i], self.data_gen,
                                   self.threshold, self.label_smoothing)
             total = loss if total is None else total + loss
             if i in self.model.score_blocks:
-                summed = scores.detach() if summed is None else summed + scores.detach()
-        assert total is not None and summed is not None  # a model has a block to score
-        return total, (summed.argmax(1) == labels).sum()
+                scores = scores.detach().float()
+                summed = scores if summed is None else summed + scores
+        assert total is not None  # a stage has at least one block
+        return total, summed, x
