@@ -35,7 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run_pool import T0, Pool, Run, machine_info, summary  # noqa: E402
+from run_pool import T0, Pool, Run, machine_info, overridden, summary  # noqa: E402
+from run_pool import mean_std as _mean_std  # noqa: E402
+from run_pool import sh as _sh  # noqa: E402
 
 SEEDS = (0, 1, 2)
 AUG = ["trainer.augment=2", "trainer.flip=true"]
@@ -75,24 +77,18 @@ SCHEDULES = {"default_sequential": [], "default_simultaneous": SIM}
 SIDE_BY_SIDE_CACHE = ["trainer.cache_budget_gb=4"]  # many processes share one GPU
 
 
-def overridden(settings: list[str]) -> list[str]:
-    """Each key once, at its last value (as Hydra would apply them)."""
-    keys = [o.split("=", 1)[0] for o in settings]
-    return [o for i, o in enumerate(settings) if keys[i] not in keys[i + 1:]]
-
-
 def side_by_side_runs(extra: list[str]) -> list[Run]:
     """Every candidate (validation only) and the schedule comparison (test read once), three
     seeds each, in ``START_ORDER`` (a candidate's seeds together)."""
     plan = {name: (group, ov, False) for group, cands in CANDIDATES.items()
             for name, ov in cands.items()}
     plan.update({name: ("schedules", ov, True) for name, ov in SCHEDULES.items()})
-    return [Run(f"{name}_seed{s}", plan[name][0], overridden([*plan[name][1], *extra]), seed=s,
+    return [Run(f"{name}_seed{s}", plan[name][0], overridden([], [*plan[name][1], *extra]), seed=s,
                 test=plan[name][2]) for name in START_ORDER for s in SEEDS]
 
 
 def timed_runs(extra: list[str]) -> list[Run]:
-    return [Run(f"timed_{name}", "timed", overridden([*overrides, *extra]), test=False,
+    return [Run(f"timed_{name}", "timed", overridden([], [*overrides, *extra]), test=False,
                 threads=None) for name, overrides in TIMED.items()]
 
 
@@ -186,13 +182,6 @@ def train(out: Path, device: str, jobs: int, deadline: float, copy_to: Path | No
     return results
 
 
-def _sh(cmd: list[str], log: Path) -> tuple[int, float]:
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    return rc, round(time.perf_counter() - t0, 1)
-
-
 def evaluate(out: Path, mcu: str, firmware_images: int) -> dict:
     """Each forward-only final: int8 export, the simulator on ``mcu`` (every test vector),
     and for seed 0 the firmware backend (the generated C built for the MCU's core, its RAM
@@ -238,12 +227,6 @@ WHAT = {"deep4": "4 blocks 64-96-192-256 (pools 1-1-2-2)",
 TARGET = 0.94
 TRAIN_COMMIT = "f2def22"  # the device ran this commit's tree; its copy's git metadata was stale
 EVALUATE_COMMIT = "6e05258"  # the export and simulator code the evaluation ran
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    import statistics
-
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _pm(values: list[float]) -> str:

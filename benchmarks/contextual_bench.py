@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tarfile
 import time
@@ -41,21 +40,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run_pool import BASE, T0, Pool, Run  # noqa: E402
+from run_pool import BASE, T0, Pool, Run, overridden  # noqa: E402
 from run_pool import machine_info as _machine  # noqa: E402
+from run_pool import mean_std as _mean_std  # noqa: E402
+from run_pool import sh as _sh  # noqa: E402
 from run_pool import summary as _summary  # noqa: E402
 
 SEEDS = (0, 1, 2)
 ABLATION_EPOCHS = 2
 TEST_IMAGES = 10_000
-
-
-def overridden(base: list[str], settings: list[str]) -> list[str]:
-    """``base`` then ``settings``, each key once, where it last appears (as Hydra applies
-    them, the last value of a key wins)."""
-    both = [*base, *settings]
-    keys = [o.split("=", 1)[0] for o in both]
-    return [o for i, o in enumerate(both) if keys[i] not in keys[i + 1:]]
 
 
 CONTRAST = ["trainer.objective=contrast"]
@@ -377,13 +370,6 @@ def bundle(out: Path) -> None:
                         tar.add(f, arcname=f"{run_dir.name}/{f.name}")
 
 
-def _sh(cmd: list[str], log: Path) -> tuple[int, float]:
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    return rc, round(time.perf_counter() - t0, 1)
-
-
 def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
              images: int | None = None, seeds: tuple[int, ...] = SEEDS) -> dict:
     """int8 export and the simulator on ``mcu`` for every final run; ``out/evaluated.json``.
@@ -448,12 +434,6 @@ LABELS = {
 GROUPS = "abcdefgh"
 TRAIN_COMMIT = "39aafc8"  # the commit the device trained at (results.json has no git)
 TRAIN_MACHINE = "NVIDIA H200 GPU, 16 cores (training)"
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    import statistics
-
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _metrics(out: Path, name: str) -> list[dict]:

@@ -120,3 +120,26 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+def overridden(base: list[str], settings: list[str]) -> list[str]:
+    """``base`` then ``settings``, each key once, where it last appears (as Hydra applies
+    them, the last value of a key wins)."""
+    both = [*base, *settings]
+    keys = [o.split("=", 1)[0] for o in both]
+    return [o for i, o in enumerate(both) if keys[i] not in keys[i + 1:]]
+
+
+def sh(cmd: list[str], log: Path) -> tuple[int, float]:
+    """Run ``cmd`` in the repository, its output to ``log``: (exit code, seconds)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    return rc, round(time.perf_counter() - t0, 1)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    import statistics
+
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
