@@ -2,8 +2,8 @@
 
 Rooms in dependency order (a room imports only rooms above it):
 
-    cli_errors, progress, blockgraph, memory, runtimes, codegen, sim, ondevice, train, export,
-    configs, launch
+    cli_errors, progress, workdirs, blockgraph, memory, runtimes, codegen, sim, ondevice,
+    train, export, configs, launch
 
 ``export`` reads checkpoints through ``train`` (the model and its loading), so it comes
 after it; ``launch`` holds the entry points of the torch commands. Only ``train`` and
@@ -23,8 +23,8 @@ import pytest
 
 import ctxconv
 
-ROOMS = ("cli_errors", "progress", "blockgraph", "memory", "runtimes", "codegen", "sim",
-         "ondevice", "train", "export", "configs", "launch")
+ROOMS = ("cli_errors", "progress", "workdirs", "blockgraph", "memory", "runtimes", "codegen",
+         "sim", "ondevice", "train", "export", "configs", "launch")
 TORCH_ROOMS = ("train", "export")
 PACKAGE_DIR = Path(ctxconv.__file__).parent
 

@@ -23,7 +23,7 @@ from ctxconv.blockgraph.tflite.reader import read_tflite
 from ctxconv.codegen.readme import readme
 from ctxconv.codegen.sources import CGenerationError, header, source
 from ctxconv.memory.c_arena import ArenaLayout, plan_arena
-from ctxconv.runtimes.workdirs import make_work_dir, sweep_stale
+from ctxconv.workdirs import make_work_dir, sweep_stale
 
 __all__ = ["C_DIR", "KERNEL_FILES", "TRAIN_FILES", "CGenerationError", "c_record",
            "copy_runtime", "write_c_for_export", "write_c_library"]

@@ -44,7 +44,6 @@ from ctxconv.export.run_check import (
 )
 from ctxconv.export.verify import VerificationError, verification_limits, verify_blocks
 from ctxconv.runtimes.factory import make_runners
-from ctxconv.runtimes.workdirs import sweep_stale
 from ctxconv.train.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -53,6 +52,7 @@ from ctxconv.train.checkpoint import (
 )
 from ctxconv.train.data import DataConfig, load_datasets, make_loader
 from ctxconv.train.inference import available_modes, evaluate
+from ctxconv.workdirs import sweep_stale
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "tflite", "c")

@@ -46,9 +46,9 @@ from ctxconv.runtimes.firmware.build import (
 )
 from ctxconv.runtimes.firmware.run import CALIBRATION_INSTRUCTIONS, run_program
 from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
-from ctxconv.runtimes.workdirs import work_directory
 from ctxconv.sim.firmware_check import c_dir_of
 from ctxconv.sim.profiles import McuProfile
+from ctxconv.workdirs import work_directory
 
 log = logging.getLogger(__name__)
 F32 = np.float32

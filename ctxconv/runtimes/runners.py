@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.blockgraph.tflite.reader import read_tflite
 from ctxconv.progress import ThrottledBar
-from ctxconv.runtimes.workdirs import work_directory
+from ctxconv.workdirs import work_directory
 
 if TYPE_CHECKING:
     import numpy as np

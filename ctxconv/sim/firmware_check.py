@@ -29,10 +29,10 @@ from ctxconv.runtimes.firmware.build import (
 )
 from ctxconv.runtimes.firmware.run import BlockShape, HarnessOutputs, run_harness
 from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
-from ctxconv.runtimes.workdirs import work_directory
 from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.passes import pipeline_macs
 from ctxconv.sim.profiles import McuProfile
+from ctxconv.workdirs import work_directory
 
 log = logging.getLogger(__name__)
 # time limits: generous, never unbounded

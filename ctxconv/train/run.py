@@ -18,7 +18,6 @@ import torch
 from omegaconf import OmegaConf
 
 from ctxconv.progress import ThrottledBar
-from ctxconv.runtimes.workdirs import sweep_stale
 from ctxconv.train import distributed
 from ctxconv.train.chance import chance_verdict
 from ctxconv.train.checkpoint import (
@@ -39,6 +38,7 @@ from ctxconv.train.model import ModelConfig, build_model, count_params, per_bloc
 from ctxconv.train.objectives import OBJECTIVES
 from ctxconv.train.plots import plot_training_curves
 from ctxconv.train.trainer import METRICS_NAME, BlockwiseTrainer, repair_metrics
+from ctxconv.workdirs import sweep_stale
 
 log = logging.getLogger(__name__)
 CURVES_NAME = "training_curves.png"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ctxconv.runtimes.workdirs import make_work_dir, owner_pid, sweep_stale, work_directory
+from ctxconv.workdirs import make_work_dir, owner_pid, sweep_stale, work_directory
 
 
 def _dead_pid() -> int:

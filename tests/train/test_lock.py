@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from ctxconv.runtimes.workdirs import pid_alive
 from ctxconv.train.lock import LOCK_NAME, RunDirLock, RunDirLockedError
+from ctxconv.workdirs import pid_alive
 
 TRAIN = [sys.executable, "-m", "ctxconv.train.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
