@@ -23,27 +23,6 @@ class ModelFileError(ValueError):
     """A model or manifest file that is malformed, truncated or does not match its record."""
 
 
-#: Ops a block graph may contain, with the options each one reads.
-SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
-    # options: filter (h, w), stride (h, w), padding "VALID"|"SAME"
-    "MAX_POOL_2D": ("filter", "stride", "padding"),
-    "AVERAGE_POOL_2D": ("filter", "stride", "padding"),
-    # inputs: x, weight (OHWI), bias (int32); options: stride, padding, relu (fused)
-    "CONV_2D": ("stride", "padding", "relu"),
-    # inputs: x (1, N), weight (K, N), bias (int32); options: relu (fused)
-    "FULLY_CONNECTED": ("relu",),
-    # inputs: a, b (broadcast over leading axes); options: relu (fused)
-    "ADD": ("relu",),
-    # options: shape (target shape)
-    "RESHAPE": ("shape",),
-    # inputs: a, b (broadcast over leading axes); options: relu (fused)
-    "MUL": ("relu",),
-    # inputs: x; options: axes (reduced, int32 constant in TFLite), keep_dims
-    "MEAN": ("axes", "keep_dims"),
-    # inputs: x, normalised over its last axis; int8 output scale 1/128, zero point 0
-    "L2_NORMALIZATION": (),
-}
-
 #: TFLite's fixed int8 quantization of an L2_NORMALIZATION output: (scale, zero point).
 L2_NORM_QUANT = (1.0 / 128.0, 0)
 
@@ -90,7 +69,7 @@ class Tensor:
 
 @dataclass
 class Op:
-    """One operator: ``kind`` is a key of ``SUPPORTED_OPS``."""
+    """One operator: ``kind`` is a key of ``ops.REGISTRY`` (its module lists its options)."""
 
     kind: str
     inputs: list[str]
@@ -109,21 +88,14 @@ class BlockGraph:
     outputs: list[str]
 
     def validate(self) -> None:
-        """Raise ValueError naming the problem if the graph is not well formed."""
+        """Raise ValueError naming the problem if a tensor name is unknown (the ops' kinds
+        and options are checked by ``ops.validate_structure``)."""
         for op in self.ops:
-            if op.kind not in SUPPORTED_OPS:
-                raise ValueError(
-                    f"block {self.name!r}: op {op.kind!r} is not supported; "
-                    f"supported: {sorted(SUPPORTED_OPS)}"
-                )
             for name in op.inputs + op.outputs:
                 if name not in self.tensors:
                     raise ValueError(
                         f"block {self.name!r}: op {op.kind} uses unknown tensor {name!r}"
                     )
-            missing = [k for k in SUPPORTED_OPS[op.kind] if k not in op.options]
-            if missing:
-                raise ValueError(f"block {self.name!r}: op {op.kind} lacks options {missing}")
         for name in self.inputs + self.outputs:
             if name not in self.tensors:
                 raise ValueError(f"block {self.name!r}: graph endpoint {name!r} is not a tensor")

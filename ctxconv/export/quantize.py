@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.ir import L2_NORM_QUANT, BlockGraph, Op, Quant, Tensor
 from ctxconv.blockgraph.ops import l2norm
 from ctxconv.export.fold import FloatBlock, float_forward
@@ -259,5 +260,5 @@ def build_block_graph(fb: FloatBlock, ranges: Ranges, num_classes: int, int8: bo
     score = (_energy_head(g, fb, ranges) if fb.goodness == "energy"
              else _linear_head(g, fb, ranges, s_feat, num_classes))
     g.graph.outputs += ["features", score]
-    g.graph.validate()
+    ops.validate_structure(g.graph)
     return g.graph

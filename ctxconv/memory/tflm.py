@@ -192,7 +192,7 @@ def plan_block(
     ESP-NN copies); without it TFLM's reference kernels need none. ``overhead`` is TFLM's
     bookkeeping: the host-fitted 64-bit model unless a 32-bit one is given.
     """
-    graph.validate()
+    ops.validate_structure(graph)
     life = _lifetimes(graph)
     entries: list[TensorPlan] = []
     buffers: list[Buffer] = []

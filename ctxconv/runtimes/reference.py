@@ -20,7 +20,7 @@ class CompiledGraph:
     """A block graph prepared for repeated batched execution."""
 
     def __init__(self, graph: BlockGraph) -> None:
-        graph.validate()
+        ops.validate_structure(graph)
         self.graph = graph
         self._steps: list[tuple[Op, Any]] = [(op, self._prepare(op)) for op in graph.ops]
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ctxconv.blockgraph.bundle import ExportBundle, load_export
 from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8
-from ctxconv.memory.own_plan import own_activation_peak
+from ctxconv.memory.c_arena import plan_arena
 from ctxconv.memory.tflm import PipelinePlan, plan_block
 from ctxconv.progress import ThrottledBar
 from ctxconv.runtimes.factory import BACKENDS, ReferenceRunner, make_runners
@@ -126,8 +126,7 @@ def memory_report(plan: PipelinePlan, profile: McuProfile) -> dict[str, Any]:
     ``memory_figure`` draws)."""
     exceeded = problems(plan, profile)
     blocks = [{"name": b.name, "arena_bytes": b.arena_bytes, "flash_bytes": b.flash_bytes,
-               "activation_bytes": b.head_bytes, "own_peak_bytes": own_activation_peak(g)}
-              for b, g in zip(plan.blocks, plan.graphs, strict=True)]
+               "activation_bytes": b.head_bytes} for b in plan.blocks]
     return {
         "mcu": profile.name, "fits": not exceeded, "problems": exceeded,
         "arena_bytes": plan.arena_bytes, "scratch_bytes": scratch_bytes(plan),
@@ -136,6 +135,7 @@ def memory_report(plan: PipelinePlan, profile: McuProfile) -> dict[str, Any]:
         "flash_bytes": plan.flash_bytes, "flash_limit_bytes": profile.available_flash_bytes,
         "staging_bytes": plan.staging_bytes, "blocks": blocks,
     }  # fmt: skip
+
 
 
 def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
@@ -177,8 +177,6 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
             row["planned_reference_arena_bytes"] = plan_block(graph, bundle.tflite[i]).arena_bytes
             row["planner_over_tflm"] = round(row["planned_reference_arena_bytes"]
                                              / row["tflm_min_arena_bytes"], 4)
-            row["own_peak_over_tflm"] = round(row["own_peak_bytes"]
-                                              / row["tflm_min_arena_bytes"], 4)
         blocks.append(row)
     raw, labels = bundle.test_vectors(opts.images)
     key = ("accuracy", opts.backend, mode, len(labels))
@@ -217,10 +215,11 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         "backend": opts.backend, "images": int(len(labels)), "accuracy": accuracy,
         "export_accuracy": bundle.manifest.get("accuracy", {}).get("int8", {}).get(mode),
         **memory, "explanation": explanation,
+        # the one arena of the generated C library, its exact layout (memory.c_arena)
+        "c_arena_bytes": plan_arena(bundle.graphs).size,
         "macs": sum(b["macs"] for b in blocks),
         "latency_ms": sum(b["latency_ms"] for b in blocks),
         "energy_mj": None if None in energies else sum(energies),
-        "own_peak_bytes": max(b["own_peak_bytes"] for b in blocks),
         "tflm_min_arena_bytes": (max(b["tflm_min_arena_bytes"] for b in blocks)
                                  if opts.measure_tflm else None),
         "planner_never_below_tflm": (all(b["planned_reference_arena_bytes"]
@@ -238,8 +237,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         "blocks": blocks,
     }  # fmt: skip
     if opts.measure_tflm:
-        report["own_peak_over_tflm"] = round(report["own_peak_bytes"]
-                                             / report["tflm_min_arena_bytes"], 4)
+        report["c_arena_over_tflm"] = round(report["c_arena_bytes"]
+                                            / report["tflm_min_arena_bytes"], 4)
     if firmware is not None:
         emu = firmware.get("emulated")
         if emu and opts.measure_tflm:
@@ -259,14 +258,14 @@ def format_table(report: dict[str, Any]) -> str:
              f"{' (= multipass, the same computation)' if report.get('modes_coincide') else ''}"
              f", backend {report['backend']}",
              "(arena, flash, latency, energy: modelled for the MCU; TFLM min: measured on the "
-             "host's 64-bit TFLM; own peak: ctxconv's in-place plan)",
-             f"{'block':<8}{'arena KB':>10}{'TFLM min':>10}{'own peak':>10}{'flash KB':>10}"
+             "host's 64-bit TFLM)",
+             f"{'block':<8}{'arena KB':>10}{'TFLM min':>10}{'flash KB':>10}"
              f"{'MACs':>12}{'latency ms':>12}{'energy mJ':>11}"]  # fmt: skip
     for b in report["blocks"]:
         tflm = f"{b['tflm_min_arena_bytes'] / kb:.1f}" if "tflm_min_arena_bytes" in b else "-"
         energy = f"{b['energy_mj']:.3f}" if b["energy_mj"] is not None else "-"
         lines.append(f"{b['name']:<8}{b['arena_bytes'] / kb:>10.1f}{tflm:>10}"
-                     f"{b['own_peak_bytes'] / kb:>10.1f}{b['flash_bytes'] / kb:>10.1f}"
+                     f"{b['flash_bytes'] / kb:>10.1f}"
                      f"{b['macs']:>12,}{b['latency_ms']:>12.2f}{energy:>11}")
     energy = f"{report['energy_mj']:.3f} mJ" if report["energy_mj"] is not None else "n/a"
     lines += [
@@ -275,6 +274,7 @@ def format_table(report: dict[str, Any]) -> str:
         f" KB (arena {report['arena_bytes'] / kb:.1f} KB), flash {report['flash_bytes'] / kb:.1f}"
         f" KB of {report['flash_limit_bytes'] / kb:.0f} KB, {report['macs']:,} MACs, "
         f"{report['latency_ms']:.1f} ms, {energy} per image",
+        c_arena_line(report),
         f"accuracy ({report['images']} test images, {report['backend']}): "
         f"{report['accuracy']:.2%}",
         f"bit-exact vs TFLM on {report['bit_exact_images']} of {report['test_vectors']} test "
@@ -287,6 +287,15 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"verdict: CHECK FAILED: {'; '.join(failed)} (memory: {memory})" if failed
                  else f"verdict: {memory}")
     return "\n".join(lines)
+
+
+def c_arena_line(report: dict[str, Any]) -> str:
+    """The generated C library's arena beside the TFLM plan the verdict judges."""
+    line = (f"generated C library: one arena of {report['c_arena_bytes'] / 1024:.1f} KB for "
+            "every block (its exact layout, as ctxconv-export --format c writes it)")
+    if report.get("c_arena_over_tflm") is not None:
+        line += f", {report['c_arena_over_tflm']:.3f} x TFLM's measured arena of the largest block"
+    return line
 
 
 def _limit(ax, limit_kb: float, bars_kb: list[float], label: str) -> None:
@@ -315,8 +324,7 @@ def memory_figure(report: dict[str, Any]):
     fig, (ax_s, ax_f) = plt.subplots(1, 2, figsize=(12, 5.2))
     x = np.arange(len(names))
     series = [("block arena alone (TFLM plan)", "arena_bytes"),
-              ("TFLM measured minimum", "tflm_min_arena_bytes"),
-              ("ctxconv in-place plan", "own_peak_bytes")]  # fmt: skip
+              ("TFLM measured minimum", "tflm_min_arena_bytes")]  # fmt: skip
     series = [(label, key) for label, key in series if key in report["blocks"][0]]
     width = 0.8 / len(series)
     sram_kb: list[float] = []

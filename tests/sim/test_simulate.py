@@ -91,8 +91,12 @@ def test_planner_never_below_tflm_and_within_ten_percent(report):
     assert report["planner_never_below_tflm"] is True
 
 
-def test_own_plan_is_smaller_than_tflm(report):
-    assert report["own_peak_bytes"] < report["tflm_min_arena_bytes"]
+def test_the_c_arena_is_the_generated_librarys_and_smaller_than_tflm(report, export_dir):
+    c = load_export(export_dir).manifest["c"]
+    assert report["c_arena_bytes"] == c["arena_bytes"]  # the layout the C was written with
+    assert report["c_arena_bytes"] < report["tflm_min_arena_bytes"]
+    assert report["c_arena_over_tflm"] == round(report["c_arena_bytes"]
+                                                / report["tflm_min_arena_bytes"], 4)
 
 
 def test_backends_agree(export_dir):

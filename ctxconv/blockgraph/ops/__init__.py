@@ -1,7 +1,8 @@
 """One module per op: checks, run-time parameters, numpy reference, work, scratch, in place.
 
 Each module (``conv2d``, ``fully_connected``, ``pool2d``, ``add``, ``mul``, ``mean``,
-``l2norm``, ``reshape``) lists the op kinds it serves in ``KINDS`` and defines
+``l2norm``, ``reshape``) maps the op kinds it serves to the options each reads in ``KINDS``
+(the registry of supported ops is the union) and defines
 ``validate(graph, op)``, ``prepare(graph, op) -> Params``, ``reference(params, inputs)``,
 ``macs(graph, op)``, ``c_scratch_bytes(graph, op)`` and ``in_place(graph, op)``, plus
 ``BROADCASTS`` (two operands broadcast against each other), ``tflm_scratch(graph, op)``
@@ -35,6 +36,8 @@ MODULES: tuple[ModuleType, ...] = (conv2d, fully_connected, pool2d, add, mul, me
                                    reshape)
 #: op kind -> its module
 REGISTRY: dict[str, ModuleType] = {kind: m for m in MODULES for kind in m.KINDS}
+#: every op kind a block graph may contain
+SUPPORTED: tuple[str, ...] = tuple(sorted(REGISTRY))
 
 
 def op_module(kind: str) -> ModuleType:
@@ -58,14 +61,31 @@ def unit_rms_lsb(graph: BlockGraph, op: Op) -> float:
     return float(op_module(op.kind).unit_rms_lsb(graph, op))
 
 
+def check_kind(graph: BlockGraph, op: Op) -> None:
+    """The op is supported and carries every option its module reads (ValueError)."""
+    if op.kind not in REGISTRY:
+        raise ValueError(f"block {graph.name!r}: op {op.kind!r} is not supported; "
+                         f"supported: {list(SUPPORTED)}")
+    missing = [k for k in REGISTRY[op.kind].KINDS[op.kind] if k not in op.options]
+    if missing:
+        raise ValueError(f"block {graph.name!r}: op {op.kind} lacks options {missing}")
+
+
 def validate(graph: BlockGraph, op: Op) -> None:
     """The op's own checks (ValueError naming the problem)."""
     op_module(op.kind).validate(graph, op)
 
 
-def validate_graph(graph: BlockGraph) -> None:
-    """``graph.validate()`` (structure), then every op's own checks."""
+def validate_structure(graph: BlockGraph) -> None:
+    """``graph.validate()`` (tensors and endpoints), then every op's kind and options."""
     graph.validate()
+    for op in graph.ops:
+        check_kind(graph, op)
+
+
+def validate_graph(graph: BlockGraph) -> None:
+    """``validate_structure``, then every op's own checks."""
+    validate_structure(graph)
     for op in graph.ops:
         validate(graph, op)
 

@@ -22,7 +22,8 @@ from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.blockgraph.ops import base
 from ctxconv.blockgraph.ops.kernels import relu_float
 
-KINDS = ("ADD",)
+#: op kind -> the options it reads; inputs: a, b (broadcast over leading axes)
+KINDS = {"ADD": ("relu",)}
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = True
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.

@@ -26,7 +26,8 @@ from ctxconv.blockgraph.ops.kernels import (
     windows,
 )
 
-KINDS = ("CONV_2D",)
+#: op kind -> the options it reads; inputs: x, weight (OHWI), bias (int32)
+KINDS = {"CONV_2D": ("stride", "padding", "relu")}
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.

@@ -19,7 +19,8 @@ from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.blockgraph.ops import base
 from ctxconv.blockgraph.ops.kernels import acc_bound, exact_int_matmul, relu_float, requantize
 
-KINDS = ("FULLY_CONNECTED",)
+#: op kind -> the options it reads; inputs: x (1, N), weight (K, N), bias (int32)
+KINDS = {"FULLY_CONNECTED": ("relu",)}
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.

@@ -24,7 +24,8 @@ from ctxconv.blockgraph.ops import base
 
 #: The TFLite op name, for callers that must name the op in words (errors, reports).
 KIND = "L2_NORMALIZATION"
-KINDS = (KIND,)
+#: op kind -> the options it reads (none); the input is normalised over its last axis
+KINDS: dict[str, tuple[str, ...]] = {KIND: ()}
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.

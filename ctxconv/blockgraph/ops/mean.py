@@ -23,7 +23,8 @@ from ctxconv.blockgraph.fixedpoint import (
 from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.blockgraph.ops import base
 
-KINDS = ("MEAN",)
+#: op kind -> the options it reads: axes (reduced; an int32 constant in TFLite), keep_dims
+KINDS = {"MEAN": ("axes", "keep_dims")}
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.

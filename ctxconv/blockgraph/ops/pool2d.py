@@ -16,7 +16,9 @@ from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.blockgraph.ops import base
 from ctxconv.blockgraph.ops.kernels import relu_float, valid_counts, window_padding, windows
 
-KINDS = ("MAX_POOL_2D", "AVERAGE_POOL_2D")
+#: op kind -> the options it reads: filter (h, w), stride (h, w), padding "VALID"|"SAME"
+KINDS = {"MAX_POOL_2D": ("filter", "stride", "padding"),
+         "AVERAGE_POOL_2D": ("filter", "stride", "padding")}
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.

@@ -10,7 +10,8 @@ import numpy as np
 from ctxconv.blockgraph.ir import BlockGraph, Op
 from ctxconv.blockgraph.ops import base
 
-KINDS = ("RESHAPE",)
+#: op kind -> the options it reads: shape (the target shape)
+KINDS = {"RESHAPE": ("shape",)}
 #: Two operands broadcast against each other (the interpreter aligns their ranks).
 BROADCASTS = False
 #: The MCU cost-model field (``McuProfile.cost``) charged per unit of ``macs``.

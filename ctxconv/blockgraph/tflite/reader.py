@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ctxconv.blockgraph.ir import SUPPORTED_OPS, BlockGraph, ModelFileError, Op, Quant, Tensor
-from ctxconv.blockgraph.ops import validate_graph
+from ctxconv.blockgraph.ir import BlockGraph, ModelFileError, Op, Quant, Tensor
+from ctxconv.blockgraph.ops import SUPPORTED, validate_graph
 from ctxconv.blockgraph.tflite.schema import schema
 
 #: Smallest and largest model the reader accepts (bytes).
@@ -474,9 +474,9 @@ def _op_kinds(fb: Any, codes: list[Any]) -> list[str]:
         kind = names.get(code)
         if kind is None or kind == "CUSTOM" or oc.deprecatedBuiltinCode < 0:
             raise ModelFileError(f"operator code {i}: unknown builtin code {code}")
-        if kind not in SUPPORTED_OPS:
+        if kind not in SUPPORTED:
             raise ModelFileError(f"operator code {i}: op {kind} is not allowed here; "
-                                 f"supported: {sorted(SUPPORTED_OPS)}")
+                                 f"supported: {list(SUPPORTED)}")
         kinds.append(kind)
     return kinds
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxconv.blockgraph import ops
 from ctxconv.blockgraph.ir import L2_NORM_QUANT, BlockGraph, Op, Tensor
 from ctxconv.blockgraph.tflite.schema import schema
 
@@ -287,7 +288,7 @@ def check_graph(graph: BlockGraph) -> str:
     Raises ValueError naming the op or tensor at fault. Activations are produced
     once and used only after they are produced (ops are in execution order).
     """
-    graph.validate()
+    ops.validate_structure(graph)
     if not graph.ops:
         raise ValueError(f"block {graph.name!r} has no ops")
     dtype = graph_dtype(graph)
