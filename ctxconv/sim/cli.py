@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bit-exact-images", type=int, default=None, metavar="N",
                    help="test vectors compared reference kernels vs TFLM, block by block "
                         "(default: every image run; TFLM takes a few ms per image per block)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that share the test vectors (default: every core)")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="write a PNG of memory per block vs the MCU's limits to PATH (none "
@@ -64,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.bit_exact_images is not None and args.bit_exact_images < 0:
         print("error: --bit-exact-images must be >= 0 (0 skips the check)", file=sys.stderr)
         return EXIT_ERROR
+    if args.workers is not None and args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return EXIT_ERROR
     try:
         check_output_path(args.json_path, "--json")
         check_output_path(args.plot, "--plot")
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(exc, EXIT_ERROR, args.debug)
     opts = SimOptions(mcu=args.mcu, mode=args.mode, backend=args.backend, images=args.images,
                       measure_tflm=not args.no_tflm_arena, emulated_images=args.emulated_images,
-                      bit_exact_images=args.bit_exact_images)
+                      bit_exact_images=args.bit_exact_images, workers=args.workers)
     try:
         report = simulate(args.export_dir, opts)
     except FirmwareDoesNotFit as exc:

@@ -18,17 +18,18 @@ from typing import Any
 import numpy as np
 
 from ctxconv.blockgraph.bundle import ExportBundle, load_export
-from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide, one_hot_int8
+from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide
 from ctxconv.memory.c_arena import plan_arena
 from ctxconv.memory.tflm import PipelinePlan, plan_block
 from ctxconv.progress import ThrottledBar
-from ctxconv.runtimes.factory import BACKENDS, ReferenceRunner, make_runners
+from ctxconv.runtimes.factory import BACKENDS, make_runners
 from ctxconv.runtimes.runners import tflm_min_arena
 from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.firmware_check import firmware_table, run_firmware
 from ctxconv.sim.fit import DoesNotFitError, plan_on, problems, require_fit, scratch_bytes
 from ctxconv.sim.passes import block_macs, graph_macs, op_runs
 from ctxconv.sim.profiles import McuProfile, load_profile
+from ctxconv.sim.reference_pass import reference_pass
 
 log = logging.getLogger(__name__)
 #: ``firmware``: the export's generated C, built and run on the host and on an emulated MCU
@@ -44,6 +45,7 @@ class SimOptions:
     measure_tflm: bool = True  # bisect TFLM's minimum arena per block
     bit_exact_images: int | None = None  # compared reference vs TFLM; None: every image run
     emulated_images: int = 20  # firmware backend: images run on the emulated MCU
+    workers: int | None = None  # processes of the reference pass; None: every core
 
 
 def _mode(bundle: ExportBundle, mode: str | None) -> str:
@@ -54,42 +56,6 @@ def _mode(bundle: ExportBundle, mode: str | None) -> str:
         raise ValueError(f"mode {mode!r} is not available for this export (available: {modes}); "
                          "onepass needs blocks whose output does not depend on the context")
     return mode
-
-
-def reference_chain(bundle: ExportBundle, raw: np.ndarray
-                    ) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """(inputs, outputs) of every block for ``raw`` images, run by the reference kernels."""
-    pipe = BlockPipeline(bundle.manifest, [ReferenceRunner(g) for g in bundle.graphs])
-    x = pipe.quantize_images(raw)
-    chain = []
-    k = bundle.num_classes
-    for i, block in enumerate(bundle.blocks):
-        feed = {"features_in": x}
-        if block["contextual"]:
-            feed["context"] = np.concatenate([one_hot_int8(j % k, k, 1) for j in range(len(x))])
-        out = pipe.runners[i].run(feed)
-        chain.append((feed, out))
-        x = out["features"]
-    return chain
-
-
-def compare_with_tflm(bundle: ExportBundle, raw: np.ndarray, chunk: int = 256) -> list[int]:
-    """Max |reference - TFLM| in LSB per block over ``raw`` images, TFLM given the planner's
-    host arena. Each block sees the reference kernels' input (so a difference is the block's
-    own); images go through in chunks so the feature maps of a whole test set never sit in
-    memory at once."""
-    tflm = make_runners(bundle, "tflm")
-    diffs = [0] * len(bundle.blocks)
-    with ThrottledBar(len(raw), "reference kernels vs TFLM", unit="image") as bar:
-        for start in range(0, len(raw), chunk):
-            images = raw[start : start + chunk]
-            for i, (feed, ref) in enumerate(reference_chain(bundle, images)):
-                got = tflm[i].run(feed)
-                diffs[i] = max(diffs[i], *(int(np.abs(ref[o].astype(np.int32)
-                                                      - got[o].astype(np.int32)).max())
-                                           for o in ref))
-            bar.step(n=len(images))
-    return diffs if len(raw) else []
 
 
 def require_int8(bundle: ExportBundle) -> None:
@@ -180,11 +146,23 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         blocks.append(row)
     raw, labels = bundle.test_vectors(opts.images)
     key = ("accuracy", opts.backend, mode, len(labels))
+    n_exact = len(labels) if opts.bit_exact_images is None else min(opts.bit_exact_images,
+                                                                     len(labels))
     firmware = None
     if opts.backend == "firmware":
         firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images,
                                 cache=cache)
         cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
+    if ("diffs", n_exact, mode) not in cache:  # one reference pass: accuracy and TFLM check
+        log.info("running %d test images through the reference kernels, TFLM checked on %d",
+                 len(labels), n_exact)
+        t0 = time.perf_counter()
+        ref = reference_pass(bundle, raw, mode, n_exact, opts.workers)
+        seconds = time.perf_counter() - t0
+        cache[("diffs", n_exact, mode)] = (ref.diffs, seconds)
+        ref_key = ("accuracy", "reference", mode, len(labels))
+        cache.setdefault(ref_key, (float((ref.predictions == labels).mean()) if len(labels)
+                                   else float("nan"), seconds))
     if key not in cache:
         log.info("running %d test images (%s, %s backend)", len(labels), mode, opts.backend)
         pipe = BlockPipeline(bundle.manifest, make_runners(bundle, opts.backend))
@@ -194,15 +172,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         seconds = time.perf_counter() - t0
         cache[key] = (float((preds == labels).mean()) if len(labels) else float("nan"), seconds)
     accuracy, seconds = cache[key]
-    n_exact = len(labels) if opts.bit_exact_images is None else min(opts.bit_exact_images,
-                                                                     len(labels))
-    if ("diffs", n_exact) not in cache:
-        if n_exact:
-            log.info("comparing the reference kernels with TFLM on %d test images", n_exact)
-        t0 = time.perf_counter()
-        cache[("diffs", n_exact)] = (compare_with_tflm(bundle, raw[:n_exact]) if n_exact else [],
-                                     time.perf_counter() - t0)
-    diffs, exact_seconds = cache[("diffs", n_exact)]
+    diffs, exact_seconds = cache[("diffs", n_exact, mode)]
     energies = [b["energy_mj"] for b in blocks]
     try:
         require_fit(plan, profile)

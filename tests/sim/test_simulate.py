@@ -14,9 +14,9 @@ from ctxconv.blockgraph.pipeline import BlockPipeline, modes_coincide
 from ctxconv.runtimes.factory import make_runners
 from ctxconv.sim.bench_cli import main as bench_main
 from ctxconv.sim.cli import main as sim_main
+from ctxconv.sim.reference_pass import reference_pass
 from ctxconv.sim.simulate import (
     SimOptions,
-    compare_with_tflm,
     format_table,
     memory_figure,
     simulate,
@@ -68,20 +68,43 @@ def test_bit_exact_images_limits_the_check(export_dir, capsys):
     assert sim_main([str(export_dir), "--no-tflm-arena", "--bit-exact-images", "-1"]) == 2
     err = capsys.readouterr().err
     assert "error: --bit-exact-images must be >= 0 (0 skips the check)" in err.splitlines()
+    assert sim_main([str(export_dir), "--workers", "0"]) == 2
+    assert "error: --workers must be >= 1" in capsys.readouterr().err
     assert bench_main([str(export_dir), "--bit-exact-images", "-3"]) == 2
     assert "--bit-exact-images must be >= 0" in capsys.readouterr().err
 
 
-def test_compare_with_tflm_in_chunks_finds_a_difference(export_dir):
-    """Chunking keeps the worst difference of every chunk (a changed bias is caught)."""
+@pytest.mark.parametrize("workers", [1, 3])
+def test_reference_pass_in_chunks_and_shards_finds_a_difference(export_dir, workers):
+    """Chunks and worker shards keep the worst difference of each (a changed bias is
+    caught), the predictions are those of the reference pipeline in image order, and only
+    the first ``check`` images are compared."""
     bundle = load_export(export_dir)
     raw, _ = bundle.test_vectors(40)
-    assert compare_with_tflm(bundle, raw, chunk=7) == [0, 0]
+    mode = bundle.manifest["modes"][0]
+    ok = reference_pass(bundle, raw, mode, len(raw), workers, chunk=7, min_shard=10)
+    assert ok.diffs == [0, 0]
+    pipe = BlockPipeline(bundle.manifest, make_runners(bundle, "reference"))
+    assert (ok.predictions == pipe.predict(raw, mode)).all()
     conv = next(t for t in bundle.graphs[1].tensors.values() if t.data is not None
                 and t.data.dtype == np.int32)
     conv.data = conv.data + 1000  # the reference kernels now compute another block 1
-    diffs = compare_with_tflm(bundle, raw, chunk=7)
-    assert diffs[0] == 0 and diffs[1] > 0
+    bad = reference_pass(bundle, raw, mode, len(raw), workers, chunk=7, min_shard=10)
+    assert bad.diffs[0] == 0 and bad.diffs[1] > 0
+    assert reference_pass(bundle, raw, mode, 0, workers, chunk=7, min_shard=10).diffs == []
+
+
+def test_a_failing_worker_is_an_error_not_a_hang(export_dir, monkeypatch):
+    import ctxconv.sim.reference_pass as rp
+
+    def broken(*args, **kwargs):
+        raise MemoryError("planted")
+
+    monkeypatch.setattr(rp, "run_shard", broken)
+    bundle = load_export(export_dir)
+    raw, _ = bundle.test_vectors(40)
+    with pytest.raises(RuntimeError, match="worker 0: MemoryError: planted"):
+        rp.reference_pass(bundle, raw, bundle.manifest["modes"][0], 40, 2, min_shard=10)
 
 
 def test_planner_never_below_tflm_and_within_ten_percent(report):

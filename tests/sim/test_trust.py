@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ctxconv.sim.cli import main as sim_main
@@ -79,8 +80,12 @@ def test_missing_digests_say_re_export(export_dir, tmp_path, capsys):
 def test_sim_exits_3_when_reference_kernels_differ_from_tflm(export_dir, tmp_path, capsys,
                                                             monkeypatch):
     import ctxconv.sim.simulate as sim
+    from ctxconv.sim.reference_pass import PassResult
 
-    monkeypatch.setattr(sim, "compare_with_tflm", lambda bundle, raw: [0, 2])
+    def differ(bundle, raw, mode, check, workers):
+        return PassResult(np.zeros(len(raw), np.int64), [0, 2], check)
+
+    monkeypatch.setattr(sim, "reference_pass", differ)
     code = sim_main([str(export_dir), "--no-tflm-arena", "--images", "20",
                      "--plot", str(tmp_path / "m.png")])
     out, err = capsys.readouterr()
