@@ -27,11 +27,17 @@ from ctxconv.runtimes.firmware.build import (
     build_arm,
     build_host,
 )
-from ctxconv.runtimes.firmware.run import BlockShape, HarnessOutputs, run_harness
+from ctxconv.runtimes.firmware.run import (
+    BlockShape,
+    HarnessOutputs,
+    concat_outputs,
+    run_harness,
+)
 from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
 from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.passes import pipeline_macs
 from ctxconv.sim.profiles import McuProfile
+from ctxconv.sim.shards import Progress, map_forked, shard_bounds
 from ctxconv.workdirs import work_directory
 
 log = logging.getLogger(__name__)
@@ -177,30 +183,42 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.ndarray,
-               work: Path, chunk: int = HOST_CHUNK) -> tuple[dict[str, Any], HarnessOutputs]:
+               work: Path, chunk: int = HOST_CHUNK, workers: int | None = None
+               ) -> tuple[dict[str, Any], HarnessOutputs]:
     """Build the library for this machine, run it on ``raw``, compare every block's outputs
     and the class scores with the reference kernels (in chunks of images, so memory stays
-    small); returns the report and the harness outputs of the first chunk."""
+    small; the chunks shared by worker processes); returns the report and the harness
+    outputs of the first chunk."""
     modes = list(bundle.manifest["modes"])
     log.info("host build: compiling the C library and running %d test vectors", len(raw))
     exe = build_host(c_dir, work, modes)
-    parts, first = [], None
-    with ThrottledBar(len(raw), "host build of the C library", unit="image") as bar:
-        for start in range(0, max(len(raw), 1), chunk):
-            part = slice(start, start + chunk)
-            got = run_harness(exe, raw[part], work, block_shapes(bundle), bundle.num_classes,
+
+    def shard(job: tuple[int, int], progress: Progress) -> tuple[list[dict], HarnessOutputs]:
+        lo, hi = job
+        sub = work / f"host-{lo}"
+        sub.mkdir(exist_ok=True)
+        parts, first = [], None
+        for start in range(lo, max(hi, lo + 1), chunk):
+            part = slice(start, min(start + chunk, hi))
+            got = run_harness(exe, raw[part], sub, block_shapes(bundle), bundle.num_classes,
                               modes, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
             parts.append(compare(got, Reference(bundle, raw[part]), labels[part]))
             first = got if first is None else first
-            bar.step(n=len(raw[part]))
-    return _merge(parts), first
+            progress(len(raw[part]))
+        assert first is not None
+        return parts, first
+
+    with ThrottledBar(len(raw), "host build of the C library", unit="image") as bar:
+        results = map_forked(shard, shard_bounds(len(raw), workers, chunk), "host build",
+                             lambda n: bar.step(n=n))
+    return _merge([p for parts, _ in results for p in parts]), results[0][1]
 
 
 def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
                    plan: PipelinePlan | None,
                    raw: np.ndarray, labels: np.ndarray, work: Path,
-                   host: HarnessOutputs | None = None, compare_tflm: bool = True
-                   ) -> dict[str, Any]:
+                   host: HarnessOutputs | None = None, compare_tflm: bool = True,
+                   workers: int | None = None) -> dict[str, Any]:
     """Cross-compile for ``profile``'s core, run ``raw`` under QEMU, compare, and (given the
     simulator's ``plan``) measure the binary beside the modelled figures."""
     target = target_for(profile)
@@ -213,9 +231,20 @@ def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
         raise FirmwareDoesNotFit(f"{exc} on {profile.name} ({profile.sram_bytes} B RAM, "
                                  f"{profile.flash_bytes} B flash)\n{arena_table(bundle)}",
                                  exc.overflows) from None
-    got = run_harness(build.elf, raw, work, block_shapes(bundle), bundle.num_classes, modes, True,
-                      timeout=EMULATOR_START_SECONDS + EMULATED_SECONDS_PER_IMAGE * len(raw),
-                      target=target)
+
+    def shard(job: tuple[int, int], progress: Progress) -> HarnessOutputs:
+        lo, hi = job
+        sub = work / f"emulated-{lo}"
+        sub.mkdir(exist_ok=True)
+        got = run_harness(build.elf, raw[lo:hi], sub, block_shapes(bundle), bundle.num_classes,
+                          modes, True, target=target,
+                          timeout=EMULATOR_START_SECONDS + EMULATED_SECONDS_PER_IMAGE * (hi - lo))
+        progress(hi - lo)
+        return got
+
+    with ThrottledBar(len(raw), f"emulated {target.label}", unit="image") as bar:
+        got = concat_outputs(map_forked(shard, shard_bounds(len(raw), workers, 1),
+                                        f"emulated {target.label}", lambda n: bar.step(n=n)))
     report = compare(got, Reference(bundle, raw), labels)
     if compare_tflm:
         report["bit_exact_vs_tflm"] = compare(got, Reference(bundle, raw, "tflm"),
@@ -232,7 +261,8 @@ def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
 
 def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
                  raw: np.ndarray, labels: np.ndarray, emulated_images: int = 20,
-                 work_dir: Path | None = None, cache: dict | None = None) -> dict[str, Any]:
+                 work_dir: Path | None = None, cache: dict | None = None,
+                 workers: int | None = None) -> dict[str, Any]:
     """Host build on ``raw`` (all given vectors), Cortex-M build + QEMU on the first few.
 
     ``cache`` (kept by the caller) holds the host run, which no profile changes.
@@ -243,7 +273,7 @@ def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
         key = ("firmware_host", len(raw))
         if key not in cache:
             cache[key] = check_host(bundle, c_dir, raw, labels, work,
-                                    chunk=max(HOST_CHUNK, emulated_images))
+                                    chunk=max(HOST_CHUNK, emulated_images), workers=workers)
         host_report, host = cache[key]
         report: dict[str, Any] = {"c_dir": str(c_dir), "host": host_report}
         try:
@@ -254,7 +284,7 @@ def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
             return report
         n = min(emulated_images, len(raw))
         report["emulated"] = check_emulated(bundle, c_dir, profile, plan, raw[:n], labels[:n],
-                                            work, host)
+                                            work, host, workers=workers)
     return report
 
 

@@ -151,7 +151,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     firmware = None
     if opts.backend == "firmware":
         firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images,
-                                cache=cache)
+                                cache=cache, workers=opts.workers)
         cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
     if ("diffs", n_exact, mode) not in cache:  # one reference pass: accuracy and TFLM check
         log.info("running %d test images through the reference kernels, TFLM checked on %d",

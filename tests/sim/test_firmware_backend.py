@@ -152,3 +152,62 @@ def test_bench_firmware_column(export_dir, capsys):
                and "mps2-an386" in line)
     assert row.rstrip().endswith("| yes / yes |")
     assert re.search(r"\| rp2040 \| .* \| modelled only \(cortex-m0plus\) \|", out)
+
+
+@needs_arm
+def test_firmware_checks_in_worker_processes_equal_one_process(export_dir):
+    """Host-build chunks and emulated images shared by worker processes give the report of
+    one process: the same comparisons, instructions, stack and RAM."""
+    from ctxconv.blockgraph.bundle import load_export
+    from ctxconv.sim.firmware_check import run_firmware
+    from ctxconv.sim.fit import plan_on
+    from ctxconv.sim.profiles import load_profile
+
+    bundle = load_export(export_dir)
+    profile = load_profile("nrf52840")
+    plan = plan_on(profile, bundle.graphs, bundle.num_classes, bundle.tflite)
+    raw, labels = bundle.test_vectors(90)
+
+    def report(workers: int) -> dict:
+        fw = run_firmware(bundle, profile, plan, raw, labels, emulated_images=5,
+                          workers=workers)
+        fw.pop("c_dir")
+        return fw
+
+    one, three = report(1), report(3)
+    assert three["emulated"]["images"] == 5 and three["host"]["images"] == 90
+    assert three["host"] == one["host"]
+    emu1, emu3 = one["emulated"], three["emulated"]
+    # each run calibrates its own counter: instructions agree to the counter's granularity
+    for a, b in zip(emu1.pop("blocks"), emu3.pop("blocks"), strict=True):
+        assert a.pop("instructions") == pytest.approx(b.pop("instructions"), rel=1e-4)
+        for key in ("instructions_per_mac", "instructions_over_modelled_cycles"):
+            assert a.pop(key) == pytest.approx(b.pop(key), rel=1e-3)
+        assert a == b
+    for key in ("instructions_per_image", "instructions_per_mac"):
+        for m, v in emu1.pop(key).items():
+            assert emu3[key][m] == pytest.approx(v, rel=1e-3)
+        emu3.pop(key)
+    assert emu3 == emu1
+
+
+def test_concatenated_runs_keep_image_order_and_refuse_mixed_builds():
+    import numpy as np
+
+    from ctxconv.runtimes.firmware.run import HarnessOutputs, concat_outputs
+    from ctxconv.runtimes.firmware.targets import FirmwareError
+
+    def run(first: int, n: int, cal: int = 7, stack: int = 100) -> HarnessOutputs:
+        ids = np.arange(first, first + n)
+        return HarnessOutputs([ids[:, None, None]], [ids[:, None, None]], [ids],
+                              {"onepass": ids[:, None]}, {"onepass": ids}, cal, stack + first)
+
+    both = concat_outputs([run(0, 3), run(3, 2)])
+    assert both.scores["onepass"][:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert both.features[0][:, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert both.stack_used == 103 and both.calibration_ticks == 7
+    # a run whose calibration loop took 14 ticks counts at half the rate
+    mixed = concat_outputs([run(0, 3), run(3, 2, cal=14)])
+    assert mixed.block_ticks[0].tolist() == [0, 1, 2, 1.5, 2]
+    with pytest.raises(FirmwareError, match="disagree on the instruction counter"):
+        concat_outputs([run(0, 3), run(3, 2, cal=0)])

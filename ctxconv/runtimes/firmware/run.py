@@ -45,6 +45,33 @@ class HarnessOutputs:
         return ticks_to_instructions(ticks, self.calibration_ticks)
 
 
+def concat_outputs(parts: list[HarnessOutputs]) -> HarnessOutputs:
+    """One record of several runs of the same build on consecutive images. Each run times
+    its own calibration loop (the counter's granularity makes them differ by a tick or so),
+    so every run's ticks are rescaled to the first run's calibration."""
+    first = parts[0]
+    cal = first.calibration_ticks
+
+    def ticks(p: HarnessOutputs, t: np.ndarray) -> np.ndarray:
+        if p.calibration_ticks == cal:
+            return np.asarray(t, np.float64)
+        if p.calibration_ticks <= 0 or cal <= 0:
+            raise FirmwareError("runs of one build disagree on the instruction counter")
+        return np.asarray(t, np.float64) * cal / p.calibration_ticks
+
+    def cat(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays, axis=0)
+
+    blocks = range(len(first.features))
+    return HarnessOutputs(
+        [cat([p.features[b] for p in parts]) for b in blocks],
+        [cat([p.block_scores[b] for p in parts]) for b in blocks],
+        [cat([ticks(p, p.block_ticks[b]) for p in parts]) for b in range(len(first.block_ticks))],
+        {m: cat([p.scores[m] for p in parts]) for m in first.scores},
+        {m: cat([ticks(p, p.mode_ticks[m]) for p in parts]) for m in first.mode_ticks},
+        cal, max(p.stack_used for p in parts))
+
+
 def ticks_to_instructions(ticks: np.ndarray, calibration_ticks: int) -> np.ndarray:
     """Counter ticks -> instructions: the harness's calibration loop of
     ``CALIBRATION_INSTRUCTIONS`` took ``calibration_ticks``."""
