@@ -16,8 +16,8 @@ def _unused(graphs: list[BlockGraph], rows: list[dict[str, int]]) -> str:
     names = [g.name for g, r in zip(graphs, rows, strict=True) if not r["score_weight"]]
     if not names:
         return ""
-    return (f"- Unused work: {', '.join(names)} (score weight 0) still compute their heads on "
-            "every run; their scores are not summed (the header lists each block).\n")
+    return (f"- Unused work: the head of {', '.join(names)} (score weight 0) is still computed "
+            "on every run; its scores are not summed (the header lists each block).\n")
 
 
 def readme(manifest: dict[str, Any], graphs: list[BlockGraph], layout: ArenaLayout,
@@ -65,8 +65,8 @@ ctxconv_classify(ctxconv_input_buffer(), scores);       /* {modes[0]} */
 int32_t label = ctxconv_argmax(scores);
 ```
 
-- Input: {ds['image_size']} x {ds['image_size']} x {ds['in_channels']} raw pixels (uint8,
-  NHWC): {pixel_note(manifest)} `ctxconv_quantize_image` applies the training normalisation
+- Input: {ds['image_size']} x {ds['image_size']} x {ds['in_channels']} (NHWC),
+  {pixel_note(manifest)} `ctxconv_quantize_image` applies the training normalisation
   and block 0's int8 quantization through a 256-entry table per channel. An already
   quantized int8 input can be passed to `ctxconv_classify` directly (it is copied into the
   arena unless it is `ctxconv_input_buffer()`).
