@@ -20,8 +20,10 @@ from typing import Any
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.blockgraph.manifest import C_DIR, MANIFEST_NAME, read_manifest, validate_manifest
 from ctxconv.blockgraph.tflite.reader import read_tflite
+from ctxconv.blockgraph.tflite.writer import write_tflite
+from ctxconv.codegen.header import header, model_digest
 from ctxconv.codegen.readme import readme
-from ctxconv.codegen.sources import CGenerationError, header, source
+from ctxconv.codegen.sources import CGenerationError, source
 from ctxconv.memory.c_arena import ArenaLayout, plan_arena
 from ctxconv.workdirs import make_work_dir, sweep_stale
 
@@ -68,17 +70,21 @@ def copy_runtime(names: tuple[str, ...], out_dir: Path) -> list[Path]:
     return written
 
 
-def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir: str | Path
-                    ) -> tuple[list[Path], ArenaLayout]:
+def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir: str | Path,
+                    tflite: list[bytes] | None = None) -> tuple[list[Path], ArenaLayout]:
     """Write the library into ``out_dir``; return the files written and the arena layout.
 
-    Raises ``CGenerationError`` naming the block and op when a graph cannot be expressed.
+    ``tflite``: the bytes of the blocks' .tflite files, whose sha256 the header names
+    (default: ``graphs`` serialised as the exporter writes them). Raises
+    ``CGenerationError`` naming the block and op when a graph cannot be expressed.
     """
     _check_pipeline(manifest, graphs)
     layout = plan_arena(graphs)
-    texts = {"ctxconv_model.h": header(manifest, graphs, layout),
-             "ctxconv_model.c": source(manifest, graphs, layout),
-             "README.md": readme(manifest, graphs, layout)}
+    code = source(manifest, graphs, layout)  # first: it names what C cannot express
+    digest = model_digest(tflite if tflite is not None
+                          else [write_tflite(g, g.name) for g in graphs])
+    texts = {"ctxconv_model.h": header(manifest, graphs, layout, digest),
+             "ctxconv_model.c": code, "README.md": readme(manifest, graphs, layout, digest)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = copy_runtime(KERNEL_FILES, out)
@@ -98,7 +104,7 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
 
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    graphs = []
+    graphs, tflite = [], []
     for block in manifest["blocks"]:
         name = block["files"].get("tflite")
         if not name:
@@ -108,11 +114,12 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
         if not path.is_file() or sha256(path) != manifest["files"].get(name):
             raise ModelFileError(f"{path} is missing or does not match its sha256 in the "
                                  "manifest; re-export")
-        graphs.append(read_tflite(path.read_bytes(), name=str(path)))
+        tflite.append(path.read_bytes())
+        graphs.append(read_tflite(tflite[-1], name=str(path)))
     tmp = make_work_dir(f".{C_DIR}.new-", export_dir)
     sweep_stale(export_dir, f".{C_DIR}.old-")
     try:
-        _, layout = write_c_library(manifest, graphs, tmp)
+        _, layout = write_c_library(manifest, graphs, tmp, tflite)
         manifest["c"] = c_record(layout)
         files = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{C_DIR}/")}
         files.update({f"{C_DIR}/{k}": v for k, v in file_digests(tmp).items()})

@@ -189,10 +189,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{os.getpid()}."))
     try:
         log.info("writing %s for %d blocks", " and ".join(opts.formats), len(graphs))
+        tflite = []
         for fb, graph in zip(floats, graphs, strict=True):
             files = {}
             if "tflite" in opts.formats:
-                (tmp / f"{graph.name}.tflite").write_bytes(write_tflite(graph, graph.name))
+                tflite.append(write_tflite(graph, graph.name))
+                (tmp / f"{graph.name}.tflite").write_bytes(tflite[-1])
                 files["tflite"] = f"{graph.name}.tflite"
             if "onnx" in opts.formats:
                 (tmp / f"{graph.name}.onnx").write_bytes(write_onnx(graph))
@@ -222,7 +224,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                                      "layout": "NHWC", "dtype": "uint8"}
 
         if "c" in opts.formats:
-            _, layout = write_c_library(manifest, graphs, tmp / C_DIR)
+            _, layout = write_c_library(manifest, graphs, tmp / C_DIR, tflite or None)
             manifest["c"] = c_record(layout)
 
         # accuracy: float torch (above) and the exported pipeline (onnxruntime, batched)

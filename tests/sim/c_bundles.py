@@ -49,25 +49,30 @@ def as_block(graph: BlockGraph, name: str, seed: int) -> BlockGraph:
     return block
 
 
-def bundle_of(blocks: list[BlockGraph], path: Path) -> ExportBundle:
-    """A minimal int8 export of ``blocks`` (context-free, all scoring) with its C library."""
+def bundle_of(blocks: list[BlockGraph], path: Path, contextual: tuple[int, ...] = (),
+              unscored: tuple[int, ...] = (), pixel_scale: float = 1 / 255) -> ExportBundle:
+    """A minimal int8 export of ``blocks`` with its C library: context-free and scoring
+    except the blocks listed in ``contextual`` / ``unscored``."""
     _, h, w, c = blocks[0].tensors["features_in"].shape
     manifest = {
         "format": FORMAT, "int8": True,
         "dataset": {"name": "random", "num_classes": K, "class_names": [str(i) for i in range(K)],
                     "image_size": h, "in_channels": c},
-        "input": {"layout": "NHWC", "pixel_scale": 1 / 255, "mean": [0.5] * c, "std": [0.25] * c},
+        "input": {"layout": "NHWC", "pixel_scale": pixel_scale, "mean": [0.5] * c,
+                  "std": [0.25] * c},
         "context": {"dtype": "int8", "scale": 1 / 255, "zero_point": -128, "on": 127,
                     "off": -128},
-        "modes": ["multipass", "onepass"], "score_blocks": list(range(len(blocks))),
-        "blocks": [{"name": g.name, "index": i, "contextual": False, "score_block": True,
+        "modes": ["multipass"] if contextual else ["multipass", "onepass"],
+        "score_blocks": [i for i in range(len(blocks)) if i not in unscored],
+        "blocks": [{"name": g.name, "index": i, "contextual": i in contextual,
+                    "score_block": i not in unscored,
                     "files": {"tflite": f"{g.name}.tflite"}, "inputs": io_records(g, g.inputs),
                     "outputs": io_records(g, g.outputs), "macs": 1}
                    for i, g in enumerate(blocks)],
         "files": {},
     }  # fmt: skip
-    write_c_library(manifest, blocks, path / "c")
     tflite = [write_tflite(g) for g in blocks]
+    write_c_library(manifest, blocks, path / "c", tflite)
     for g, data in zip(blocks, tflite, strict=True):
         (path / f"{g.name}.tflite").write_bytes(data)
     return ExportBundle(path, manifest, blocks, tflite)

@@ -60,6 +60,23 @@ static inline uint32_t load_u32(const void *p)
 }
 
 #if CTXCONV_DSP
+/* The ACLE intrinsics on the packed words as uint32_t (their arguments are signed types:
+ * the casts only reinterpret the bits). */
+static inline uint32_t sxtb16(uint32_t x)
+{
+    return (uint32_t)__sxtb16((int32_t)x);
+}
+
+static inline uint32_t sxtab16(uint32_t acc, uint32_t x)
+{
+    return (uint32_t)__sxtab16((int32_t)acc, (int32_t)x);
+}
+
+static inline int32_t smlad(uint32_t x, uint32_t y, int32_t acc)
+{
+    return (int32_t)__smlad((int32_t)x, (int32_t)y, acc);
+}
+
 static inline uint32_t sxtb16_ror8(uint32_t x)
 {
     uint32_t r;
@@ -94,7 +111,7 @@ static inline void put_group(int16_t *d, const int8_t *s, int16_t off)
 #if CTXCONV_DSP
     const uint32_t offs = (uint32_t)(uint16_t)off * 0x10001u;
     const uint32_t v = load_u32(s);
-    const uint32_t even = __sxtab16(offs, v), odd = sxtab16_ror8(offs, v);
+    const uint32_t even = sxtab16(offs, v), odd = sxtab16_ror8(offs, v);
     memcpy(d, &even, 4);
     memcpy(d + 2, &odd, 4);
 #else
@@ -151,8 +168,8 @@ static int32_t dot_row_col(const int8_t *w, int32_t stride, const int16_t *x, in
     for (int32_t g = 0; g < groups; ++g, w += stride, x += 8) {
 #if CTXCONV_DSP
         const uint32_t wv = load_u32(w);
-        acc = (int32_t)__smlad(__sxtb16(wv), load_u32(x), (uint32_t)acc);
-        acc = (int32_t)__smlad(sxtb16_ror8(wv), load_u32(x + 2), (uint32_t)acc);
+        acc = smlad(sxtb16(wv), load_u32(x), acc);
+        acc = smlad(sxtb16_ror8(wv), load_u32(x + 2), acc);
 #else
         acc += w[0] * x[0] + w[2] * x[1] + w[1] * x[2] + w[3] * x[3]; /* x: k0 k2 k1 k3 */
 #endif
@@ -195,18 +212,18 @@ static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_
             const uint32_t x0l = load_u32(x), x0h = load_u32(x + 2);
             const uint32_t x1l = load_u32(x + 4), x1h = load_u32(x + 6);
             uint32_t wv = load_u32(w);
-            uint32_t wl = __sxtb16(wv), wh = sxtb16_ror8(wv);
-            a00 = (int32_t)__smlad(wl, x0l, (uint32_t)a00);
-            a00 = (int32_t)__smlad(wh, x0h, (uint32_t)a00);
-            a01 = (int32_t)__smlad(wl, x1l, (uint32_t)a01);
-            a01 = (int32_t)__smlad(wh, x1h, (uint32_t)a01);
+            uint32_t wl = sxtb16(wv), wh = sxtb16_ror8(wv);
+            a00 = smlad(wl, x0l, a00);
+            a00 = smlad(wh, x0h, a00);
+            a01 = smlad(wl, x1l, a01);
+            a01 = smlad(wh, x1h, a01);
             wv = load_u32(w + 4);
-            wl = __sxtb16(wv);
+            wl = sxtb16(wv);
             wh = sxtb16_ror8(wv);
-            a10 = (int32_t)__smlad(wl, x0l, (uint32_t)a10);
-            a10 = (int32_t)__smlad(wh, x0h, (uint32_t)a10);
-            a11 = (int32_t)__smlad(wl, x1l, (uint32_t)a11);
-            a11 = (int32_t)__smlad(wh, x1h, (uint32_t)a11);
+            a10 = smlad(wl, x0l, a10);
+            a10 = smlad(wh, x0h, a10);
+            a11 = smlad(wl, x1l, a11);
+            a11 = smlad(wh, x1h, a11);
         }
 #else
         a00 = dot_row_col(w, 8, col, groups, a00);
@@ -262,8 +279,8 @@ static int32_t dot_s8(const int8_t *w, const int8_t *x, int32_t n, int32_t acc)
 #if CTXCONV_DSP
     for (; k + 4 <= n; k += 4) {
         const uint32_t wv = load_u32(w + k), xv = load_u32(x + k);
-        acc = (int32_t)__smlad(__sxtb16(wv), __sxtb16(xv), (uint32_t)acc);
-        acc = (int32_t)__smlad(sxtb16_ror8(wv), sxtb16_ror8(xv), (uint32_t)acc);
+        acc = smlad(sxtb16(wv), sxtb16(xv), acc);
+        acc = smlad(sxtb16_ror8(wv), sxtb16_ror8(xv), acc);
     }
 #endif
     for (; k < n; ++k) {
@@ -285,13 +302,13 @@ void ctxconv_fc_s8(const ctxconv_fc_params *p, const int8_t *in, int8_t *out)
         int32_t k = 0;
         for (; k + 4 <= n; k += 4) {
             const uint32_t xv = load_u32(in + k);
-            const uint32_t xl = __sxtb16(xv), xh = sxtb16_ror8(xv);
+            const uint32_t xl = sxtb16(xv), xh = sxtb16_ror8(xv);
             uint32_t wv = load_u32(w0 + k);
-            a0 = (int32_t)__smlad(__sxtb16(wv), xl, (uint32_t)a0);
-            a0 = (int32_t)__smlad(sxtb16_ror8(wv), xh, (uint32_t)a0);
+            a0 = smlad(sxtb16(wv), xl, a0);
+            a0 = smlad(sxtb16_ror8(wv), xh, a0);
             wv = load_u32(w1 + k);
-            a1 = (int32_t)__smlad(__sxtb16(wv), xl, (uint32_t)a1);
-            a1 = (int32_t)__smlad(sxtb16_ror8(wv), xh, (uint32_t)a1);
+            a1 = smlad(sxtb16(wv), xl, a1);
+            a1 = smlad(sxtb16_ror8(wv), xh, a1);
         }
         for (; k < n; ++k) {
             a0 += w0[k] * in[k];
@@ -408,7 +425,8 @@ void ctxconv_mean_s8(const ctxconv_mean_params *p, const int8_t *in, int8_t *out
     for (int32_t r = 0; r < p->outer; ++r) {
         uint32_t sum = 0u; /* int32 with two's-complement wrap, as the reference */
         for (int32_t i = 0; i < p->count; ++i) {
-            sum += (uint32_t)(int32_t)in[r * p->count + i];
+            const int32_t v = in[r * p->count + i];
+            sum += (uint32_t)v;
         }
         const int32_t shifted = (int32_t)(sum - (uint32_t)p->zp_times_count);
         out[r] = clamp_s8(requantize(shifted, p->mult, p->shift) + p->out_offset, -128, 127);

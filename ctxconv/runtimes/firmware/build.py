@@ -18,7 +18,9 @@ from ctxconv.runtimes.firmware.toolchain import arm_tools, host_cc
 
 LIBRARY = ("ctxconv_model.c", "ctxconv_kernels.c")
 HARNESS = ("harness.c",)
-CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
+CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Werror")
+#: Only for the library's own sources on the Cortex-M (the harness's vector table is not ISO C).
+LIBRARY_FLAGS = ("-pedantic",)
 #: The training harness: it drives the library's training step (``codegen/runtime/
 #: ctxconv_train.c``, given as an extra source; float32 steps repeated bit for bit from
 #: ondevice/qas.py, so nothing may be fused into a multiply-add).
@@ -138,10 +140,12 @@ def build_arm(c_dir: Path, work: Path, modes: list[str], target: ArmTarget,
              f"-I{c_dir}", f"-I{h}", *_includes(extra)]
     objs = []
     library_sources = [*(c_dir / f for f in LIBRARY), *extra]
-    for src in [*library_sources, *(h / f for f in harness), h / "platform_arm.c"]:
+    for i, src in enumerate([*library_sources, *(h / f for f in harness),
+                             h / "platform_arm.c"]):
         obj = work / (src.stem + ".o")
-        _run([gcc, *flags, _modes_define(modes), *defines, "-c", str(src), "-o", str(obj)],
-             what)
+        strict = LIBRARY_FLAGS if i < len(library_sources) else ()
+        _run([gcc, *flags, *strict, _modes_define(modes), *defines, "-c", str(src), "-o",
+              str(obj)], what)
         objs.append(obj)
     script = work / f"{profile.name}.ld"
     script.write_text(linker_script(profile, stack_bytes))
