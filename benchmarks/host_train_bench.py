@@ -24,19 +24,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import report  # noqa: E402
-from report import ROOT, provenance, provenance_line  # noqa: E402
-from train_bench import RUNS, _fmnist_app_config  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.train.baseline import train_backprop  # noqa: E402
-from ctxconv.train.data import load_datasets, set_seed  # noqa: E402
-from ctxconv.train.device import default_threads  # noqa: E402
-from ctxconv.train.inference import summed_scores  # noqa: E402
-from ctxconv.train.model import ModelConfig, build_model  # noqa: E402
-from ctxconv.train.objectives import BlockObjective  # noqa: E402
-from ctxconv.train.prefix_cache import CachePlan, build_cache  # noqa: E402
-from ctxconv.train.run import train_run  # noqa: E402
+from benchmarks import report
+from benchmarks.report import provenance_line
+from benchmarks.runner import ROOT, provenance
+from benchmarks.train_bench import RUNS, _fmnist_app_config
+from ctxconv.train.baseline import train_backprop
+from ctxconv.train.data import load_datasets, set_seed
+from ctxconv.train.device import default_threads
+from ctxconv.train.inference import summed_scores
+from ctxconv.train.model import ModelConfig, build_model
+from ctxconv.train.objectives import BlockObjective
+from ctxconv.train.prefix_cache import CachePlan, build_cache
+from ctxconv.train.run import train_run
 
 NAME = "host_train"
 PY = sys.executable

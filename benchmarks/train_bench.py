@@ -22,19 +22,20 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import report  # noqa: E402
-from report import ROOT, provenance, provenance_line  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.train.baseline import train_backprop, training_memory  # noqa: E402
-from ctxconv.train.checkpoint import load_checkpoint, model_config_from_dict  # noqa: E402
-from ctxconv.train.config import TrainAppConfig  # noqa: E402
-from ctxconv.train.data import load_datasets, make_loader, set_seed  # noqa: E402
-from ctxconv.train.data_gen import DataGenConfig  # noqa: E402
-from ctxconv.train.inference import evaluate  # noqa: E402
-from ctxconv.train.model import ModelConfig, build_model  # noqa: E402
-from ctxconv.train.run import train_run  # noqa: E402
-from ctxconv.train.trainer import TrainerConfig  # noqa: E402
+from benchmarks import report
+from benchmarks.report import provenance_line
+from benchmarks.runner import ROOT, compose_train, provenance
+from ctxconv.train.baseline import train_backprop, training_memory
+from ctxconv.train.checkpoint import load_checkpoint, model_config_from_dict
+from ctxconv.train.config import TrainAppConfig
+from ctxconv.train.data import load_datasets, make_loader, set_seed
+from ctxconv.train.data_gen import DataGenConfig
+from ctxconv.train.inference import evaluate
+from ctxconv.train.model import ModelConfig, build_model
+from ctxconv.train.run import train_run
+from ctxconv.train.trainer import TrainerConfig
 
 RUNS = Path("benchmarks") / "runs"  # relative to ROOT, where every command runs
 CWCOMP_FMNIST = 0.9231
@@ -202,15 +203,9 @@ def bench_throughput(batch: int = 128, steps: int = 10, repeats: int = 3) -> dic
 
 
 def _fmnist_app_config():
-    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from ctxconv.train.config import register_configs
-
-    register_configs()
-    with initialize_config_module("ctxconv.configs", version_base=None):
-        node = compose("train", overrides=["experiment=fashion_mnist"])
-    return OmegaConf.to_object(node)
+    return OmegaConf.to_object(compose_train(["experiment=fashion_mnist"]))
 
 
 ABLATIONS = [
