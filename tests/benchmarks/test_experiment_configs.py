@@ -16,6 +16,7 @@ import ctxconv.configs
 from benchmarks import accuracy_plan, contextual_plan, report
 from benchmarks.runner import DEFAULT_EXPERIMENT, Run, compose_train, experiment_settings
 from ctxconv.train.config import TrainAppConfig
+from ctxconv.train.overrides import check_group_choices
 
 EXPERIMENTS = Path(ctxconv.configs.__file__).parent / "experiment"
 NAMES = sorted(p.relative_to(EXPERIMENTS).with_suffix("").as_posix()
@@ -46,6 +47,7 @@ def _differences(plan: dict[str, Run], recorded: dict[str, list[str]]) -> list[s
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_named_experiment_composes_against_the_schema(name):
+    check_group_choices([f"experiment={name}"])  # ctxconv-train takes its name
     cfg = compose_train([f"experiment={name}"])
     assert isinstance(OmegaConf.to_object(cfg), TrainAppConfig)
     assert cfg.data.dataset == "fashion_mnist"
