@@ -10,21 +10,26 @@ Fashion-MNIST (54k train / 6k validation / 10k test), 3 seeds per model:
 
 - (a) the default local-head model (``experiment=fashion_mnist``);
 - (b) the best contextual model: the context in the conv of the blocks chosen on the
-  validation split, trained on ``generate_data`` pairs (objective ``contrast``);
+  validation split, trained on ``generate_data`` pairs (``experiment=contextual/contrast``);
 - (c) the official method's configuration: the context into the first block's conv,
-  energy goodness, BCE on positive/negative pairs, per-sample L2 normalisation;
-- (d) backprop on the architecture of (a) (``trainer.method=backprop``);
+  energy goodness, BCE on positive/negative pairs, per-sample L2 normalisation
+  (``experiment=contextual/official``);
+- (d) backprop on the architecture of (a) (``experiment=fashion_mnist_backprop``);
 - (e) the best contextual model within 2x the context-free multipass MACs;
-- (f) the official code's whole structure (its classifier put back as block 2's head);
+- (f) the official code's whole structure (its classifier put back as block 2's head,
+  ``experiment=contextual/official_classifier``);
 - (g) (a) trained longer, with augmentation and widths chosen on validation;
 - (h) backprop at (g)'s budget.
+
+The candidates of (f), (g) and (h) are named experiments too (``contextual/f_bce`` ...);
+``contextual_plan`` holds the plan, ``contextual_render`` the section's prose.
 
 ``train`` runs every ``ctxconv-train`` as a subprocess: first, alone on the machine, the
 timed runs of the host-training benchmark (the default with and without the prefix cache,
 in bf16, and backprop); then, side by side, the ablations (2 epochs per block, validation
-only) and seeds 1-2 of (a) and (d); the plan.finals of (b) and (c) start as soon as their
+only) and seeds 1-2 of (a) and (d); the finals of (b) and (c) start as soon as their
 ablation group has chosen. ``--candidates`` trains the candidates of (f), (g) and (h) at every
-seed on validation only; ``select`` makes the best mean the group's plan.finals and reads their
+seed on validation only; ``select`` makes the best mean the group's finals and reads their
 test split once. Every run keeps its command; the test split is read once per final run and
 never by an ablation or a candidate.
 """
@@ -34,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
@@ -119,7 +123,7 @@ def train_named(out: Path, device: str, names: list[str], deadline: float,
 
 def select(out: Path, groups: str, device: str) -> dict:
     """Per group, the candidate with the best mean validation accuracy over the seeds makes
-    the plan.finals: its run folders are copied to ``<group>_seed<s>`` and each reads the test split
+    the finals: its run folders are copied to ``<group>_seed<s>`` and each reads the test split
     once (``resume=true evaluate_test=true``: no training). Writes ``results_select.json``."""
     trained = json.loads((out / "results_candidates.json").read_text())
     path = out / "results_select.json"
@@ -150,31 +154,12 @@ def select(out: Path, groups: str, device: str) -> dict:
     return results
 
 
-def bundle(out: Path) -> None:
-    """One tar per model group (checkpoints and run files of the finals), for transport."""
-    for group in plan.GROUPS:
-        with tarfile.open(out / f"runs_{group}.tar", "w") as tar:
-            for seed in plan.SEEDS:
-                run_dir = out / "runs" / f"{group}_seed{seed}"
-                if run_dir.is_dir():
-                    tar.add(run_dir, arcname=run_dir.name)
-    final_names = {f"{g}_seed{s}" for g in plan.GROUPS for s in plan.SEEDS}
-    with tarfile.open(out / "runs_other.tar.gz", "w:gz") as tar:  # ablations: no checkpoints
-        for run_dir in sorted((out / "runs").iterdir()):
-            if run_dir.name not in final_names:
-                for f in run_dir.glob("*"):
-                    if f.name != "checkpoint.pt":
-                        tar.add(f, arcname=f"{run_dir.name}/{f.name}")
-
-
 def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
              images: int | None = None, seeds: tuple[int, ...] = plan.SEEDS) -> dict:
     """int8 export and the simulator on ``mcu`` for every final run; ``out/evaluated.json``.
 
     ``reuse``: keep an existing export of the run (its manifest present) instead of
     exporting again."""
-    from ctxconv.blockgraph.pipeline import modes_coincide
-
     path = out / "evaluated.json"
     done: dict = {}
     for group in groups:
@@ -182,42 +167,13 @@ def evaluate(out: Path, groups: str, mcu: str = "nrf52840", reuse: bool = False,
             run_dir = out / "runs" / f"{group}_seed{seed}"
             if not (run_dir / "summary.json").exists():
                 continue
-            export = run_dir / "export"
-            if reuse and (export / "manifest.json").exists():
-                rc, secs = 0, json.loads((export / "manifest.json").read_text())["export_seconds"]
-            else:
-                rc, secs = runner.export_int8(run_dir)
-            entry: dict = {"export_seconds": secs, "export_rc": rc}
-            if rc == 3 and (export / "manifest.json").exists():  # runtimes disagree: kept
-                entry["verification_failed"] = True
-            if rc == 0 or entry.get("verification_failed"):
-                manifest = json.loads((export / "manifest.json").read_text())
-                entry["manifest_accuracy"] = manifest.get("accuracy")
-                modes = manifest["modes"]
-                for mode in modes[-1:] if modes_coincide(manifest) else modes:
-                    report = run_dir / f"sim_{mcu}_{mode}.json"
-                    rc_sim = runner.simulate(export, mcu, report, run_dir / f"sim_{mode}.log",
-                                             "--mode", mode, "--bit-exact-images", "200",
-                                             *(["--images", str(images)] if images else []))[0]
-                    entry[f"sim_{mode}"] = (json.loads(report.read_text()) if rc_sim == 0
-                                            else {"rc": rc_sim})
-            else:
-                entry["error"] = (run_dir / "export.log").read_text().strip().splitlines()[-1:]
+            entry = runner.export_and_simulate(run_dir, mcu, reuse, images)
             done = {**(json.loads(path.read_text()) if path.exists() else {}),
                     f"{group}_seed{seed}": entry}  # other stages may run beside this one
             path.write_text(json.dumps(done, indent=1))
-            print(f"{group}_seed{seed}: export rc {rc} in {secs}s", flush=True)
+            print(f"{group}_seed{seed}: export rc {entry['export_rc']} in "
+                  f"{entry['export_seconds']}s", flush=True)
     return done
-
-
-def _timing(run: dict, rows: list[dict]) -> dict:
-    """A timed run's seconds per epoch of each block, and its totals."""
-    summ = run["summary"]
-    return {"train_seconds": summ["train_seconds"], "wall_seconds": run["wall_seconds"],
-            "val": summ["val_accuracy"]["onepass"], "prefix_cache": summ["prefix_cache"],
-            "epoch_seconds": {str(b): [r["seconds"] for r in rows if r["block"] == b]
-                              for b in sorted({r["block"] for r in rows})},
-            "command": runner.train_command(run, "trainer.device=cuda")}
 
 
 def summarize(out: Path) -> dict:
@@ -292,7 +248,7 @@ def summarize(out: Path) -> dict:
                               "test": [r["test_accuracy"]["multipass"]
                                        for r in s["runs"].values()]}
                           for g, s in superseded.items()}}
-    timing = {name: _timing(runs[name], runner.metrics(out, name))
+    timing = {name: runner.timed_record(runs[name], runner.metrics(out, name))
               for name in ("a_seed0", "a_seed0_nocache", "a_seed0_bf16", "d_seed0")}
     gpu = {"provenance": {**res["provenance"], "note": "each run alone on the machine"},
            "machine": results["machine"], "runs": timing}
@@ -336,7 +292,7 @@ def main() -> None:
     elif args.stage == "train":
         train(args.out, args.device, args.jobs, args.deadline, args.extra)
         if args.bundle:
-            bundle(args.out)
+            runner.bundle(args.out, plan.GROUPS, plan.SEEDS)
     elif args.stage == "select":
         select(args.out, args.groups, args.device)
     elif args.stage == "evaluate":

@@ -218,6 +218,65 @@ def evaluation(run_dir: Path, logged: dict, mcu: str = "nrf52840") -> dict:
     return row
 
 
+def export_and_simulate(run_dir: Path, mcu: str, reuse: bool = False,
+                        images: int | None = None) -> dict:
+    """A trained run's int8 export (``reuse``: an existing one kept) and the simulator on
+    ``mcu`` in each mode the export's manifest names (one where the modes coincide), on the
+    first ``images`` test images or all: exit codes, seconds and the simulator's reports."""
+    from ctxconv.blockgraph.pipeline import modes_coincide
+
+    export = run_dir / "export"
+    if reuse and (export / "manifest.json").exists():
+        rc, secs = 0, json.loads((export / "manifest.json").read_text())["export_seconds"]
+    else:
+        rc, secs = export_int8(run_dir)
+    entry: dict = {"export_seconds": secs, "export_rc": rc}
+    if rc == 3 and (export / "manifest.json").exists():  # runtimes disagree: kept
+        entry["verification_failed"] = True
+    if rc == 0 or entry.get("verification_failed"):
+        manifest = json.loads((export / "manifest.json").read_text())
+        entry["manifest_accuracy"] = manifest.get("accuracy")
+        modes = manifest["modes"]
+        for mode in modes[-1:] if modes_coincide(manifest) else modes:
+            report = run_dir / f"sim_{mcu}_{mode}.json"
+            rc_sim = simulate(export, mcu, report, run_dir / f"sim_{mode}.log", "--mode", mode,
+                              "--bit-exact-images", "200",
+                              *(["--images", str(images)] if images else []))[0]
+            entry[f"sim_{mode}"] = (json.loads(report.read_text()) if rc_sim == 0
+                                    else {"rc": rc_sim})
+    else:
+        entry["error"] = (run_dir / "export.log").read_text().strip().splitlines()[-1:]
+    return entry
+
+
+def timed_record(run: dict, rows: list[dict]) -> dict:
+    """A timed run's seconds per epoch of each block, and its totals."""
+    summ = run["summary"]
+    return {"train_seconds": summ["train_seconds"], "wall_seconds": run["wall_seconds"],
+            "val": summ["val_accuracy"]["onepass"], "prefix_cache": summ["prefix_cache"],
+            "epoch_seconds": {str(b): [r["seconds"] for r in rows if r["block"] == b]
+                              for b in sorted({r["block"] for r in rows})},
+            "command": train_command(run, "trainer.device=cuda")}
+
+
+def bundle(out: Path, groups: str, seeds: Sequence[int]) -> None:
+    """One tar per group of finals (``<group>_seed<s>``: checkpoints and run files) and one of
+    every other run without its checkpoint, for transport."""
+    for group in groups:
+        with tarfile.open(out / f"runs_{group}.tar", "w") as tar:
+            for seed in seeds:
+                run_dir = out / "runs" / f"{group}_seed{seed}"
+                if run_dir.is_dir():
+                    tar.add(run_dir, arcname=run_dir.name)
+    final_names = {f"{g}_seed{s}" for g in groups for s in seeds}
+    with tarfile.open(out / "runs_other.tar.gz", "w:gz") as tar:  # ablations: no checkpoints
+        for run_dir in sorted((out / "runs").iterdir()):
+            if run_dir.name not in final_names:
+                for f in run_dir.glob("*"):
+                    if f.name != "checkpoint.pt":
+                        tar.add(f, arcname=f"{run_dir.name}/{f.name}")
+
+
 def float_on_first(run_dir: Path, n: int) -> float:
     """Float multipass accuracy of a run's checkpoint on the first ``n`` test images (what a
     simulator run on ``--images n`` sees), for an int8-vs-float gap on the same images."""
