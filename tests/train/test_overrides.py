@@ -81,3 +81,14 @@ def test_only_contradicting_overrides_are_errors(stored_run):
 def test_group_values_follow_experiment_defaults():
     values = dict(group_values("experiment", "fashion_mnist"))
     assert values["data.dataset"] == "fashion_mnist" and "model.blocks" in values
+
+
+def test_group_values_of_an_experiment_built_on_others_are_its_composed_values():
+    values = dict(group_values("experiment", "contextual/f_softmax_e10"))
+    cfg = _compose(["experiment=contextual/f_softmax_e10"])
+    assert values["model.norm"] == "batch" and values["model.goodness"] == ["energy", "energy",
+                                                                            "linear"]
+    assert values["trainer.epochs"] == 10 and values["data.dataset"] == "fashion_mnist"
+    for key, value in values.items():
+        node = OmegaConf.select(cfg, key)
+        assert (OmegaConf.to_container(node) if OmegaConf.is_config(node) else node) == value, key
