@@ -14,11 +14,11 @@ from benchmarks.runner import relative
 
 #: section -> (module of its renderer, the renderer)
 SECTIONS = {
-    "train": ("train_bench", "render"),
+    "train": ("train_render", "render"),
     "contextual": ("contextual_render", "render"),
     "accuracy": ("accuracy_render", "render"),
     "parallel": ("parallel_bench", "render"),
-    "host_train": ("host_train_bench", "render"),
+    "host_train": ("host_train_render", "render"),
     "host_train_gpu": ("contextual_render", "render_gpu"),
     "export": ("export_bench", "render"),
     "sim": ("sim_bench", "render"),
