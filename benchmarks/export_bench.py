@@ -17,20 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (  # noqa: E402
-    ROOT,
-    bench_parser,
-    provenance,
-    provenance_line,
-    relative,
-    rendered,
-    write_section,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.blockgraph.bundle import load_export  # noqa: E402
-from ctxconv.blockgraph.pipeline import BlockPipeline  # noqa: E402
-from ctxconv.runtimes.factory import make_runners  # noqa: E402
+from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.runner import ROOT, provenance, relative
+from ctxconv.blockgraph.bundle import load_export
+from ctxconv.blockgraph.pipeline import BlockPipeline
+from ctxconv.runtimes.factory import make_runners
 
 
 def pct(x: float) -> str:

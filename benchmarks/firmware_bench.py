@@ -19,25 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (  # noqa: E402
-    ROOT,
-    bench_parser,
-    provenance,
-    provenance_line,
-    relative,
-    rendered,
-    write_section,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.blockgraph.bundle import load_export  # noqa: E402
-from ctxconv.codegen import write_c_for_export  # noqa: E402
-from ctxconv.runtimes.firmware.build import build_arm  # noqa: E402
-from ctxconv.runtimes.firmware.run import run_harness  # noqa: E402
-from ctxconv.runtimes.firmware.targets import target_for  # noqa: E402
-from ctxconv.sim.firmware_check import block_shapes  # noqa: E402
-from ctxconv.sim.profiles import load_profile  # noqa: E402
-from ctxconv.sim.simulate import SimOptions, simulate  # noqa: E402
+from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.runner import ROOT, provenance, relative
+from ctxconv.blockgraph.bundle import load_export
+from ctxconv.codegen import write_c_for_export
+from ctxconv.runtimes.firmware.build import build_arm
+from ctxconv.runtimes.firmware.run import run_harness
+from ctxconv.runtimes.firmware.targets import target_for
+from ctxconv.sim.firmware_check import block_shapes
+from ctxconv.sim.profiles import load_profile
+from ctxconv.sim.simulate import SimOptions, simulate
 
 KB = 1024
 PROFILES = ("nrf52840", "stm32f746")

@@ -30,18 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (  # noqa: E402
-    bench_parser,
-    provenance,
-    provenance_line,
-    relative,
-    rendered,
-    write_section,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.blockgraph.bundle import load_export  # noqa: E402
-from ctxconv.ondevice import (  # noqa: E402
+from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.runner import provenance, relative
+from ctxconv.blockgraph.bundle import load_export
+from ctxconv.ondevice import (
     ExportModel,
     FrozenPrefix,
     accuracy,
@@ -52,7 +46,7 @@ from ctxconv.ondevice import (  # noqa: E402
     make_optimizer,
     trainable_names,
 )
-from ctxconv.sim.profiles import load_profile  # noqa: E402
+from ctxconv.sim.profiles import load_profile
 
 EPOCHS, SEED, HELD_OUT = 5, 0, 0.2
 OPTIMIZER, OBJECTIVE, MCU = "sgd", "softmax", "nrf52840"

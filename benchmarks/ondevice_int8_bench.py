@@ -24,23 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (  # noqa: E402
-    bench_parser,
-    provenance,
-    provenance_line,
-    relative,
-    rendered,
-    write_section,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.blockgraph.bundle import load_export  # noqa: E402
-from ctxconv.ondevice import ExportModel, geometries  # noqa: E402
-from ctxconv.ondevice.c_check import check_training  # noqa: E402
-from ctxconv.ondevice.inplace import inplace_report  # noqa: E402
-from ctxconv.ondevice.scratch import train_blocks  # noqa: E402
-from ctxconv.runtimes.firmware.toolchain import missing_arm_tools  # noqa: E402
-from ctxconv.sim.profiles import load_profile  # noqa: E402
+from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.runner import provenance, relative
+from ctxconv.blockgraph.bundle import load_export
+from ctxconv.ondevice import ExportModel, geometries
+from ctxconv.ondevice.c_check import check_training
+from ctxconv.ondevice.inplace import inplace_report
+from ctxconv.ondevice.scratch import train_blocks
+from ctxconv.runtimes.firmware.toolchain import missing_arm_tools
+from ctxconv.sim.profiles import load_profile
 
 KB = 1024
 MCU = "nrf52840"

@@ -18,24 +18,18 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (  # noqa: E402
-    bench_parser,
-    provenance,
-    provenance_line,
-    relative,
-    rendered,
-    write_section,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.blockgraph.bundle import load_export  # noqa: E402
-from ctxconv.ondevice import (  # noqa: E402
+from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.runner import provenance, relative
+from ctxconv.blockgraph.bundle import load_export
+from ctxconv.ondevice import (
     ExportModel,
     backprop_report,
     block_report,
     geometries,
 )
-from ctxconv.sim.profiles import list_profiles, load_profile  # noqa: E402
+from ctxconv.sim.profiles import list_profiles, load_profile
 
 OPTIMIZER = "sgd"
 UPDATES = ("all", "head", "bias")

@@ -23,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import report  # noqa: E402
-from report import ROOT, provenance_line  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
+
+from benchmarks import report
+from benchmarks.report import provenance_line
+from benchmarks.runner import ROOT, provenance
 
 NAME = "parallel"
 CONFIG = ["experiment=fashion_mnist", "trainer.schedule=simultaneous", "trainer.epochs=2",
@@ -109,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     if report.rendered(args, NAME, render):
         return
-    stamp = report.provenance()  # taken when the measurement starts
+    stamp = provenance()  # taken when the measurement starts
     res = measure(args.repeats) | {"provenance": stamp}
     report.write_section(NAME, res, render(res))
 

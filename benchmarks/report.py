@@ -12,65 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import subprocess
-import sys
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.runner import ROOT, relative
+
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 ORDER = ["train", "contextual", "accuracy", "host_train", "host_train_gpu", "parallel", "export",
          "sim", "firmware", "ondevice_train", "ondevice_int8", "ondevice_adapt"]
 PROVENANCE_KEYS = ("machine", "date", "commit", "command")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-#: what the benchmarks themselves write: a run measuring several parts changes these between
-#: its parts, which does not make the code it measures differ from the commit
-OUTPUTS = ("benchmarks/results", "BENCHMARKS.md")
-
-
-def git_rev() -> str:
-    """The short commit of the working tree, with ``-dirty`` when it has changes (other than
-    the benchmarks' own outputs)."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", *(f":(exclude){p}" for p in OUTPUTS)],
-                               cwd=ROOT, text=True, capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):  # a copy without .git: its commit given
-        return os.environ.get("CTXCONV_COMMIT", "unknown")
-    return rev + ("-dirty" if dirty.strip() else "")
-
-
-def invoked_command() -> str:
-    """The command line this script was started with, paths relative to the repository."""
-    script = relative(str(Path(sys.argv[0]).resolve()))
-    return relative(shlex.join(["python", script, *sys.argv[1:]]))
-
-
-def provenance(command: str | None = None) -> dict[str, str]:
-    """Where a measurement comes from; stored beside its numbers when it is measured."""
-    return {"machine": machine(), "date": date.today().isoformat(), "commit": git_rev(),
-            "command": relative(command or invoked_command())}
 
 
 def provenance_line(prov: dict[str, Any] | None) -> str:
@@ -82,11 +34,6 @@ def provenance_line(prov: dict[str, Any] | None) -> str:
     if prov.get("note"):
         text += f" ({prov['note']})"
     return text
-
-
-def relative(text: str) -> str:
-    """Paths inside the repository written relative to its root (results are portable)."""
-    return text.replace(str(ROOT) + "/", "")
 
 
 def load_results(name: str) -> dict:

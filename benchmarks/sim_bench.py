@@ -15,18 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import (  # noqa: E402
-    bench_parser,
-    provenance,
-    provenance_line,
-    relative,
-    rendered,
-    write_section,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from ctxconv.sim.bench_cli import markdown, run_bench  # noqa: E402
-from ctxconv.sim.profiles import list_profiles  # noqa: E402
+from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.runner import provenance, relative
+from ctxconv.sim.bench_cli import markdown, run_bench
+from ctxconv.sim.profiles import list_profiles
 
 
 def main() -> None:

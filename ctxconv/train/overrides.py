@@ -101,7 +101,9 @@ def check_group_choices(overrides: list[str], config_dir: Path = CONFIG_DIR) -> 
         if not is_group_choice(o) or o.value() is None or not isinstance(o.value(), str):
             continue
         option = o.value()
-        options = sorted(p.stem for p in (config_dir / o.key_or_group).glob("*.yaml"))
+        group = config_dir / o.key_or_group  # an option may sit in a folder: contextual/f_bce
+        options = sorted(p.relative_to(group).with_suffix("").as_posix()
+                         for p in group.rglob("*.yaml"))
         if option in options:
             continue
         close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)

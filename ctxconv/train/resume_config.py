@@ -57,8 +57,12 @@ def group_values(group: str, option: str) -> list[tuple[str, Any]]:
                 sub = k.split()[-1].strip("/")
                 if sub in GROUPS:
                     out += group_values(sub, str(v))
+        elif isinstance(entry, str) and entry.startswith("/"):  # /experiment/contextual/x
+            sub, _, name = entry.strip("/").partition("/")
+            if sub in GROUPS:
+                out += group_values(sub, name)
     package = "" if "@package _global_" in text else group
-    return out + _flatten(node, package)
+    return list(dict(out + _flatten(node, package)).items())  # a key once, its last value
 
 
 def _value(cfg: DictConfig, key: str) -> Any:

@@ -3,14 +3,11 @@ best mean over all its seeds, and every verdict comes from the stored numbers.""
 
 import copy
 import json
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import accuracy_bench as ab  # noqa: E402
-import report  # noqa: E402
+from benchmarks import accuracy_plan as ab
+from benchmarks import report
+from benchmarks.accuracy_render import render
 
 
 def _summary(out: Path, name: str, val: float) -> None:
@@ -39,9 +36,9 @@ def test_the_best_mean_with_every_seed_is_chosen(tmp_path):
 
 def test_verdicts_follow_the_numbers():
     res = report.load_results("accuracy")
-    text = "\n".join(ab.render(res))
+    text = "\n".join(render(res))
     assert "**missed** (93.74 %)" in text
     better = copy.deepcopy(res)
     for run in better["train"]["finals"].values():
         run["summary"]["test_accuracy"]["multipass"] = 0.95
-    assert "**met** (95.00 %)" in "\n".join(ab.render(better))
+    assert "**met** (95.00 %)" in "\n".join(render(better))

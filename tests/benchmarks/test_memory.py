@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
 
 TINY = {"blocks": [[1, 8, 3], [2, 16, 3]], "image_size": 8, "in_channels": 1,
         "num_classes": 10, "max_grid": 2}
@@ -63,7 +62,7 @@ def _memory_section(measured_ratio: float | None) -> dict:
 
 @pytest.mark.parametrize(("ratio", "verdict"), [(0.77, "not met"), (0.45, "met")])
 def test_goal_is_judged_on_the_measured_ratio(ratio, verdict):
-    import train_bench
+    from benchmarks import train_bench
 
     text = train_bench.render({"memory": _memory_section(ratio)})
     assert f"accounted **0.500**, measured **{ratio:.3f}**" in text
@@ -72,7 +71,7 @@ def test_goal_is_judged_on_the_measured_ratio(ratio, verdict):
 
 
 def test_accounting_alone_makes_no_verdict():
-    import train_bench
+    from benchmarks import train_bench
 
     text = train_bench.render({"memory": _memory_section(None)})
     assert "not measured" in text and "judged" not in text

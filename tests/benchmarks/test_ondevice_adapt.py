@@ -3,19 +3,14 @@ without the test images, the float export made by a documented command."""
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import report  # noqa: E402
+from benchmarks import report
 
 
 def test_adaptation_on_the_tiny_export(digits_run, digits_export, tmp_path, monkeypatch, capsys):
-    import ondevice_adapt_bench as bench
-
+    from benchmarks import ondevice_adapt_bench as bench
     from ctxconv.blockgraph.bundle import load_export
     from ctxconv.ondevice import ExportModel, block_report, geometries
     from ctxconv.sim.profiles import load_profile
@@ -64,7 +59,7 @@ def test_adaptation_on_the_tiny_export(digits_run, digits_export, tmp_path, monk
 
 
 def test_no_batch_fits_is_a_clear_error(digits_run, digits_export, tmp_path, monkeypatch):
-    import ondevice_adapt_bench as bench
+    from benchmarks import ondevice_adapt_bench as bench
 
     monkeypatch.setattr(bench, "fit_verdicts", lambda *a: {"bias": {"largest_batch": 0}})
     monkeypatch.setattr(bench, "ensure_float_export", lambda e, f: (f, None))

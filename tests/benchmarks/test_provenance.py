@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
+from benchmarks import report, runner
 
-import report  # noqa: E402
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 OLD = {"machine": "Some CPU, 2 cores, Python 3.10.0", "date": "2020-01-02", "commit": "abc1234",
        "command": "python benchmarks/train_bench.py --only digits"}
@@ -34,7 +33,7 @@ def _digits_section() -> dict:
 
 
 def test_render_twice_keeps_each_sections_provenance(results, monkeypatch, capsys):
-    import train_bench
+    from benchmarks import train_bench
 
     res = json.loads((results / "train.json").read_text())
     res["digits"] = _digits_section()
@@ -55,7 +54,7 @@ def test_render_twice_keeps_each_sections_provenance(results, monkeypatch, capsy
 
 
 def test_measuring_one_section_stamps_only_that_one(results, monkeypatch, capsys):
-    import train_bench
+    from benchmarks import train_bench
 
     res = json.loads((results / "train.json").read_text())
     res["digits"] = _digits_section()
@@ -64,21 +63,21 @@ def test_measuring_one_section_stamps_only_that_one(results, monkeypatch, capsys
     del new["provenance"]
     monkeypatch.setattr(train_bench, "bench_ablation", lambda: pytest.fail("not asked for"))
     monkeypatch.setattr(train_bench, "bench_digits", lambda: new)
-    monkeypatch.setattr(report, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(runner, "git_rev", lambda: "fedcba9")
     monkeypatch.setattr(sys, "argv", [str(BENCH / "train_bench.py"), "--only", "digits"])
     train_bench.main()
     after = json.loads((results / "train.json").read_text())
     stamp = after["digits"]["provenance"]
     assert stamp["commit"] == "fedcba9" and stamp["date"] != OLD["date"]
     assert stamp["command"] == "python benchmarks/train_bench.py --only digits"
-    assert stamp["machine"] == report.machine()
+    assert stamp["machine"] == runner.machine()
     for name in ("fashion_mnist", "memory", "ablation", "throughput", "score_blocks"):
         assert after[name]["provenance"] == res[name]["provenance"], name
     assert "date" not in after and "commit" not in after  # no file-wide stamp
 
 
 def test_unknown_section_is_an_error(results, monkeypatch, capsys):
-    import train_bench
+    from benchmarks import train_bench
 
     monkeypatch.setattr(sys, "argv", ["train_bench.py", "--only", "digits,memroy"])
     with pytest.raises(SystemExit) as exc:
@@ -92,11 +91,11 @@ def test_unknown_section_is_an_error(results, monkeypatch, capsys):
 def test_other_sections_render_from_their_stored_provenance(results, monkeypatch, name):
     import importlib
 
-    module = importlib.import_module(f"{name}_bench")
+    module = importlib.import_module(f"benchmarks.{name}_bench")
     res = json.loads((results / f"{name}.json").read_text())
     res["provenance"] = {**OLD, "command": f"python benchmarks/{name}_bench.py"}
     (results / f"{name}.json").write_text(json.dumps(res))
-    monkeypatch.setattr(report, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(runner, "git_rev", lambda: "fedcba9")
     monkeypatch.setattr(sys, "argv", [f"{name}_bench.py", "--render"])
     module.main()
     module.main()
@@ -112,18 +111,18 @@ def test_a_section_without_provenance_is_refused(results):
 
 
 def test_provenance_record_and_line():
-    prov = report.provenance("python benchmarks/sim_bench.py " + str(report.ROOT / "x"))
+    prov = runner.provenance("python benchmarks/sim_bench.py " + str(runner.ROOT / "x"))
     assert set(prov) == set(report.PROVENANCE_KEYS)
     assert prov["command"] == "python benchmarks/sim_bench.py x"
     assert report.provenance_line(None) == "Provenance not recorded."
 
 
 def test_host_training_parts_keep_their_provenance(results, monkeypatch):
-    import host_train_bench
+    from benchmarks import host_train_bench
 
     before = (results / "host_train.json").read_text()
     res = json.loads(before)
-    monkeypatch.setattr(report, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(runner, "git_rev", lambda: "fedcba9")
     monkeypatch.setattr(sys, "argv", ["host_train_bench.py", "--render"])
     host_train_bench.main()
     first = (results / "host_train.md").read_text()
@@ -147,9 +146,9 @@ def test_only_changes_outside_the_benchmarks_outputs_make_a_tree_dirty(tmp_path,
     git("init", "-q")
     git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
-    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
     for name in ("BENCHMARKS.md", "benchmarks/results/x.json"):
         (tmp_path / name).write_text("b\n")  # what a multi-part run writes between parts
-    assert not report.git_rev().endswith("-dirty")
+    assert not runner.git_rev().endswith("-dirty")
     (tmp_path / "code.py").write_text("b\n")
-    assert report.git_rev().endswith("-dirty")
+    assert runner.git_rev().endswith("-dirty")

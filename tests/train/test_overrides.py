@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from ctxconv.train.config import TrainAppConfig, register_configs
-from ctxconv.train.overrides import OverrideError, check_override_keys
+from ctxconv.train.overrides import OverrideError, check_group_choices, check_override_keys
 from ctxconv.train.resume_config import group_values, resume_config
 
 
@@ -26,6 +26,12 @@ def test_unknown_keys_are_errors_with_or_without_plus(override, message):
     with pytest.raises(OverrideError) as err:
         check_override_keys([override], TrainAppConfig)
     assert message in str(err.value)
+
+
+def test_an_option_in_a_group_folder_is_named_by_its_path():
+    check_group_choices(["experiment=contextual/f_bce", "experiment=fashion_mnist"])
+    with pytest.raises(OverrideError, match="did you mean contextual/f_bce"):
+        check_group_choices(["experiment=contextual/f_bc"])
 
 
 def test_known_keys_groups_and_hydra_keys_pass():
@@ -75,3 +81,14 @@ def test_only_contradicting_overrides_are_errors(stored_run):
 def test_group_values_follow_experiment_defaults():
     values = dict(group_values("experiment", "fashion_mnist"))
     assert values["data.dataset"] == "fashion_mnist" and "model.blocks" in values
+
+
+def test_group_values_of_an_experiment_built_on_others_are_its_composed_values():
+    values = dict(group_values("experiment", "contextual/f_softmax_e10"))
+    cfg = _compose(["experiment=contextual/f_softmax_e10"])
+    assert values["model.norm"] == "batch" and values["model.goodness"] == ["energy", "energy",
+                                                                            "linear"]
+    assert values["trainer.epochs"] == 10 and values["data.dataset"] == "fashion_mnist"
+    for key, value in values.items():
+        node = OmegaConf.select(cfg, key)
+        assert (OmegaConf.to_container(node) if OmegaConf.is_config(node) else node) == value, key
