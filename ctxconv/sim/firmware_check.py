@@ -37,6 +37,7 @@ from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
 from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.passes import pipeline_macs
 from ctxconv.sim.profiles import McuProfile
+from ctxconv.sim.reference_pass import Recorder
 from ctxconv.sim.shards import Progress, map_forked, shard_bounds
 from ctxconv.workdirs import work_directory
 
@@ -45,31 +46,51 @@ log = logging.getLogger(__name__)
 START_SECONDS, EMULATOR_START_SECONDS = 60.0, 60.0
 HOST_SECONDS_PER_IMAGE, EMULATED_SECONDS_PER_IMAGE = 0.5, 30.0
 HOST_CHUNK = 500  # host build: images per harness run (its per-block output file stays small)
+#: the host build checks every test vector: the same C, optimised for this machine's CPU
+HOST_OPTIMIZE = ("-O3", "-march=native")
 
 
 class Reference:
     """A backend's outputs for the same images, in the harness's layout (the reference
-    kernels by default; ``tflm`` for the real TFLite Micro interpreter)."""
+    kernels by default; ``tflm`` for the real TFLite Micro interpreter).
+
+    Given ``tflm`` runners, every block call is also run by TFLM on the same inputs and the
+    largest difference per block kept in ``tflm_diffs`` (LSB).
+    """
 
     def __init__(self, bundle: ExportBundle, raw: np.ndarray,
-                 backend: str = "reference") -> None:
-        pipe = BlockPipeline(bundle.manifest, make_runners(bundle, backend))
+                 backend: str = "reference", tflm: list | None = None) -> None:
+        self.tflm_diffs = [0] * len(bundle.blocks)
+        runners = [Recorder(r, t, self.tflm_diffs, i, check=t is not None)
+                   for i, (r, t) in enumerate(zip(make_runners(bundle, backend),
+                                                  tflm or [None] * len(bundle.blocks),
+                                                  strict=True))]
+        pipe = BlockPipeline(bundle.manifest, runners)  # type: ignore[arg-type]
         k, n = bundle.num_classes, len(raw)
         x = pipe.quantize_images(raw)
         modes = bundle.manifest["modes"]
+        self.features: list[np.ndarray] = []
+        self.block_scores: list[np.ndarray] = []
+        if not any(b["contextual"] for b in bundle.blocks):  # one pass: each block runs once
+            self.scores = dict.fromkeys(modes, pipe.score_sums(x, modes[0]))
+            for r, block in zip(runners, bundle.blocks, strict=True):
+                self._keep([r.last], block, n)
+            return
         if modes_coincide(bundle.manifest):  # one computation: run it once
             self.scores = dict.fromkeys(modes, pipe.score_sums(x, modes[0]))
         else:
             self.scores = {m: pipe.score_sums(x, m) for m in modes}
-        self.features: list[np.ndarray] = []
-        self.block_scores: list[np.ndarray] = []
         for i, block in enumerate(bundle.blocks):
             contexts = [one_hot_int8(c, k, n) for c in range(k)] if block["contextual"] else [None]
             outs = [pipe.block_outputs(i, x, ctx) for ctx in contexts]
-            self.features.append(np.stack([o["features"].reshape(n, -1) for o in outs], 1))
-            name = score_output(block)
-            self.block_scores.append(np.stack([o[name].reshape(n, -1) for o in outs], 1))
+            self._keep(outs, block, n)
             x = outs[-1]["features"]
+
+    def _keep(self, outs: list[dict[str, np.ndarray]], block: dict[str, Any], n: int) -> None:
+        """One block's outputs, one per pass (context), in the harness's layout."""
+        self.features.append(np.stack([o["features"].reshape(n, -1) for o in outs], 1))
+        name = score_output(block)
+        self.block_scores.append(np.stack([o[name].reshape(n, -1) for o in outs], 1))
 
 
 def _equal_fraction(a: np.ndarray, b: np.ndarray) -> float:
@@ -183,35 +204,49 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.ndarray,
-               work: Path, chunk: int = HOST_CHUNK, workers: int | None = None
-               ) -> tuple[dict[str, Any], HarnessOutputs]:
+               work: Path, chunk: int = HOST_CHUNK, workers: int | None = None,
+               tflm_images: int = 0) -> tuple[dict[str, Any], HarnessOutputs]:
     """Build the library for this machine, run it on ``raw``, compare every block's outputs
     and the class scores with the reference kernels (in chunks of images, so memory stays
     small; the chunks shared by worker processes); returns the report and the harness
-    outputs of the first chunk."""
+    outputs of the first chunk.
+
+    The chunks that start before ``tflm_images`` also run every block call of the reference
+    kernels through TFLM: the report's ``tflm`` holds the images so checked and the largest
+    difference per block."""
     modes = list(bundle.manifest["modes"])
     log.info("host build: compiling the C library and running %d test vectors", len(raw))
-    exe = build_host(c_dir, work, modes)
+    exe = build_host(c_dir, work, modes, optimize=HOST_OPTIMIZE)
 
-    def shard(job: tuple[int, int], progress: Progress) -> tuple[list[dict], HarnessOutputs]:
+    def shard(job: tuple[int, int], progress: Progress) -> tuple[list, HarnessOutputs, list]:
         lo, hi = job
         sub = work / f"host-{lo}"
         sub.mkdir(exist_ok=True)
-        parts, first = [], None
+        tflm = make_runners(bundle, "tflm") if lo < tflm_images else None
+        parts, first, checks = [], None, []
         for start in range(lo, max(hi, lo + 1), chunk):
             part = slice(start, min(start + chunk, hi))
             got = run_harness(exe, raw[part], sub, block_shapes(bundle), bundle.num_classes,
                               modes, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
-            parts.append(compare(got, Reference(bundle, raw[part]), labels[part]))
+            checked = tflm if start < tflm_images else None
+            ref = Reference(bundle, raw[part], tflm=checked)
+            parts.append(compare(got, ref, labels[part]))
+            if checked is not None:
+                checks.append((len(raw[part]), ref.tflm_diffs))
             first = got if first is None else first
             progress(len(raw[part]))
         assert first is not None
-        return parts, first
+        return parts, first, checks
 
     with ThrottledBar(len(raw), "host build of the C library", unit="image") as bar:
         results = map_forked(shard, shard_bounds(len(raw), workers, chunk), "host build",
                              lambda n: bar.step(n=n))
-    return _merge([p for parts, _ in results for p in parts]), results[0][1]
+    report = _merge([p for parts, _, _ in results for p in parts])
+    checks = [c for _, _, cs in results for c in cs]
+    report["tflm"] = {"images": sum(n for n, _ in checks),
+                      "max_lsb": [max(d[i] for _, d in checks) for i in range(len(bundle.blocks))]
+                      if checks else []}
+    return report, results[0][1]
 
 
 def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
@@ -262,7 +297,7 @@ def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
 def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
                  raw: np.ndarray, labels: np.ndarray, emulated_images: int = 20,
                  work_dir: Path | None = None, cache: dict | None = None,
-                 workers: int | None = None) -> dict[str, Any]:
+                 workers: int | None = None, tflm_images: int = 0) -> dict[str, Any]:
     """Host build on ``raw`` (all given vectors), Cortex-M build + QEMU on the first few.
 
     ``cache`` (kept by the caller) holds the host run, which no profile changes.
@@ -270,10 +305,11 @@ def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
     c_dir = c_dir_of(bundle)
     cache = {} if cache is None else cache
     with work_directory("ctxconv-fw-", work_dir) as work:
-        key = ("firmware_host", len(raw))
+        key = ("firmware_host", len(raw), tflm_images)
         if key not in cache:
             cache[key] = check_host(bundle, c_dir, raw, labels, work,
-                                    chunk=max(HOST_CHUNK, emulated_images), workers=workers)
+                                    chunk=max(HOST_CHUNK, emulated_images), workers=workers,
+                                    tflm_images=tflm_images)
         host_report, host = cache[key]
         report: dict[str, Any] = {"c_dir": str(c_dir), "host": host_report}
         try:

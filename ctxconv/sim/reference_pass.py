@@ -34,16 +34,18 @@ class PassResult:
     checked: int
 
 
-class _Recorder:
-    """A reference runner that also runs TFLM on each call's inputs and keeps the largest
-    difference per output, while ``check`` is on."""
+class Recorder:
+    """A block's runner that also runs TFLM on each call's inputs and keeps the largest
+    difference per output while ``check`` is on; ``last`` is the latest call's outputs."""
 
-    def __init__(self, reference: ReferenceRunner, tflm: Any, diffs: list[int], index: int):
+    def __init__(self, reference: Any, tflm: Any, diffs: list[int], index: int,
+                 check: bool = False) -> None:
         self.reference, self.tflm, self.diffs, self.index = reference, tflm, diffs, index
-        self.check = False
+        self.check = check
+        self.last: dict[str, np.ndarray] = {}
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.reference.run(inputs)
+        out = self.last = self.reference.run(inputs)
         if self.check and self.tflm is not None:
             got = self.tflm.run(inputs)
             for name, ref in out.items():
@@ -57,7 +59,7 @@ def run_shard(bundle: ExportBundle, raw: np.ndarray, mode: str, check: int,
     """Predictions for ``raw``, TFLM compared on the first ``check`` images."""
     diffs = [0] * len(bundle.blocks)
     tflm = make_runners(bundle, "tflm") if check else [None] * len(bundle.blocks)
-    recorders = [_Recorder(ReferenceRunner(g), t, diffs, i)
+    recorders = [Recorder(ReferenceRunner(g), t, diffs, i)
                  for i, (g, t) in enumerate(zip(bundle.graphs, tflm, strict=True))]
     pipe = BlockPipeline(bundle.manifest, recorders)  # type: ignore[arg-type]
     preds = []

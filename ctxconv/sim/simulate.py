@@ -151,8 +151,11 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     firmware = None
     if opts.backend == "firmware":
         firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images,
-                                cache=cache, workers=opts.workers)
+                                cache=cache, workers=opts.workers, tflm_images=n_exact)
         cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
+        tflm = firmware["host"]["tflm"]  # the host build's chunks ran TFLM beside the reference
+        n_exact = tflm["images"]
+        cache.setdefault(("diffs", n_exact, mode), (tflm["max_lsb"], None))
     if ("diffs", n_exact, mode) not in cache:  # one reference pass: accuracy and TFLM check
         log.info("running %d test images through the reference kernels, TFLM checked on %d",
                  len(labels), n_exact)
@@ -199,7 +202,7 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         "max_lsb_vs_tflm": diffs,
         "bit_exact_images": n_exact,
         "test_vectors": (bundle.manifest.get("test_vectors") or {}).get("count", len(labels)),
-        "bit_exact_seconds": round(exact_seconds, 2),
+        "bit_exact_seconds": None if exact_seconds is None else round(exact_seconds, 2),
         "throughput_images_per_s": (len(labels) / seconds) if seconds > 0 else None,
         "profile": {"name": profile.name, "core": profile.core, "clock_hz": profile.clock_hz,
                     "sram_bytes": profile.sram_bytes, "flash_bytes": profile.flash_bytes,

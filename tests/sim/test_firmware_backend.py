@@ -211,3 +211,37 @@ def test_concatenated_runs_keep_image_order_and_refuse_mixed_builds():
     assert mixed.block_ticks[0].tolist() == [0, 1, 2, 1.5, 2]
     with pytest.raises(FirmwareError, match="disagree on the instruction counter"):
         concat_outputs([run(0, 3), run(3, 2, cal=0)])
+
+
+@needs_arm
+def test_host_check_runs_tflm_beside_the_reference_on_its_chunks(export_dir, tmp_path):
+    """The host build's chunks that start before ``tflm_images`` give TFLM every block call
+    of the reference kernels: a changed reference bias shows as a difference in its block."""
+    import numpy as np
+
+    from ctxconv.blockgraph.bundle import load_export
+    from ctxconv.sim.firmware_check import check_host
+
+    bundle = load_export(export_dir)
+    raw, labels = bundle.test_vectors(60)
+    report, _ = check_host(bundle, export_dir / "c", raw, labels, tmp_path, chunk=25,
+                           workers=2, tflm_images=30)
+    # shards [0, 30) and [30, 60); the first one's chunks [0, 25) and [25, 30) start before 30
+    assert report["tflm"] == {"images": 30, "max_lsb": [0, 0]}
+    none, _ = check_host(bundle, export_dir / "c", raw, labels, tmp_path, chunk=25)
+    assert none["tflm"] == {"images": 0, "max_lsb": []}
+    bias = next(t for t in bundle.graphs[1].tensors.values() if t.data is not None
+                and t.data.dtype == np.int32)
+    bias.data = bias.data + 1000
+    bad, _ = check_host(bundle, export_dir / "c", raw, labels, tmp_path, chunk=25,
+                        tflm_images=10)
+    assert bad["tflm"]["images"] == 25 and bad["tflm"]["max_lsb"][0] == 0
+    assert bad["tflm"]["max_lsb"][1] > 0 and not bad["bit_exact"]
+
+
+@needs_arm
+def test_firmware_report_names_the_images_tflm_checked(export_dir):
+    report = simulate(export_dir, SimOptions(backend="firmware", images=120, emulated_images=2,
+                                             measure_tflm=False))
+    assert report["bit_exact_images"] == 120 and report["bit_exact_vs_tflm"] is True
+    assert report["max_lsb_vs_tflm"] == [0, 0]
