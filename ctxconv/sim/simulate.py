@@ -43,9 +43,21 @@ class SimOptions:
     backend: str = "reference"
     images: int | None = None  # None: every test vector
     measure_tflm: bool = True  # bisect TFLM's minimum arena per block
-    bit_exact_images: int | None = None  # compared reference vs TFLM; None: every image run
+    # compared reference vs TFLM; None: every image run (firmware: FIRMWARE_TFLM_IMAGES)
+    bit_exact_images: int | None = None
     emulated_images: int = 20  # firmware backend: images run on the emulated MCU
     workers: int | None = None  # processes of the reference pass; None: every core
+
+
+#: The firmware backend checks the generated C against the reference kernels on every test
+#: vector; the reference kernels against TFLM (the reference backend's check on all of
+#: them, ~20 ms per image) on this many unless ``bit_exact_images`` says otherwise.
+FIRMWARE_TFLM_IMAGES = 1000
+
+
+def default_tflm_images(opts: SimOptions) -> int:
+    """Test vectors compared with TFLM when ``bit_exact_images`` is not given."""
+    return FIRMWARE_TFLM_IMAGES if opts.backend == "firmware" else 1 << 62
 
 
 def _mode(bundle: ExportBundle, mode: str | None) -> str:
@@ -146,8 +158,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
         blocks.append(row)
     raw, labels = bundle.test_vectors(opts.images)
     key = ("accuracy", opts.backend, mode, len(labels))
-    n_exact = len(labels) if opts.bit_exact_images is None else min(opts.bit_exact_images,
-                                                                     len(labels))
+    n_exact = min(len(labels), default_tflm_images(opts) if opts.bit_exact_images is None
+                  else opts.bit_exact_images)
     firmware = None
     if opts.backend == "firmware":
         firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images,

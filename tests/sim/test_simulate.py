@@ -301,3 +301,11 @@ def test_multipass_counts_the_shared_conv_once(tmp_path):
     per_class = sum(m for m, d in zip(macs, dep, strict=True) if d)
     assert block["macs"] == shared + 10 * per_class
     assert block["unshared_macs"] == 10 * (shared + per_class) > block["macs"]
+
+
+def test_firmware_checks_tflm_on_the_first_thousand_vectors_unless_told():
+    from ctxconv.sim.simulate import FIRMWARE_TFLM_IMAGES, default_tflm_images
+
+    assert FIRMWARE_TFLM_IMAGES == 1000
+    assert default_tflm_images(SimOptions(backend="firmware")) == 1000
+    assert default_tflm_images(SimOptions()) >= 10**9  # the reference backend: every vector
