@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 from collections.abc import Callable
 from typing import Any
@@ -38,18 +39,32 @@ def shard_bounds(n: int, workers: int | None, min_shard: int) -> list[tuple[int,
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it survives pickling (so the parent raises the same type
+    with the same message), else a RuntimeError carrying its type and message."""
+    try:
+        copy = pickle.loads(pickle.dumps(exc))
+        if type(copy) is type(exc) and str(copy) == str(exc):
+            return exc
+    except Exception:  # noqa: BLE001 - any unpicklable exception is carried as text
+        pass
+    return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
 def _worker(fn: Callable[[Any, Progress], Any], job: Any, index: int, out: Any) -> None:
     try:
         result = fn(job, lambda n: out.put(("progress", index, n)))
         out.put(("done", index, result))
     except BaseException as exc:  # reported to the parent, which raises it
-        out.put(("error", index, f"{type(exc).__name__}: {exc}"))
+        out.put(("error", index, _portable(exc)))
 
 
 def map_forked(fn: Callable[[Any, Progress], Any], jobs: list[Any], what: str,
                on_progress: Progress | None = None) -> list[Any]:
     """``fn(job, progress)`` for every job, each in its own forked process; the results in
-    job order. A job that raises, or a process that dies, is a RuntimeError naming it."""
+    job order. A job that raises re-raises here with its own type and message (so callers
+    catch a worker's error as they would catch it in this process); a process that dies
+    without a result is a RuntimeError naming ``what``."""
     progress = on_progress or (lambda n: None)
     if len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
         return [fn(job, progress) for job in jobs]
@@ -73,7 +88,7 @@ def map_forked(fn: Callable[[Any, Progress], Any], jobs: list[Any], what: str,
             if kind == "progress":
                 progress(value)
             elif kind == "error":
-                raise RuntimeError(f"{what}, worker {index}: {value}")
+                raise value
             else:
                 results[index] = value
     finally:
