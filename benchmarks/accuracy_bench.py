@@ -44,17 +44,15 @@ from benchmarks.accuracy_plan import (
     timed_runs,
 )
 from benchmarks.accuracy_render import render, seed_values
+from benchmarks.provenance import ROOT, machine_info, provenance
 from benchmarks.report import render_section, write_section
 from benchmarks.runner import (
-    ROOT,
     T0,
     Pool,
     copy_to_read_test,
     experiment_settings,
     export_int8,
-    machine_info,
     metrics,
-    provenance,
     simulate,
     summary,
 )

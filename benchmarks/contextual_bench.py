@@ -46,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: t
 from benchmarks import contextual_plan as plan
 from benchmarks import runner
 from benchmarks.contextual_render import render, render_gpu
+from benchmarks.provenance import ROOT, machine_info, provenance
 from benchmarks.report import render_section, write_section
-from benchmarks.runner import T0, Pool, experiment_settings, provenance, sh, summary
+from benchmarks.runner import T0, Pool, experiment_settings, sh, summary
 
 TRAIN_COMMIT = "39aafc8"  # the commit the device trained at (results.json has no git)
 
@@ -56,7 +57,7 @@ def train(out: Path, device: str, jobs: int, deadline: float, extra: list[str]) 
     """Every run of the plan; writes ``out/results.json`` as runs end."""
     out.mkdir(parents=True, exist_ok=True)
     pool = Pool(out, device, extra, jobs, T0 + deadline)
-    results = {"machine": runner.machine_info(), "device": device, "extra_overrides": extra,
+    results = {"machine": machine_info(), "device": device, "extra_overrides": extra,
                "selected": {}, "runs": {}}
 
     def save() -> None:
@@ -129,7 +130,7 @@ def select(out: Path, groups: str, device: str) -> dict:
     path = out / "results_select.json"
     results = {"selected": {}, "candidates": {}, "runs": {},
                **(json.loads(path.read_text()) if path.exists() else {}),  # other groups kept
-               "machine": runner.machine_info(), "provenance": provenance(),
+               "machine": machine_info(), "provenance": provenance(),
                "device": trained["device"], "extra_overrides": [],
                "label": "The best candidate of each group, its test split read once (no "
                         "training)"}
@@ -261,7 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["train", "select", "evaluate", "summarize", "render"])
     parser.add_argument("--out", type=Path,
-                        default=runner.ROOT / "benchmarks" / "runs" / "contextual")
+                        default=ROOT / "benchmarks" / "runs" / "contextual")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--jobs", type=int, default=14)
     parser.add_argument("--deadline", type=float, default=560.0, help="seconds for train")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
+from benchmarks.provenance import ROOT, provenance, relative
 from benchmarks.report import bench_parser, provenance_line, rendered, write_section
-from benchmarks.runner import ROOT, provenance, relative
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.codegen import write_c_for_export
 from ctxconv.runtimes.firmware.build import build_arm

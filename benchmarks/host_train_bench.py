@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: t
 
 from benchmarks import report
 from benchmarks.host_train_render import render
-from benchmarks.runner import ROOT, provenance
+from benchmarks.provenance import ROOT, provenance
 from benchmarks.train_bench import RUNS, _fmnist_app_config
 from ctxconv.train.baseline import train_backprop
 from ctxconv.train.data import load_datasets, set_seed

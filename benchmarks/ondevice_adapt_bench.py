@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
+from benchmarks.provenance import provenance, relative
 from benchmarks.report import bench_parser, provenance_line, rendered, write_section
-from benchmarks.runner import provenance, relative
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.ondevice import (
     ExportModel,

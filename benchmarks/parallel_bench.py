@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
 from benchmarks import report
+from benchmarks.provenance import ROOT, provenance
 from benchmarks.report import provenance_line
-from benchmarks.runner import ROOT, provenance
 
 NAME = "parallel"
 CONFIG = ["experiment=fashion_mnist", "trainer.schedule=simultaneous", "trainer.epochs=2",

@@ -1,7 +1,7 @@
 """The benchmarks' runner: ``ctxconv-train`` runs as subprocesses (one run's command, a pool
 that starts queued runs into free slots and kills what still runs at a deadline, the record
 of every run), the test split read once by a trained run, its int8 export and simulation,
-and where a measurement comes from (machine, date, commit, command).
+and the helpers the scripts share (``provenance`` says where a measurement comes from).
 
 A run names a Hydra experiment (``ctxconv/configs/experiment/``) and adds only its own
 overrides; :func:`experiment_settings` gives the settings a named experiment stands for.
@@ -10,9 +10,6 @@ overrides; :func:`experiment_settings` gives the settings a named experiment sta
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -21,10 +18,10 @@ import tarfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.provenance import ROOT, machine_info, provenance
+
 #: the experiment every other one is told against (the Fashion-MNIST benchmark model)
 DEFAULT_EXPERIMENT = "fashion_mnist"
 T0 = time.time()
@@ -334,69 +331,6 @@ def experiment_settings(experiment: str, overrides: Sequence[str] = ()) -> list[
                    for e in (DEFAULT_EXPERIMENT, experiment))
     own = [f"{k}={_value(v)}" for k, v in named.items() if base.get(k, v) != v or k not in base]
     return overridden(own, list(overrides))
-
-
-def machine_info() -> dict:
-    """Python, CPU count, torch and the GPU's name where there is one."""
-    info = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
-
-
-def machine() -> str:
-    """The CPU's model name, core count and Python version, as provenance names a machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-#: what the benchmarks themselves write: a run measuring several parts changes these between
-#: its parts, which does not make the code it measures differ from the commit
-OUTPUTS = ("benchmarks/results", "BENCHMARKS.md")
-
-
-def git_rev() -> str:
-    """The short commit of the working tree, with ``-dirty`` when it has changes (other than
-    the benchmarks' own outputs)."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", *(f":(exclude){p}" for p in OUTPUTS)],
-                               cwd=ROOT, text=True, capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):  # a copy without .git: its commit given
-        return os.environ.get("CTXCONV_COMMIT", "unknown")
-    return rev + ("-dirty" if dirty.strip() else "")
-
-
-def relative(text: str) -> str:
-    """Paths inside the repository written relative to its root (results are portable)."""
-    return text.replace(str(ROOT) + "/", "")
-
-
-def invoked_command() -> str:
-    """The command line this script was started with, paths relative to the repository."""
-    script = relative(str(Path(sys.argv[0]).resolve()))
-    return relative(shlex.join(["python", script, *sys.argv[1:]]))
-
-
-def provenance(command: str | None = None) -> dict[str, str]:
-    """Where a measurement comes from; stored beside its numbers when it is measured."""
-    return {"machine": machine(), "date": date.today().isoformat(), "commit": git_rev(),
-            "command": relative(command or invoked_command())}
 
 
 def overridden(base: list[str], settings: list[str]) -> list[str]:

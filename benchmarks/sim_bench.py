@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
+from benchmarks.provenance import provenance, relative
 from benchmarks.report import bench_parser, provenance_line, rendered, write_section
-from benchmarks.runner import provenance, relative
 from ctxconv.sim.bench_cli import markdown, run_bench
 from ctxconv.sim.profiles import list_profiles
 

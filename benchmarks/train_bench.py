@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
 from benchmarks import report
-from benchmarks.runner import ROOT, compose_train, provenance
+from benchmarks.provenance import ROOT, provenance
+from benchmarks.runner import compose_train
 from benchmarks.train_render import GOAL_RATIO, render
 from ctxconv.train.baseline import train_backprop, training_memory
 from ctxconv.train.checkpoint import load_checkpoint, model_config_from_dict

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report, runner
+from benchmarks import provenance, report
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -63,14 +63,14 @@ def test_measuring_one_section_stamps_only_that_one(results, monkeypatch, capsys
     del new["provenance"]
     monkeypatch.setattr(train_bench, "bench_ablation", lambda: pytest.fail("not asked for"))
     monkeypatch.setattr(train_bench, "bench_digits", lambda: new)
-    monkeypatch.setattr(runner, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(provenance, "git_rev", lambda: "fedcba9")
     monkeypatch.setattr(sys, "argv", [str(BENCH / "train_bench.py"), "--only", "digits"])
     train_bench.main()
     after = json.loads((results / "train.json").read_text())
     stamp = after["digits"]["provenance"]
     assert stamp["commit"] == "fedcba9" and stamp["date"] != OLD["date"]
     assert stamp["command"] == "python benchmarks/train_bench.py --only digits"
-    assert stamp["machine"] == runner.machine()
+    assert stamp["machine"] == provenance.machine()
     for name in ("fashion_mnist", "memory", "ablation", "throughput", "score_blocks"):
         assert after[name]["provenance"] == res[name]["provenance"], name
     assert "date" not in after and "commit" not in after  # no file-wide stamp
@@ -95,7 +95,7 @@ def test_other_sections_render_from_their_stored_provenance(results, monkeypatch
     res = json.loads((results / f"{name}.json").read_text())
     res["provenance"] = {**OLD, "command": f"python benchmarks/{name}_bench.py"}
     (results / f"{name}.json").write_text(json.dumps(res))
-    monkeypatch.setattr(runner, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(provenance, "git_rev", lambda: "fedcba9")
     monkeypatch.setattr(sys, "argv", [f"{name}_bench.py", "--render"])
     module.main()
     module.main()
@@ -111,7 +111,7 @@ def test_a_section_without_provenance_is_refused(results):
 
 
 def test_provenance_record_and_line():
-    prov = runner.provenance("python benchmarks/sim_bench.py " + str(runner.ROOT / "x"))
+    prov = provenance.provenance("python benchmarks/sim_bench.py " + str(provenance.ROOT / "x"))
     assert set(prov) == set(report.PROVENANCE_KEYS)
     assert prov["command"] == "python benchmarks/sim_bench.py x"
     assert report.provenance_line(None) == "Provenance not recorded."
@@ -122,7 +122,7 @@ def test_host_training_parts_keep_their_provenance(results, monkeypatch):
 
     before = (results / "host_train.json").read_text()
     res = json.loads(before)
-    monkeypatch.setattr(runner, "git_rev", lambda: "fedcba9")
+    monkeypatch.setattr(provenance, "git_rev", lambda: "fedcba9")
     monkeypatch.setattr(sys, "argv", ["host_train_bench.py", "--render"])
     host_train_bench.main()
     first = (results / "host_train.md").read_text()
@@ -146,9 +146,9 @@ def test_only_changes_outside_the_benchmarks_outputs_make_a_tree_dirty(tmp_path,
     git("init", "-q")
     git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
-    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
     for name in ("BENCHMARKS.md", "benchmarks/results/x.json"):
         (tmp_path / name).write_text("b\n")  # what a multi-part run writes between parts
-    assert not runner.git_rev().endswith("-dirty")
+    assert not provenance.git_rev().endswith("-dirty")
     (tmp_path / "code.py").write_text("b\n")
-    assert runner.git_rev().endswith("-dirty")
+    assert provenance.git_rev().endswith("-dirty")

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from benchmarks import report
-from benchmarks.runner import relative
+from benchmarks.provenance import relative
 
 #: section -> (module of its renderer, the renderer)
 SECTIONS = {
