@@ -46,7 +46,6 @@ def render(res: dict) -> list[str]:
     rows = result["rows"]
     nrf = next(r for r in rows if r["mcu"] == "nrf52840")
     by_mode = {r["mode"]: r for r in rows if r["mcu"] == "nrf52840"}
-    kb = 1024
     bench_cmd = res.get("bench_command",
                         "ctxconv-bench benchmarks/runs/fashion_mnist/export --mcu all")
     exact = (f"on {nrf['bit_exact_images']} of {nrf['test_vectors']} test vectors"
@@ -56,26 +55,59 @@ def render(res: dict) -> list[str]:
              f"Equivalent to `{bench_cmd}` "
              f"({res['wall_seconds']:.0f} s). Latency and energy come from each profile's "
              "documented cycle model (`ctxconv/sim/mcu/*.yaml`), accuracy from the "
-             "simulator's int8 kernels (bit-exact with TFLM) on the whole test set.", "",
+             f"simulator's int8 kernels ({tflm_agreement(rows)}) on the whole test set.", "",
              markdown(result), "",
-             "### Arena: planner vs TFLM's measured minimum vs ctxconv's own plan (nRF52840)", "",
+             *arena_table(nrf, exact)]
+    return lines + onepass_vs_multipass(by_mode, k)
+
+
+def tflm_agreement(rows: list[dict]) -> str:
+    """What the stored TFLM cross-check says, over every row of the run."""
+    checked = [r.get("bit_exact_vs_tflm") for r in rows]
+    if None in checked:
+        return "not checked against TFLM in every row"
+    return "bit-exact with TFLM" if all(checked) else "NOT bit-exact with TFLM in every row"
+
+
+def arena_table(nrf: dict, exact: str) -> list[str]:
+    """Per block: the planner's arena beside TFLM's measured minimum; a record from before the
+    C library's one arena (``c_arena_bytes``) carries the own in-place plan per block."""
+    kb = 1024
+    own = "own_peak_bytes" in nrf["blocks"][0]
+    title = "ctxconv's own plan" if own else "the generated C library's arena"
+    lines = [f"### Arena: planner vs TFLM's measured minimum vs {title} (nRF52840)", "",
              "TFLM minimum: smallest arena with which the real TFLM interpreter allocates and "
              "invokes the block (bisection, 16-byte steps, each probe in a child process). "
-             "Planner: our prediction for the same reference kernels. Own plan: activation "
-             "peak with RESHAPE as a view and in-place max-pool, no interpreter overhead.", "",
-             "| block | TFLM min KB | planner KB | planner / TFLM | own plan KB | own / TFLM "
-             f"| planned on nRF52840 with CMSIS-NN scratch KB | bit-exact vs TFLM ({exact}) |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Planner: our prediction for the same reference kernels. "
+             + ("Own plan: activation peak with RESHAPE as a view and in-place max-pool, no "
+                "interpreter overhead." if own else
+                "C library: the one static arena the generated C declares for the whole "
+                "pipeline, its exact layout (`ctxconv/memory/c_arena.py`)."), "",
+             "| block | TFLM min KB | planner KB | planner / TFLM |"
+             + (" own plan KB | own / TFLM |" if own else "")
+             + f" planned on nRF52840 with CMSIS-NN scratch KB | bit-exact vs TFLM ({exact}) |",
+             "|---|---|---|---|" + ("---|---|" if own else "") + "---|---|"]
     for b, lsb in zip(nrf["blocks"], nrf["max_lsb_vs_tflm"], strict=False):
+        mine = (f" {b['own_peak_bytes'] / kb:.2f} | {b['own_peak_over_tflm']:.3f} |"
+                if own else "")
         lines.append(f"| {b['name']} | {b['tflm_min_arena_bytes'] / kb:.2f} | "
                      f"{b['planned_reference_arena_bytes'] / kb:.2f} | {b['planner_over_tflm']:.3f}"
-                     f" | {b['own_peak_bytes'] / kb:.2f} | {b['own_peak_over_tflm']:.3f} | "
-                     f"{b['arena_bytes'] / kb:.2f} | {'yes (0 LSB)' if lsb == 0 else f'{lsb} LSB'} |")
-    lines += ["", f"Pipeline: own plan peak / TFLM measured arena = "
-              f"**{nrf['own_peak_over_tflm']:.3f}** (largest block). nRF52840 verdict: "
+                     f" |{mine} {b['arena_bytes'] / kb:.2f} | "
+                     f"{'yes (0 LSB)' if lsb == 0 else f'{lsb} LSB'} |")
+    ratio = (f"Pipeline: own plan peak / TFLM measured arena = **{nrf['own_peak_over_tflm']:.3f}**"
+             " (largest block)" if own else
+             f"Pipeline: the C library's one arena {nrf['c_arena_bytes'] / kb:.1f} KB / TFLM's "
+             f"measured arena of the largest block = **{nrf['c_arena_over_tflm']:.3f}**")
+    lines += ["", f"{ratio}. nRF52840 verdict: "
               f"{'fits' if nrf['fits'] else 'does not fit'}, SRAM {nrf['sram_bytes'] / kb:.1f} KB,"
               f" flash {nrf['flash_bytes'] / kb:.1f} KB, estimated latency "
               f"{nrf['latency_ms']:.0f} ms per image.", ""]
+    return lines
+
+
+def onepass_vs_multipass(by_mode: dict, k: int) -> list[str]:
+    """The two inference modes side by side, where the export has both."""
+    lines: list[str] = []
     if "onepass" in by_mode and "multipass" in by_mode:
         one, multi = by_mode["onepass"], by_mode["multipass"]
         lines += ["### onepass vs multipass", "",
