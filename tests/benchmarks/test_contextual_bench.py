@@ -261,3 +261,14 @@ def test_render_weighs_the_longer_default_against_the_stretch_and_backprop():
     assert "(h): 93.60 %; (g) - (h) = +0.30 points" in text
     res["groups"]["g"]["seeds"]["0"]["float_test"]["multipass"] = 0.944
     assert "stretch target 94 %: met" in "\n".join(render(res))
+
+
+def test_a_failed_check_names_only_the_runtimes_its_failures_name():
+    from benchmarks.contextual_render import failing_runtimes
+
+    onnx_only = ["block0: onnxruntime differs from litert_ref by 28 LSB (limit 3)",
+                 "multipass: onnxruntime top-1 agreement 0.8700 < 0.99"]
+    assert failing_runtimes(onnx_only).startswith("the failures name onnxruntime only")
+    both = [*onnx_only, "block1: tflm differs from litert_ref by 2 LSB (limit 1)"]
+    text = failing_runtimes(both)
+    assert text == "the failures name onnxruntime, tflm" and "no failure" not in text
