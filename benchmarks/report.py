@@ -33,6 +33,10 @@ def provenance_line(prov: dict[str, Any] | None) -> str:
             f"Command: `{prov['command']}`.")
     if prov.get("note"):
         text += f" ({prov['note']})"
+    if str(prov["commit"]).endswith("-dirty"):
+        text += (f" **Measured on a working tree with uncommitted changes to "
+                 f"{prov['commit'].removesuffix('-dirty')}**: the code measured is not exactly "
+                 "that commit.")
     return text
 
 

@@ -152,3 +152,10 @@ def test_only_changes_outside_the_benchmarks_outputs_make_a_tree_dirty(tmp_path,
     assert not provenance.git_rev().endswith("-dirty")
     (tmp_path / "code.py").write_text("b\n")
     assert provenance.git_rev().endswith("-dirty")
+
+
+def test_a_record_from_a_dirty_tree_says_so_where_it_is_rendered():
+    clean = report.provenance_line({**OLD, "commit": "abc1234"})
+    dirty = report.provenance_line({**OLD, "commit": "abc1234-dirty"})
+    assert "uncommitted" not in clean
+    assert "uncommitted changes to abc1234**: the code measured is not exactly" in dirty
