@@ -170,7 +170,7 @@ def _measured(build: ArmBuild, got: HarnessOutputs, bundle: ExportBundle, plan: 
     # what the pipeline executes per image in each mode (multipass: later blocks per class)
     mode_macs = {m: pipeline_macs(bundle.blocks, bundle.graphs, k, m) for m in modes}
     return {
-        "target": build.target.label,
+        "target": build.target.label, "kernels": build.target.kernels,
         "flash_bytes": build.flash_bytes, "library_flash_bytes": build.library_bytes(),
         "kernel_code_bytes": build.library_bytes("ctxconv_", kinds="tT"),
         "tflite_bytes": sum(len(t) for t in bundle.tflite),

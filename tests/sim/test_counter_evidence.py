@@ -58,7 +58,8 @@ int main(void)
     }}
     uint32_t n = {LOOP_ITERATIONS}u;
     const uint64_t t0 = platform_ticks();
-    __asm__ volatile("1: nop\\n nop\\n subs %0, %0, #1\\n bne 1b" : "+r"(n) : : "cc");
+    __asm__ volatile(".syntax unified\\n1: nop\\n nop\\n subs %0, %0, #1\\n bne 1b"
+                     : "+l"(n) : : "cc");
     const uint64_t t1 = platform_ticks();
     const uint64_t e0 = platform_ticks();
     const uint64_t e1 = platform_ticks();
@@ -73,14 +74,15 @@ int main(void)
 """
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory):
-    """The probe built for the nRF52840's Cortex-M4 with a one-block library, and run."""
+@pytest.fixture(scope="module", params=["nrf52840", "rp2040"])
+def probe(tmp_path_factory, request):
+    """The probe built with a one-block library for an MCU's core (the nRF52840's
+    Cortex-M4 on mps2-an386, the RP2040's Cortex-M0+ on mps2-an385), and run."""
     work = tmp_path_factory.mktemp("probe")
     bundle_of([as_block(conv_graph(80), "block0", 80)], work)
     src = work / "probe.c"
     src.write_text(PROBE)
-    profile = load_profile("nrf52840")
+    profile = load_profile(request.param)
     target = target_for(profile)
     arm = work / "arm"
     arm.mkdir()

@@ -106,11 +106,11 @@ def test_firmware_backend_report(export_dir, digits_export):
 
 @needs_arm
 def test_cores_without_an_emulator_stay_modelled(export_dir):
-    report = simulate(export_dir, SimOptions(mcu="rp2040", backend="firmware", images=20,
+    report = simulate(export_dir, SimOptions(mcu="esp32s3", backend="firmware", images=20,
                                              measure_tflm=False))
     fw = report["firmware"]
     assert fw["host"]["bit_exact"] and fw["emulated"] is None
-    assert "cortex-m0plus core has no emulated firmware target" in fw["emulated_unavailable"]
+    assert "xtensa-lx7 core has no emulated firmware target" in fw["emulated_unavailable"]
 
 
 @needs_arm
@@ -143,15 +143,18 @@ def test_firmware_backend_without_c_sources_says_how(export_dir, tmp_path, capsy
 def test_bench_firmware_column(export_dir, capsys):
     from ctxconv.sim.bench_cli import main as bench_main
 
-    code = bench_main([str(export_dir), "--mcu", "nrf52840,rp2040", "--firmware", "--images",
-                       "20", "--emulated-images", "2", "--bit-exact-images", "0"])
+    code = bench_main([str(export_dir), "--mcu", "nrf52840,rp2040,esp32s3", "--firmware",
+                       "--images", "20", "--emulated-images", "2", "--bit-exact-images", "0"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Generated C, measured on the binary" in out
     row = next(line for line in out.splitlines() if line.startswith("| nrf52840 |")
                and "mps2-an386" in line)
     assert row.rstrip().endswith("| yes / yes |")
-    assert re.search(r"\| rp2040 \| .* \| modelled only \(cortex-m0plus\) \|", out)
+    m0 = next(line for line in out.splitlines() if line.startswith("| rp2040 |")
+              and "mps2-an385" in line)
+    assert m0.rstrip().endswith("| yes / yes |")
+    assert re.search(r"\| esp32s3 \| .* \| modelled only \(xtensa-lx7\) \|", out)
 
 
 @needs_arm

@@ -171,11 +171,12 @@ def test_harness_errors_name_the_problem(tmp_path):
 
 
 @needs_arm
-def test_cortex_m4_and_m7_builds_are_bit_exact(tmp_path):
-    """The SMLAD kernels on the emulated M4 (nRF52840) and M7 (STM32F746), against the
-    reference kernels and the real TFLM interpreter."""
+def test_cortex_m4_m7_and_m0plus_builds_are_bit_exact(tmp_path):
+    """The SMLAD kernels on the emulated M4 (nRF52840) and M7 (STM32F746), the plain C ones
+    on the M0+ (RP2040, ARMv6-M: no DSP, no FPU), against the reference kernels and the
+    real TFLM interpreter."""
     blocks = [as_block(g, "block0", i) for i, g in enumerate(CASES[:1])]
-    for profile in ("nrf52840", "stm32f746"):
+    for profile in ("nrf52840", "stm32f746", "rp2040"):
         for i, graph in enumerate([*blocks, *(as_block(g, "block0", 50 + j)
                                               for j, g in enumerate(CASES[1:]))]):
             work = tmp_path / f"{profile}_{i}"

@@ -31,6 +31,12 @@ class ArmTarget:
     core: str
     cflags: tuple[str, ...]
     machine: str
+    dsp: bool = True  # the DSP extension (SMLAD): the kernels' dual 16-bit MAC path
+
+    @property
+    def kernels(self) -> str:
+        """Which of the library's kernel paths this core compiles."""
+        return "SMLAD kernels" if self.dsp else "plain C kernels"
 
     @property
     def label(self) -> str:
@@ -44,6 +50,10 @@ TARGETS: dict[str, ArmTarget] = {
     "cortex-m7": ArmTarget(
         "cortex-m7", ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
         "mps2-an500"),
+    # ARMv6-M (RP2040): no DSP, no FPU; mps2-an385's Cortex-M3 runs the Thumb-1 code as is
+    "cortex-m0plus": ArmTarget(
+        "cortex-m0plus", ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"), "mps2-an385",
+        dsp=False),
 }  # fmt: skip
 
 

@@ -92,7 +92,8 @@ uint64_t platform_calibrate(void)
 {
     uint32_t n = 1000000u; /* 2 instructions per iteration */
     const uint64_t t0 = platform_ticks();
-    __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n) : : "cc");
+    /* unified syntax on every core (GCC hands Thumb-1 inline assembly over in divided) */
+    __asm__ volatile(".syntax unified\n1: subs %0, %0, #1\n bne 1b" : "+l"(n) : : "cc");
     return platform_ticks() - t0;
 }
 
