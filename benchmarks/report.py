@@ -21,7 +21,7 @@ from benchmarks.provenance import ROOT, relative
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 ORDER = ["train", "contextual", "accuracy", "host_train", "host_train_gpu", "parallel", "export",
-         "sim", "firmware", "ondevice_train", "ondevice_int8", "ondevice_adapt"]
+         "sim", "sim_speed", "firmware", "ondevice_train", "ondevice_int8", "ondevice_adapt"]
 PROVENANCE_KEYS = ("machine", "date", "commit", "command")
 
 

@@ -22,6 +22,7 @@ SECTIONS = {
     "host_train_gpu": ("contextual_render", "render_gpu"),
     "export": ("export_bench", "render"),
     "sim": ("sim_bench", "render"),
+    "sim_speed": ("sim_speed_bench", "render"),
     "firmware": ("firmware_bench", "render"),
     "ondevice_train": ("ondevice_train_bench", "render"),
     "ondevice_int8": ("ondevice_int8_bench", "render"),
