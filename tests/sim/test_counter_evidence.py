@@ -74,10 +74,11 @@ int main(void)
 """
 
 
-@pytest.fixture(scope="module", params=["nrf52840", "rp2040"])
+@pytest.fixture(scope="module", params=["nrf52840", "rp2040", "nrf5340"])
 def probe(tmp_path_factory, request):
     """The probe built with a one-block library for an MCU's core (the nRF52840's
-    Cortex-M4 on mps2-an386, the RP2040's Cortex-M0+ on mps2-an385), and run."""
+    Cortex-M4 on mps2-an386, the RP2040's Cortex-M0+ on mps2-an385, the nRF5340's
+    Cortex-M33 on mps2-an505, linked at that board's secure addresses), and run."""
     work = tmp_path_factory.mktemp("probe")
     bundle_of([as_block(conv_graph(80), "block0", 80)], work)
     src = work / "probe.c"

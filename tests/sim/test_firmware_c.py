@@ -18,7 +18,7 @@ from fw_graphs import add_graph, chain_graph, conv_graph, fc_graph, mean_graph, 
 from ctxconv.blockgraph.ir import Quant
 from ctxconv.codegen import CGenerationError, write_c_library
 from ctxconv.runtimes.firmware.run import BlockShape, run_harness
-from ctxconv.runtimes.firmware.targets import FirmwareError
+from ctxconv.runtimes.firmware.targets import TARGETS, FirmwareError
 from ctxconv.runtimes.firmware.toolchain import missing_arm_tools
 from ctxconv.sim.firmware_check import check_emulated, check_host
 from ctxconv.sim.profiles import load_profile
@@ -171,12 +171,13 @@ def test_harness_errors_name_the_problem(tmp_path):
 
 
 @needs_arm
-def test_cortex_m4_m7_and_m0plus_builds_are_bit_exact(tmp_path):
-    """The SMLAD kernels on the emulated M4 (nRF52840) and M7 (STM32F746), the plain C ones
-    on the M0+ (RP2040, ARMv6-M: no DSP, no FPU), against the reference kernels and the
-    real TFLM interpreter."""
+def test_every_emulated_core_builds_bit_exact(tmp_path):
+    """The SMLAD kernels on the emulated M4 (nRF52840), M7 (STM32F746) and M33 (nRF5340),
+    the plain C ones on the M0+ (RP2040, ARMv6-M: no DSP, no FPU), against the reference
+    kernels and the real TFLM interpreter."""
     blocks = [as_block(g, "block0", i) for i, g in enumerate(CASES[:1])]
-    for profile in ("nrf52840", "stm32f746", "rp2040"):
+    assert sorted(TARGETS) == ["cortex-m0plus", "cortex-m33", "cortex-m4f", "cortex-m7"]
+    for profile in ("nrf52840", "stm32f746", "nrf5340", "rp2040"):
         for i, graph in enumerate([*blocks, *(as_block(g, "block0", 50 + j)
                                               for j, g in enumerate(CASES[1:]))]):
             work = tmp_path / f"{profile}_{i}"

@@ -10,7 +10,7 @@ import yaml
 
 from ctxconv.sim.profiles import ENV_DIR, list_profiles, load_profile
 
-PACKAGED = ["esp32s3", "nrf52840", "rp2040", "stm32f746", "stm32h743"]
+PACKAGED = ["esp32s3", "nrf52840", "nrf5340", "rp2040", "stm32f746", "stm32h743"]
 
 
 @pytest.fixture(autouse=True)

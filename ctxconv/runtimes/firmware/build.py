@@ -110,9 +110,12 @@ def build_host(c_dir: Path, work: Path, modes: list[str], harness: tuple[str, ..
     return exe
 
 
-def linker_script(profile: Board, stack_bytes: int) -> str:
+def linker_script(profile: Board, stack_bytes: int, target: ArmTarget) -> str:
+    """The image's memory: the profile's sizes at the addresses the target's board boots."""
     text = (harness_dir() / "link.ld.in").read_text()
-    return (text.replace("@FLASH_BYTES@", str(profile.flash_bytes))
+    return (text.replace("@FLASH_ORIGIN@", f"0x{target.flash_origin:08X}")
+            .replace("@RAM_ORIGIN@", f"0x{target.ram_origin:08X}")
+            .replace("@FLASH_BYTES@", str(profile.flash_bytes))
             .replace("@RAM_BYTES@", str(profile.sram_bytes))
             .replace("@STACK_BYTES@", str(stack_bytes)))
 
@@ -154,7 +157,7 @@ def build_arm(c_dir: Path, work: Path, modes: list[str], target: ArmTarget,
               str(obj)], what)
         objs.append(obj)
     script = work / f"{profile.name}.ld"
-    script.write_text(linker_script(profile, stack_bytes))
+    script.write_text(linker_script(profile, stack_bytes, target))
     elf = work / "firmware.elf"
     _run([gcc, *target.cflags, "--specs=nano.specs", "--specs=nosys.specs", "-nostartfiles",
           "-T", str(script), "-Wl,--gc-sections", *map(str, objs), "-o", str(elf), "-lm"], what)

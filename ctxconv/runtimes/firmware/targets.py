@@ -32,6 +32,8 @@ class ArmTarget:
     cflags: tuple[str, ...]
     machine: str
     dsp: bool = True  # the DSP extension (SMLAD): the kernels' dual 16-bit MAC path
+    flash_origin: int = 0x00000000  # where the board's QEMU model boots the image from
+    ram_origin: int = 0x20000000
 
     @property
     def kernels(self) -> str:
@@ -54,6 +56,11 @@ TARGETS: dict[str, ArmTarget] = {
     "cortex-m0plus": ArmTarget(
         "cortex-m0plus", ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"), "mps2-an385",
         dsp=False),
+    # ARMv8-M mainline with DSP and FPU; mps2-an505 boots it in the secure world, whose
+    # aliases of the board's SRAM hold code at 0x10000000 and data at 0x38000000
+    "cortex-m33": ArmTarget(
+        "cortex-m33", ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
+        "mps2-an505", flash_origin=0x10000000, ram_origin=0x38000000),
 }  # fmt: skip
 
 
