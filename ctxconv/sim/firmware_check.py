@@ -109,7 +109,8 @@ def compare(got: HarnessOutputs, ref: Reference, labels: np.ndarray) -> dict[str
     modes = {}
     for m, scores in got.scores.items():
         top1 = scores.argmax(1)
-        modes[m] = {"scores_equal": _equal_fraction(scores, ref.scores[m]),
+        modes[m] = {"images": int(len(labels)),
+                    "scores_equal": _equal_fraction(scores, ref.scores[m]),
                     "top1_equal": float((top1 == ref.scores[m].argmax(1)).mean()),
                     "accuracy": float((top1 == labels).mean())}
     exact = all(v == 1.0 for b in blocks for v in b.values()) and all(
@@ -189,34 +190,56 @@ def _measured(build: ArmBuild, got: HarnessOutputs, bundle: ExportBundle, plan: 
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One ``compare`` report from reports on consecutive chunks of images."""
+    """One ``compare`` report from reports on consecutive chunks of images (a mode run on
+    some chunks only is merged over those, its ``images`` says how many)."""
     n = sum(p["images"] for p in parts)
 
-    def mean(get) -> float:
-        return sum(get(p) * p["images"] for p in parts) / n
+    def mean(get, over: list[dict[str, Any]]) -> float:
+        return sum(get(p) * p["images"] for p in over) / sum(p["images"] for p in over)
 
-    blocks = [{k: mean(lambda p, i=i, k=k: p["blocks"][i][k]) for k in parts[0]["blocks"][i]}
+    blocks = [{k: mean(lambda p, i=i, k=k: p["blocks"][i][k], parts) for k in parts[0]["blocks"][i]}
               for i in range(len(parts[0]["blocks"]))]
-    modes = {m: {k: mean(lambda p, m=m, k=k: p["modes"][m][k]) for k in v}
-             for m, v in parts[0]["modes"].items()}
+    modes = {}
+    for m in dict.fromkeys(m for p in parts for m in p["modes"]):
+        over = [p for p in parts if m in p["modes"]]
+        modes[m] = {k: mean(lambda p, m=m, k=k: p["modes"][m][k], over)
+                    for k in over[0]["modes"][m] if k != "images"}
+        modes[m] = {"images": sum(p["images"] for p in over), **modes[m]}
     return {"images": n, "bit_exact": all(p["bit_exact"] for p in parts), "blocks": blocks,
             "modes": modes}
 
 
+def host_modes(bundle: ExportBundle, mode: str | None) -> list[str]:
+    """The modes the host build runs on every vector: all of them, or only ``mode`` when the
+    export's modes are one computation (``modes_coincide``); the others then run on the
+    first chunk."""
+    modes = list(bundle.manifest["modes"])
+    if mode is None or len(modes) == 1 or not modes_coincide(bundle.manifest):
+        return modes
+    return [mode]
+
+
 def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.ndarray,
                work: Path, chunk: int = HOST_CHUNK, workers: int | None = None,
-               tflm_images: int = 0) -> tuple[dict[str, Any], HarnessOutputs]:
+               tflm_images: int = 0, mode: str | None = None
+               ) -> tuple[dict[str, Any], HarnessOutputs]:
     """Build the library for this machine, run it on ``raw``, compare every block's outputs
     and the class scores with the reference kernels (in chunks of images, so memory stays
     small; the chunks shared by worker processes); returns the report and the harness
     outputs of the first chunk.
 
-    The chunks that start before ``tflm_images`` also run every block call of the reference
-    kernels through TFLM: the report's ``tflm`` holds the images so checked and the largest
-    difference per block."""
+    Every vector runs every block and the modes of :func:`host_modes`; the first chunk runs
+    every mode. The chunks that start before ``tflm_images`` also run every block call of
+    the reference kernels through TFLM: the report's ``tflm`` holds the images so checked
+    and the largest difference per block."""
     modes = list(bundle.manifest["modes"])
     log.info("host build: compiling the C library and running %d test vectors", len(raw))
     exe = build_host(c_dir, work, modes, optimize=HOST_OPTIMIZE)
+    rest_modes = host_modes(bundle, mode)
+    rest = exe
+    if rest_modes != modes:
+        (work / "rest").mkdir(exist_ok=True)
+        rest = build_host(c_dir, work / "rest", rest_modes, optimize=HOST_OPTIMIZE)
 
     def shard(job: tuple[int, int], progress: Progress) -> tuple[list, HarnessOutputs, list]:
         lo, hi = job
@@ -226,8 +249,9 @@ def check_host(bundle: ExportBundle, c_dir: Path, raw: np.ndarray, labels: np.nd
         parts, first, checks = [], None, []
         for start in range(lo, max(hi, lo + 1), chunk):
             part = slice(start, min(start + chunk, hi))
-            got = run_harness(exe, raw[part], sub, block_shapes(bundle), bundle.num_classes,
-                              modes, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
+            program, ran = (exe, modes) if start == 0 else (rest, rest_modes)
+            got = run_harness(program, raw[part], sub, block_shapes(bundle), bundle.num_classes,
+                              ran, True, timeout=START_SECONDS + HOST_SECONDS_PER_IMAGE * chunk)
             checked = tflm if start < tflm_images else None
             ref = Reference(bundle, raw[part], tflm=checked)
             parts.append(compare(got, ref, labels[part]))
@@ -297,19 +321,21 @@ def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
 def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
                  raw: np.ndarray, labels: np.ndarray, emulated_images: int = 20,
                  work_dir: Path | None = None, cache: dict | None = None,
-                 workers: int | None = None, tflm_images: int = 0) -> dict[str, Any]:
-    """Host build on ``raw`` (all given vectors), Cortex-M build + QEMU on the first few.
+                 workers: int | None = None, tflm_images: int = 0,
+                 mode: str | None = None) -> dict[str, Any]:
+    """Host build on ``raw`` (all given vectors; ``mode``, the simulated one, on every
+    vector: ``host_modes``), Cortex-M build + QEMU on the first few.
 
     ``cache`` (kept by the caller) holds the host run, which no profile changes.
     """
     c_dir = c_dir_of(bundle)
     cache = {} if cache is None else cache
     with work_directory("ctxconv-fw-", work_dir) as work:
-        key = ("firmware_host", len(raw), tflm_images)
+        key = ("firmware_host", len(raw), tflm_images, mode)
         if key not in cache:
             cache[key] = check_host(bundle, c_dir, raw, labels, work,
                                     chunk=max(HOST_CHUNK, emulated_images), workers=workers,
-                                    tflm_images=tflm_images)
+                                    tflm_images=tflm_images, mode=mode)
         host_report, host = cache[key]
         report: dict[str, Any] = {"c_dir": str(c_dir), "host": host_report}
         try:
@@ -332,6 +358,8 @@ def firmware_table(fw: dict[str, Any]) -> str:
              f"block's outputs and the class scores bit-exact with the reference kernels: "
              f"{host['bit_exact']} ("
              + ", ".join(f"{m} scores {v['scores_equal']:.2%}, top-1 {v['top1_equal']:.2%}"
+                         + (f" on the first {v['images']}" if v.get("images", host["images"])
+                            < host["images"] else "")
                          for m, v in host["modes"].items()) + ")"]
     emu = fw.get("emulated")
     if emu is None:

@@ -163,7 +163,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     firmware = None
     if opts.backend == "firmware":
         firmware = run_firmware(bundle, profile, plan, raw, labels, opts.emulated_images,
-                                cache=cache, workers=opts.workers, tflm_images=n_exact)
+                                cache=cache, workers=opts.workers, tflm_images=n_exact,
+                                mode=mode)
         cache[key] = (firmware["host"]["modes"][mode]["accuracy"], float("nan"))
         tflm = firmware["host"]["tflm"]  # the host build's chunks ran TFLM beside the reference
         n_exact = tflm["images"]

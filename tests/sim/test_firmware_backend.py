@@ -248,3 +248,39 @@ def test_firmware_report_names_the_images_tflm_checked(export_dir):
                                              measure_tflm=False))
     assert report["bit_exact_images"] == 120 and report["bit_exact_vs_tflm"] is True
     assert report["max_lsb_vs_tflm"] == [0, 0]
+
+
+@needs_arm
+def test_host_check_runs_the_other_coinciding_mode_on_the_first_chunk_only(export_dir, tmp_path):
+    """Where the export's modes are one computation, every vector runs the simulated mode and
+    every block; the other mode runs on the first chunk; a wrong score still shows."""
+    from ctxconv.blockgraph.bundle import load_export
+    from ctxconv.blockgraph.pipeline import modes_coincide
+    from ctxconv.sim.firmware_check import check_host, host_modes
+
+    bundle = load_export(export_dir)
+    assert modes_coincide(bundle.manifest) and len(bundle.manifest["modes"]) == 2
+    other = next(m for m in bundle.manifest["modes"] if m != "onepass")
+    assert host_modes(bundle, "onepass") == ["onepass"]
+    assert host_modes(bundle, None) == list(bundle.manifest["modes"])
+    raw, labels = bundle.test_vectors(60)
+    report, first = check_host(bundle, export_dir / "c", raw, labels, tmp_path, chunk=25,
+                               workers=2, mode="onepass")
+    assert report["bit_exact"] and report["modes"]["onepass"]["images"] == 60
+    assert report["modes"][other]["images"] == 25 and set(first.scores) == {other, "onepass"}
+    for mode, wrong in (("onepass", 60), (other, 25)):  # a planted bug in one entry point
+        c_dir = tmp_path / f"c_{mode}"
+        shutil.copytree(export_dir / "c", c_dir)
+        src = c_dir / "ctxconv_model.c"
+        head = (f"void ctxconv_classify_{mode}(const int8_t *input, "
+                "int32_t scores[CTXCONV_NUM_CLASSES])\n{\n")
+        body = src.read_text().split(head, 1)
+        end = body[1].index("\n}\n")
+        src.write_text(body[0] + head + body[1][:end] + "\n    scores[0] += 1;"
+                       + body[1][end:])
+        (tmp_path / mode).mkdir()
+        bad, _ = check_host(bundle, c_dir, raw, labels, tmp_path / mode, chunk=25, workers=2,
+                            mode="onepass")
+        assert not bad["bit_exact"], mode
+        assert bad["modes"][mode]["scores_equal"] == 0.0
+        assert bad["modes"][mode]["images"] == wrong

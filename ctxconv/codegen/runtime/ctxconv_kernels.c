@@ -225,11 +225,25 @@ static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_
             a11 = smlad(wl, x1l, a11);
             a11 = smlad(wh, x1h, a11);
         }
-#else
+#elif defined(__ARM_ARCH_6M__)
+        /* ARMv6-M (Cortex-M0/M0+): 8 low registers; one accumulator per pass spills least */
         a00 = dot_row_col(w, 8, col, groups, a00);
         a01 = dot_row_col(w, 8, col + 4, groups, a01);
         a10 = dot_row_col(w + 4, 8, col, groups, a10);
         a11 = dot_row_col(w + 4, 8, col + 4, groups, a11);
+#else
+        /* both channels x both pixels per group: each weight and column value loaded once */
+        const int16_t *x = col;
+        for (int32_t g = groups; g > 0; --g, w += 8, x += 8) {
+            const int32_t x00 = x[0], x01 = x[1], x02 = x[2], x03 = x[3]; /* k0 k2 k1 k3 */
+            const int32_t x10 = x[4], x11 = x[5], x12 = x[6], x13 = x[7];
+            const int32_t w00 = w[0], w01 = w[2], w02 = w[1], w03 = w[3];
+            const int32_t w10 = w[4], w11 = w[6], w12 = w[5], w13 = w[7];
+            a00 += w00 * x00 + w01 * x01 + w02 * x02 + w03 * x03;
+            a01 += w00 * x10 + w01 * x11 + w02 * x12 + w03 * x13;
+            a10 += w10 * x00 + w11 * x01 + w12 * x02 + w13 * x03;
+            a11 += w10 * x10 + w11 * x11 + w12 * x12 + w13 * x13;
+        }
 #endif
         const int32_t m0 = q.mult[ch], s0 = q.shift[ch], m1 = q.mult[ch + 1];
         const int32_t s1 = q.shift[ch + 1];

@@ -7,7 +7,9 @@
  *
  * On cores with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4, M7, M33) the conv and
  * fully connected inner loops use the dual 16-bit multiply-accumulate SMLAD; elsewhere a
- * plain C loop computes the same integers.
+ * plain C loop computes the same integers (on ARMv6-M, Cortex-M0/M0+, the conv takes one
+ * accumulator per pass, which its 8 low registers hold without spilling; elsewhere all
+ * four of a channel pair and pixel pair at once).
  */
 #ifndef CTXCONV_KERNELS_H
 #define CTXCONV_KERNELS_H
