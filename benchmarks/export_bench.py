@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from benchmarks.provenance import ROOT, provenance, relative
-from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.provenance import ROOT, relative
+from benchmarks.report import provenance_line, start, write_section
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.blockgraph.pipeline import BlockPipeline
 from ctxconv.runtimes.factory import make_runners
@@ -31,13 +31,12 @@ def pct(x: float) -> str:
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "export", run_dir="benchmarks/runs/fashion_mnist")
-    args = parser.parse_args()
-    if rendered(args, "export", render):
+    if (started := start(__doc__, "export", render,
+                         run_dir="benchmarks/runs/fashion_mnist")) is None:
         return
+    args, stamp = started
     run_dir = Path(args.run_dir)
     cmd = ["ctxconv-export", str(run_dir), "--int8"]
-    stamp = provenance()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.perf_counter() - t0

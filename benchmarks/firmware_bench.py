@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from benchmarks.provenance import ROOT, provenance, relative
-from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.provenance import ROOT, relative
+from benchmarks.report import provenance_line, start, write_section
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.codegen import write_c_for_export
 from ctxconv.runtimes.firmware.build import build_arm
@@ -67,12 +67,10 @@ def digits_turnaround(export_dir: Path, images: int = 20) -> dict:
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "firmware",
-                          export_dir="benchmarks/runs/fashion_mnist/export")
-    args = parser.parse_args()
-    if rendered(args, "firmware", render):
+    if (started := start(__doc__, "firmware", render,
+                         export_dir="benchmarks/runs/fashion_mnist/export")) is None:
         return
-    stamp = provenance()
+    args, stamp = started
     export_dir = Path(args.export_dir)
     write_c_for_export(export_dir)  # the C of this commit's writer and kernels
     t0 = time.perf_counter()

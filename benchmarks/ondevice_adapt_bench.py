@@ -23,6 +23,7 @@ section.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -32,8 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from benchmarks.provenance import provenance, relative
-from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.provenance import relative
+from benchmarks.report import provenance_line, start, write_section
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.ondevice import (
     ExportModel,
@@ -117,19 +118,20 @@ def adapt(float_dir: Path, index: int, x, y, fit_idx, held_idx, x_test, y_test, 
             "host_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def main() -> None:
-    parser = bench_parser(__doc__, "ondevice_adapt",
-                          export_dir="benchmarks/runs/fashion_mnist/export")
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--float-export", default=None,
                         help="float reference export (default: export-float beside EXPORT_DIR; "
                              "created with ctxconv-export RUN --out DIR when missing)")
     parser.add_argument("--batch", type=int, default=None,
                         help="training batch (default: the largest at which bias-only training "
                              f"fits the {MCU}, from the planner)")
-    args = parser.parse_args()
-    if rendered(args, "ondevice_adapt", render):
+
+
+def main() -> None:
+    if (started := start(__doc__, "ondevice_adapt", render, options,
+                         export_dir="benchmarks/runs/fashion_mnist/export")) is None:
         return
-    stamp = provenance()
+    args, stamp = started
     export_dir = Path(args.export_dir)
     float_dir, created = ensure_float_export(
         export_dir, Path(args.float_export) if args.float_export else

@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from benchmarks.provenance import provenance, relative
-from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.provenance import relative
+from benchmarks.report import provenance_line, start, write_section
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.ondevice import ExportModel, geometries
 from ctxconv.ondevice.c_check import check_training
@@ -96,12 +96,11 @@ def table(name: str, rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "ondevice_int8", digits_export="benchmarks/runs/digits/export",
-                          fashion_export="benchmarks/runs/fashion_mnist/export")
-    args = parser.parse_args()
-    if rendered(args, "ondevice_int8", render):
+    if (started := start(__doc__, "ondevice_int8", render,
+                         digits_export="benchmarks/runs/digits/export",
+                         fashion_export="benchmarks/runs/fashion_mnist/export")) is None:
         return
-    stamp = provenance()
+    args, stamp = started
     digits = ensure_digits(Path(args.digits_export))
     fashion = Path(args.fashion_export)
     t0 = time.perf_counter()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from benchmarks.provenance import provenance, relative
-from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.provenance import relative
+from benchmarks.report import provenance_line, start, write_section
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.ondevice import (
     ExportModel,
@@ -104,13 +104,11 @@ def markdown(res: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "ondevice_train",
-                          export_dir="benchmarks/runs/fashion_mnist/export")
-    args = parser.parse_args()
-    if rendered(args, "ondevice_train", render):
+    if (started := start(__doc__, "ondevice_train", render,
+                         export_dir="benchmarks/runs/fashion_mnist/export")) is None:
         return
+    args, stamp = started
     export_dir = Path(args.export_dir)
-    stamp = provenance()
     float_dir = ensure_float_export(export_dir)
     t0 = time.perf_counter()
     res = measure(export_dir)

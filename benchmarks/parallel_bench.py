@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
 from benchmarks import report
-from benchmarks.provenance import ROOT, provenance
+from benchmarks.provenance import ROOT
 from benchmarks.report import provenance_line
 
 NAME = "parallel"
@@ -106,12 +106,10 @@ def render(res: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = report.bench_parser(__doc__, NAME)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    if report.rendered(args, NAME, render):
+    repeats = lambda p: p.add_argument("--repeats", type=int, default=2)  # noqa: E731
+    if (started := report.start(__doc__, NAME, render, repeats)) is None:
         return
-    stamp = provenance()  # taken when the measurement starts
+    args, stamp = started  # the provenance taken when the measurement starts
     res = measure(args.repeats) | {"provenance": stamp}
     report.write_section(NAME, res, render(res))
 

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.provenance import ROOT, relative
+from benchmarks.provenance import ROOT, provenance, relative
 
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-ORDER = ["train", "contextual", "accuracy", "host_train", "host_train_gpu", "parallel", "export",
-         "sim", "sim_speed", "firmware", "ondevice_train", "ondevice_int8", "ondevice_adapt"]
+ORDER = ["quickstart", "train", "contextual", "accuracy", "host_train", "host_train_gpu",
+         "parallel", "export", "sim", "sim_speed", "firmware", "ondevice_train", "ondevice_int8",
+         "ondevice_adapt"]
 PROVENANCE_KEYS = ("machine", "date", "commit", "command")
 
 
@@ -70,6 +71,21 @@ def bench_parser(doc: str, name: str, **paths: str) -> argparse.ArgumentParser:
     parser.add_argument("--render", action="store_true",
                         help=f"only rewrite the markdown from benchmarks/results/{name}.json")
     return parser
+
+
+def start(doc: str, name: str, render: Callable[[dict], list[str]],
+          add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+          **paths: str) -> tuple[argparse.Namespace, dict[str, str]] | None:
+    """A benchmark script's start: its command line parsed (``bench_parser`` plus the
+    script's ``add_options``); with ``--render`` the section rewritten and None, else the
+    arguments and the provenance of the measurement that starts now."""
+    parser = bench_parser(doc, name, **paths)
+    if add_options is not None:
+        add_options(parser)
+    args = parser.parse_args()
+    if rendered(args, name, render):
+        return None
+    return args, provenance()
 
 
 def rendered(args: argparse.Namespace, name: str, render: Callable[[dict], list[str]]) -> bool:

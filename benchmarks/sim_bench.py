@@ -17,20 +17,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from benchmarks.provenance import provenance, relative
-from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.provenance import relative
+from benchmarks.report import provenance_line, start, write_section
 from ctxconv.sim.bench_cli import markdown, run_bench
 from ctxconv.sim.profiles import list_profiles
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "sim",
-                          export_dir="benchmarks/runs/fashion_mnist/export")
-    args = parser.parse_args()
-    if rendered(args, "sim", render):
+    if (started := start(__doc__, "sim", render,
+                         export_dir="benchmarks/runs/fashion_mnist/export")) is None:
         return
+    args, stamp = started
     export_dir = Path(args.export_dir)
-    stamp = provenance()
     t0 = time.perf_counter()
     result = run_bench(str(export_dir), list_profiles(), None)
     wall = time.perf_counter() - t0

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a path: the repository
 
-from benchmarks.provenance import ROOT, provenance, relative
-from benchmarks.report import bench_parser, provenance_line, rendered, write_section
+from benchmarks.provenance import ROOT, relative
+from benchmarks.report import provenance_line, start, write_section
 
 BEFORE = "90d2af6"  # the landed main before the one reference pass and the worker shards
 MCU = "nrf52840"
@@ -101,12 +101,12 @@ def run_sim(tree: Path, export_dir: Path, args: tuple[str, ...], work: Path) -> 
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "sim_speed", export_dir="benchmarks/runs/fashion_mnist/export")
-    parser.add_argument("--before", default=BEFORE, help=f"the earlier commit (default {BEFORE})")
-    args = parser.parse_args()
-    if rendered(args, "sim_speed", render):
+    if (started := start(__doc__, "sim_speed", render,
+                         lambda p: p.add_argument("--before", default=BEFORE,
+                                                  help=f"the earlier commit (default {BEFORE})"),
+                         export_dir="benchmarks/runs/fashion_mnist/export")) is None:
         return
-    stamp = provenance()
+    args, stamp = started
     export_dir = Path(args.export_dir).resolve()
     before_rev = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT,
                                 text=True, capture_output=True, check=True).stdout.strip()
@@ -158,11 +158,11 @@ def render(res: dict) -> list[str]:
     lines = ["## Simulator run time, before and after (`benchmarks/sim_speed_bench.py`)", "",
              provenance_line(res["provenance"]), "",
              f"`ctxconv-sim {res['export']} --mcu {res['mcu']}` with the code of commit "
-             f"{res['before']} (before) and of the commit above (after), run one after the "
-             f"other in one process tree on {res['cpus']} cores, each side on its own copy of "
-             "the export's C library. Wall time of the whole command (TFLM's arena bisection, "
-             "the test split, every check, the plot); the load average is the machine's at "
-             "each start.", "",
+             f"{res['before']} (before) and of the commit above (after), before and after "
+             f"alternating in one run on {res['cpus']} cores, each side with the C library its "
+             "own generator wrote. Wall time of the whole command (TFLM's arena bisection, the "
+             "test split, every check, the plot); the load average is the machine's at each "
+             "start.", "",
              "| command | before s | after s | after / before | target s | met | "
              "after: accuracy | after: checked (test vectors) | before: checked | "
              "load avg (before, after) |",

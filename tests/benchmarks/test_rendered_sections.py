@@ -14,6 +14,7 @@ from benchmarks.provenance import relative
 
 #: section -> (module of its renderer, the renderer)
 SECTIONS = {
+    "quickstart": ("quickstart_bench", "render"),
     "train": ("train_render", "render"),
     "contextual": ("contextual_render", "render"),
     "accuracy": ("accuracy_render", "render"),
