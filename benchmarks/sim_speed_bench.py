@@ -119,9 +119,10 @@ def main() -> None:
                 if imported_from(tree) != tree.resolve():
                     raise SystemExit(f"error: the {side} run would import ctxconv from "
                                      f"{imported_from(tree)}, not {tree}")
-            (tmp / "before-work").mkdir()
-            exports = {"before": export_for(old, export_dir, tmp / "before-work"),
-                       "now": export_dir}
+            exports = {}
+            for side, tree in trees.items():
+                (tmp / f"{side}-work").mkdir()
+                exports[side] = export_for(tree, export_dir, tmp / f"{side}-work")
             rows: dict[str, dict[str, dict]] = {}
             for name, extra, _ in VARIANTS:
                 for side in ("before", "now"):  # interleaved: the same load on both
