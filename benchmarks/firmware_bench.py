@@ -33,7 +33,7 @@ from ctxconv.sim.profiles import load_profile
 from ctxconv.sim.simulate import SimOptions, simulate
 
 KB = 1024
-PROFILES = ("nrf52840", "stm32f746", "rp2040")
+PROFILES = ("nrf52840", "stm32f746", "rp2040", "nrf5340")
 
 
 def digits_export() -> Path:
@@ -148,7 +148,7 @@ def render(res: dict) -> list[str]:
               f"cross-compile {d['cross_compile_s']:.1f} s + {d['images']} images emulated "
               f"{d['emulate_s']:.1f} s = **{d['total_s']:.1f} s**.", "",
               "ms at 1 instr/cycle: the instructions at the profile's clock, one per cycle; a "
-              "single-issue core (M0+, M4) takes at least that long, the dual-issue M7 can take "
+              "single-issue core (M0+, M4, M33) takes at least that long, the dual-issue M7 can take "
               "less, so it is no bound there.", "",
               modelled_only(reports)]
     return lines
