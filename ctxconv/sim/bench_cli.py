@@ -109,7 +109,7 @@ def firmware_markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['mcu']} | {r['mode']} | {emu['target']} | {instr:,} | "
             f"{1e3 * instr / r['profile']['clock_hz']:.1f} | {emu['ram_bytes'] / kb:.1f} | "
             f"{emu['flash_bytes'] / kb:.1f} | {'yes' if emu['bit_exact'] else 'NO'} / {host} |")
-    lines += ["", "ms at 1 instr/cycle: a floor on single-issue cores (M0+, M4), none on the "
+    lines += ["", "ms at 1 instr/cycle: a floor on single-issue cores (M0+, M4, M33), none on the "
               "dual-issue M7."]
     return "\n".join(lines)
 
