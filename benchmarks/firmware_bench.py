@@ -28,7 +28,7 @@ from ctxconv.codegen import write_c_for_export
 from ctxconv.runtimes.firmware.build import build_arm
 from ctxconv.runtimes.firmware.run import run_harness
 from ctxconv.runtimes.firmware.targets import target_for
-from ctxconv.sim.firmware_check import block_shapes
+from ctxconv.sim.firmware_check import block_shapes, fewer_images
 from ctxconv.sim.profiles import load_profile
 from ctxconv.sim.simulate import SimOptions, simulate
 
@@ -149,17 +149,16 @@ def render(res: dict) -> list[str]:
               f"cross-compile {d['cross_compile_s']:.1f} s + {d['images']} images emulated "
               f"{d['emulate_s']:.1f} s = **{d['total_s']:.1f} s**.", "",
               "ms at 1 instr/cycle: the instructions at the profile's clock, one per cycle; a "
-              "single-issue core (M0+, M4, M33) takes at least that long, the dual-issue M7 can take "
-              "less, so it is no bound there.", "",
+              "single-issue core (M0+, M4, M33) takes at least that long, the dual-issue M7 can "
+              "take less, so it is no bound there.", "",
               modelled_only(reports)]
     return lines
 
 
 def on_first(mode: dict, host: dict) -> str:
-    """Where a mode ran on fewer vectors than the host build (the export's other mode, one
-    computation with the simulated one), how many."""
-    n = mode.get("images", host["images"])
-    return f" (on the first {n})" if n < host["images"] else ""
+    """Where a mode ran on fewer vectors than the host build, how many (``fewer_images``)."""
+    n = fewer_images(mode, host)
+    return f" (on the first {n})" if n else ""
 
 
 def modelled_only(reports: dict) -> str:

@@ -202,11 +202,18 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     modes = {}
     for m in dict.fromkeys(m for p in parts for m in p["modes"]):
         over = [p for p in parts if m in p["modes"]]
-        modes[m] = {k: mean(lambda p, m=m, k=k: p["modes"][m][k], over)
-                    for k in over[0]["modes"][m] if k != "images"}
-        modes[m] = {"images": sum(p["images"] for p in over), **modes[m]}
+        modes[m] = {"images": sum(p["images"] for p in over),
+                    **{k: mean(lambda p, m=m, k=k: p["modes"][m][k], over)
+                       for k in over[0]["modes"][m] if k != "images"}}
     return {"images": n, "bit_exact": all(p["bit_exact"] for p in parts), "blocks": blocks,
             "modes": modes}
+
+
+def fewer_images(mode_report: dict[str, Any], host: dict[str, Any]) -> int | None:
+    """The vectors a mode of the host report ran on, where fewer than the report's (the
+    first chunk, for a mode that is one computation with the simulated one)."""
+    n = mode_report.get("images", host["images"])
+    return n if n < host["images"] else None
 
 
 def host_modes(bundle: ExportBundle, mode: str | None) -> list[str]:
@@ -358,8 +365,7 @@ def firmware_table(fw: dict[str, Any]) -> str:
              f"block's outputs and the class scores bit-exact with the reference kernels: "
              f"{host['bit_exact']} ("
              + ", ".join(f"{m} scores {v['scores_equal']:.2%}, top-1 {v['top1_equal']:.2%}"
-                         + (f" on the first {v['images']}" if v.get("images", host["images"])
-                            < host["images"] else "")
+                         + (f" on the first {n}" if (n := fewer_images(v, host)) else "")
                          for m, v in host["modes"].items()) + ")"]
     emu = fw.get("emulated")
     if emu is None:
