@@ -142,3 +142,16 @@ def context_dependent_ops(graph: BlockGraph) -> list[bool]:
             dependent.update(op.outputs)
         flags.append(reads)
     return flags
+
+
+def head_only_ops(graph: BlockGraph, features: str = "features") -> list[bool]:
+    """Per op (graph order): is it outside what the ``features`` output depends on, so that
+    only the block's other outputs (its head's scores) need it? None is, in a graph without
+    that output."""
+    wanted = {features}
+    flags = [features in graph.outputs] * len(graph.ops)
+    for j in range(len(graph.ops) - 1, -1, -1):
+        if wanted & set(graph.ops[j].outputs):
+            flags[j] = False
+            wanted.update(graph.ops[j].inputs)
+    return flags

@@ -97,8 +97,8 @@ def _block_lines(manifest: dict[str, Any], graphs: list[BlockGraph],
         shape = tuple(g.tensors["features"].shape)
         ctx = ", contextual" if row["contextual"] else ""
         use = (f"scores weighted {row['score_weight']}" if row["score_weight"]
-               else "score weight 0: its head is still computed on every run, its scores "
-                    "are unused (work a firmware may cut)")
+               else "score weight 0: ctxconv_classify skips its head (ctxconv_run_block "
+                    "still computes its scores)")
         lines.append(f"  {i} {g.name}: features {shape}{ctx}; {use}.")
     return lines
 

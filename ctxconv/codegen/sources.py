@@ -32,7 +32,8 @@ def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> st
     items = ["(-2147483647 - 1)" if v == -(1 << 31) else str(int(v)) for v in flat]
     lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
     body = ",\n    ".join(lines) if lines else "0"
-    return (f"static const {ctype} {name}[{max(len(items), 1)}] CTXCONV_WEIGHTS_ATTR = "
+    align = " CTXCONV_ALIGN4" if ctype == "int8_t" else ""  # int32_t: aligned already
+    return (f"static const {ctype} {name}[{max(len(items), 1)}]{align} CTXCONV_WEIGHTS_ATTR = "
             f"{{\n    {body}\n}};\n")
 
 
@@ -97,29 +98,39 @@ class BlockSource:
 
     def emit(self) -> str:
         steps = [s for s in self.layout.steps if s.block == self.index]
-        shared: list[str] = []
-        looped: list[str] = []  # the ops that read the context: once per candidate
+        shared: list[tuple[bool, str]] = []  # (head only, call)
+        looped: list[tuple[bool, str]] = []  # the ops that read the context: per candidate
         for j, step in enumerate(steps):
             before = len(self.body)
             self._step(j, step)
-            (looped if step.per_context else shared).extend(self.body[before:])
+            part = looped if step.per_context else shared
+            part.extend((step.head_only, line) for line in self.body[before:])
         name = self.g.name
         head = f"/* ---- {name}: " + ", ".join(
             f"{n} {tuple(self.g.tensors[n].shape)}" for n in self.g.inputs) + " -> " + ", ".join(
             f"{n} {tuple(self.g.tensors[n].shape)}" for n in self.g.outputs) + " */\n"
 
-        def body(lines: list[str]) -> str:
-            return "".join(f"    {line}\n" for line in lines)
+        def body(calls: list[tuple[bool, str]], unused: str = "") -> str:
+            """The calls; those only the head's scores read run under ``if (head)``."""
+            lines: list[str] = []
+            for j, (head_only, call) in enumerate(calls):
+                opens = head_only and (j == 0 or not calls[j - 1][0])
+                lines += (["if (head) {"] if opens else []) + [("    " * head_only) + call]
+                if head_only and (j + 1 == len(calls) or not calls[j + 1][0]):
+                    lines.append("}")
+            unused += "" if any(h for h, _ in calls) else "    (void)head;\n"
+            return unused + "".join(f"    {line}\n" for line in lines)
 
+        # head = 0: only the features (the caller does not use this block's scores)
         if not looped:
-            fn = (f"static void {name}_run(const int8_t *context)\n{{\n    (void)context;\n"
-                  + body(shared) + "}\n")
+            fn = (f"static void {name}_run(const int8_t *context, int32_t head)\n{{\n"
+                  + body(shared, "    (void)context;\n") + "}\n")
         else:  # multipass shares the context-free part (e.g. the conv of the image)
-            fn = (f"static void {name}_shared(void)\n{{\n" + body(shared) + "}\n\n"
-                  f"static void {name}_per_context(const int8_t *context)\n{{\n"
+            fn = (f"static void {name}_shared(int32_t head)\n{{\n" + body(shared) + "}\n\n"
+                  f"static void {name}_per_context(const int8_t *context, int32_t head)\n{{\n"
                   + body(looped) + "}\n\n"
-                  f"static void {name}_run(const int8_t *context)\n{{\n"
-                  f"    {name}_shared();\n    {name}_per_context(context);\n}}\n")
+                  f"static void {name}_run(const int8_t *context, int32_t head)\n{{\n"
+                  f"    {name}_shared(head);\n    {name}_per_context(context, head);\n}}\n")
         return head + "".join(self.consts) + fn
 
     def _step(self, j: int, step: Step) -> None:
@@ -260,7 +271,8 @@ static union {{
              c_array("int8_t", "input_table", input_table(manifest), per_line=32)]
     for i, g in enumerate(graphs):
         parts.append("\n" + BlockSource(i, g, layout).emit())
-    runs = "".join(f"    case {i}: {g.name}_run(context); break;\n" for i, g in enumerate(graphs))
+    runs = "".join(f"    case {i}: {g.name}_run(context, 1); break;\n"
+                   for i, g in enumerate(graphs))
     parts.append(f"""
 {_block_info(block_table(manifest, graphs, layout))}
 /* Block i's int8 goodness value q on the class-score sum's fixed-point scale. */
@@ -317,7 +329,7 @@ int32_t ctxconv_argmax(const int32_t scores[CTXCONV_NUM_CLASSES])
 }}
 """)
     for mode in manifest["modes"]:
-        parts.append(_classify(mode, blocks, graphs, layout))
+        parts.append(_classify(mode, blocks, graphs, layout, score_weights(manifest)[0]))
     parts.append(f"""
 void ctxconv_classify(const int8_t *input, int32_t scores[CTXCONV_NUM_CLASSES])
 {{
@@ -328,41 +340,51 @@ void ctxconv_classify(const int8_t *input, int32_t scores[CTXCONV_NUM_CLASSES])
 
 
 def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],
-              layout: ArenaLayout) -> str:
+              layout: ArenaLayout, weights: list[int]) -> str:
     """One classify function. The blocks before the first contextual block run once; then
     that block's context-free part runs once, and per candidate context its part that reads
-    the context and every later block (their inputs depend on the context)."""
-    body = ["    const int8_t *q;", "    load_input(input, scores);"]
+    the context and every later block (their inputs depend on the context). A block whose
+    scores weigh 0 runs without its head."""
     first = first_contextual(blocks)
     shared = len(blocks) if first is None else first
 
     def add(i: int, index: str) -> str:
         at = "0" if score_output(blocks[i]) == "goodness" else index  # one per pass, or K
-        return (f"scores[{index}] += WEIGHTED({i}, q[{at}]);"
-                if blocks[i]["score_block"] else "(void)q;")
+        return f"scores[{index}] += WEIGHTED({i}, q[{at}]);"
 
+    def run(i: int, context: str) -> list[str]:
+        if not weights[i]:
+            return [f"{graphs[i].name}_run({context}, 0);"]
+        return [f"q = ctxconv_run_block({i}, {context});"]
+
+    body = ["load_input(input, scores);"]
     for i in range(shared):
-        body.append(f"    q = ctxconv_run_block({i}, 0);")
-        body.append("    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {"
-                    f" {add(i, 'k')} }}" if blocks[i]["score_block"] else "    (void)q;")
-    if first is None:
-        return _function(mode, body)
-    if mode != "multipass":
-        raise CGenerationError(f"{graphs[first].name} is contextual: only multipass can run it")
-    g = graphs[first]
-    split = any(s.per_context for s in layout.steps if s.block == first)
-    run = ([f"{g.name}_per_context(context_buffer);",
-            f"q = A(ctxconv_blocks[{first}].score_offset);"] if split
-           else [f"q = ctxconv_run_block({first}, context_buffer);"])
-    loop = [*run, add(first, "k")]
-    for i in range(first + 1, len(blocks)):  # on candidate k's features
-        loop += [f"q = ctxconv_run_block({i}, context_buffer);", add(i, "k")]
-    body += ([f"    {g.name}_shared();"] if split else []) + [
-        "    for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {",
-        "        memset(context_buffer, CTXCONV_CONTEXT_OFF, sizeof context_buffer);",
-        "        context_buffer[k] = CTXCONV_CONTEXT_ON;",
-        *(f"        {line}" for line in loop), "    }"]
-    return _function(mode, body)
+        body += run(i, "0")
+        if weights[i]:
+            body.append(f"for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {{ {add(i, 'k')} }}")
+    if first is not None:
+        if mode != "multipass":
+            raise CGenerationError(f"{graphs[first].name} is contextual: only multipass can "
+                                   "run it")
+        g, head = graphs[first], int(weights[first] != 0)
+        split = any(s.per_context for s in layout.steps if s.block == first)
+        if split:
+            body.append(f"{g.name}_shared({head});")
+            loop = [f"{g.name}_per_context(context_buffer, {head});"]
+            if head:
+                loop += [f"q = A(ctxconv_blocks[{first}].score_offset);"]
+        else:
+            loop = run(first, "context_buffer")
+        loop += [add(first, "k")] if head else []
+        for i in range(first + 1, len(blocks)):  # on candidate k's features
+            loop += run(i, "context_buffer") + ([add(i, "k")] if weights[i] else [])
+        body += ["for (int32_t k = 0; k < CTXCONV_NUM_CLASSES; ++k) {",
+                 "    memset(context_buffer, CTXCONV_CONTEXT_OFF, sizeof context_buffer);",
+                 "    context_buffer[k] = CTXCONV_CONTEXT_ON;",
+                 *(f"    {line}" for line in loop), "}"]
+    if any("q = " in line for line in body):
+        body.insert(0, "const int8_t *q;")
+    return _function(mode, [f"    {line}" for line in body])
 
 
 def _function(mode: str, body: list[str]) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ctxconv.blockgraph import ops
-from ctxconv.blockgraph.ir import BlockGraph, Op, context_dependent_ops
+from ctxconv.blockgraph.ir import BlockGraph, Op, context_dependent_ops, head_only_ops
 from ctxconv.memory.greedy import align_up
 
 ALIGNMENT = 4
@@ -45,6 +45,7 @@ class Step:
     inputs: list[str | None]  # per op input: global name, CONTEXT, or None for a constant
     output: str
     per_context: bool = False  # runs once per candidate context (reads the context)
+    head_only: bool = False  # only the head's scores need it: skipped when they weigh 0
     scratch: str | None = None
 
 
@@ -92,12 +93,12 @@ def _schedule(graphs: list[BlockGraph]) -> tuple[list[Step], dict[str, str], dic
         for name, t in g.tensors.items():
             if not t.is_constant and name not in ("features_in", CONTEXT):
                 sizes[global_name(b, name)] = t.nbytes
-        per_context = context_dependent_ops(g)
+        per_context, head_only = context_dependent_ops(g), head_only_ops(g)
         for j, op in _shared_first(g):
             ins = [None if g.tensors[n].is_constant else
                    CONTEXT if n == CONTEXT else global_name(b, n) for n in op.inputs]
             out = global_name(b, op.outputs[0])
-            step = Step(b, op, ins, out, per_context=per_context[j])
+            step = Step(b, op, ins, out, per_context=per_context[j], head_only=head_only[j])
             if _is_view(op):
                 alias[out] = ins[0]
             scratch = ops.c_scratch_bytes(g, op) if op.kind in ops.REGISTRY else 0

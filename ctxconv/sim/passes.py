@@ -3,15 +3,17 @@
 Multipass runs the first contextual block's context-free ops (the conv of the image) once
 and its ops that read the context once per candidate, and every later block once per
 candidate (its input depends on the context); onepass, and every block before the first
-contextual one, run each op once. This is how the generated C runs them.
+contextual one, run each op once. A block whose scores weigh 0 in the class-score sum runs
+without its head (the ops only its scores need). This is how the generated C runs them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ctxconv.blockgraph.ir import BlockGraph, context_dependent_ops
+from ctxconv.blockgraph.ir import BlockGraph, context_dependent_ops, head_only_ops
 from ctxconv.blockgraph.manifest import first_contextual
+from ctxconv.blockgraph.pipeline import score_weights
 from ctxconv.sim.cost import op_work
 
 MAC_OPS = ("CONV_2D", "FULLY_CONNECTED")
@@ -22,10 +24,14 @@ def op_runs(blocks: list[dict[str, Any]], index: int, graph: BlockGraph, k: int,
     """How often each op of block ``index`` runs per image in ``mode``."""
     first = first_contextual(blocks)
     if mode != "multipass" or first is None or index < first:
-        return [1] * len(graph.ops)
-    if index > first:
-        return [k] * len(graph.ops)
-    return [k if dep else 1 for dep in context_dependent_ops(graph)]
+        runs = [1] * len(graph.ops)
+    elif index > first:
+        runs = [k] * len(graph.ops)
+    else:
+        runs = [k if dep else 1 for dep in context_dependent_ops(graph)]
+    if score_weights({"blocks": blocks})[0][index]:
+        return runs
+    return [0 if head else n for n, head in zip(runs, head_only_ops(graph), strict=True)]
 
 
 def graph_macs(graph: BlockGraph) -> int:

@@ -163,9 +163,9 @@ def test_header_documents_modes_entry_points_input_and_unused_work(tmp_path):
     assert re.search(r"ctxconv_classify_multipass: the blocks before block1 run once; "
                      r"block1's context-free ops run once, then per candidate class", doc)
     assert "onepass" not in doc  # the export has no onepass
-    assert re.search(r"0 block0: .*score weight 0: its head is still computed", doc, re.S)
+    assert re.search(r"0 block0: .*score weight 0: ctxconv_classify skips its head", doc, re.S)
     assert re.search(r"1 block1: .*contextual; scores weighted \d+", doc)
-    assert "Unused work: the head of block0 (score weight 0) is still computed" in readme
+    assert "the classify functions run block0 without the head" in readme
     for text in ("blocks must run in order", "input slot is", "until the next block runs"):
         assert text in head and text in readme, text
     assert f"#define CTXCONV_STACK_BYTES {STACK_BYTES}" in head

@@ -183,8 +183,7 @@ def test_firmware_checks_in_worker_processes_equal_one_process(export_dir):
     emu1, emu3 = one["emulated"], three["emulated"]
     # each run calibrates its own counter: instructions agree to the counter's granularity
     for a, b in zip(emu1.pop("blocks"), emu3.pop("blocks"), strict=True):
-        assert a.pop("instructions") == pytest.approx(b.pop("instructions"), rel=1e-4)
-        for key in ("instructions_per_mac", "instructions_over_modelled_cycles"):
+        for key in ("instructions", "instructions_per_mac", "instructions_over_modelled_cycles"):
             assert a.pop(key) == pytest.approx(b.pop(key), rel=1e-3)
         assert a == b
     for key in ("instructions_per_image", "instructions_per_mac"):

@@ -115,13 +115,13 @@ def test_contextual_block_runs_once_per_class(tmp_path):
     assert got.features[1].shape[1] == bundle.num_classes  # one pass per candidate context
     # multipass shares the context-free part: the conv of the image runs once, before the loop
     src = (bundle.path / "c" / "ctxconv_model.c").read_text()
-    shared = src[src.index("static void block1_shared(void)"):]
+    shared = src[src.index("static void block1_shared(int32_t head)"):]
     shared = shared[: shared.index("\n}\n")]
     assert "ctxconv_conv_s8" in shared and "ctxconv_add_s8" not in shared
     multipass = src[src.index("void ctxconv_classify_multipass"):]
     loop = multipass.rindex("for (int32_t k = 0")  # the candidate loop of block 1
-    assert multipass.index("block1_shared();") < loop
-    assert loop < multipass.index("block1_per_context(context_buffer);")
+    assert multipass.index("block1_shared(1);") < loop
+    assert loop < multipass.index("block1_per_context(context_buffer, 1);")
 
 
 def test_generated_code_refuses_what_it_cannot_express(tmp_path):
@@ -189,11 +189,42 @@ def test_every_emulated_core_builds_bit_exact(tmp_path):
             assert rep["bit_exact"] and rep["bit_exact_vs_tflm"], (profile, i, rep)
 
 
+@needs_arm
+def test_conv_and_pool_paths_of_the_m4_agree_and_the_assembly_is_fastest(tmp_path, monkeypatch):
+    """The M4's three kernel paths on one block: the LDRD/SMLAD assembly loop (odd group
+    counts, a last lone pixel and an odd last channel included), the C intrinsics loop
+    (CTXCONV_NO_ASM) and plain C (CTXCONV_NO_DSP); four-lane and scalar max pooling."""
+    import ctxconv.runtimes.firmware.build as build
+    from ctxconv.sim.fit import plan_on
+
+    graphs = [conv_graph(70, h=7, w=7, cin=12, cout=9, pool="MAX_POOL_2D"),  # 27 groups
+              conv_graph(71, h=5, w=5, cin=16, cout=6)]  # 36 groups, 25 pixels
+    flags = build.CFLAGS
+    for g, graph in enumerate(graphs):
+        instructions = {}
+        for path, defines in (("asm", ()), ("intrinsics", ("-DCTXCONV_NO_ASM",)),
+                              ("plain", ("-DCTXCONV_NO_DSP",))):
+            monkeypatch.setattr(build, "CFLAGS", (*flags, *defines))
+            work = tmp_path / f"{g}_{path}"
+            work.mkdir()
+            bundle = bundle_of([as_block(graph, "block0", 70 + g)], work)
+            nrf = load_profile("nrf52840")
+            plan = plan_on(nrf, bundle.graphs, bundle.num_classes, bundle.tflite)
+            rep = check_emulated(bundle, work / "c", nrf, plan, random_images(bundle, 3, g),
+                                 np.zeros(3, np.int64), work)
+            assert rep["bit_exact"] and rep["bit_exact_vs_tflm"], (path, rep)
+            instructions[path] = rep["blocks"][0]["instructions"]
+        assert instructions["asm"] < instructions["intrinsics"] < instructions["plain"], (
+            instructions)
+
+
 def _poisoned(bundle_dir: Path, body: str) -> None:
     """Put ``body`` at the start of block 0's function in the generated C (fault or hang)."""
     src = bundle_dir / "c" / "ctxconv_model.c"
-    head = "static void block0_run(const int8_t *context)\n{\n"
-    src.write_text(src.read_text().replace(head, head + body))
+    head = "static void block0_run(const int8_t *context, int32_t head)\n{\n"
+    text = src.read_text()
+    assert head in text, "block 0's function is not where the poison goes"
+    src.write_text(text.replace(head, head + body))
 
 
 @needs_arm

@@ -8,7 +8,8 @@ from ctxconv.sim.passes import graph_macs, pipeline_macs
 
 
 def _blocks(contextual: list[bool]) -> list[dict]:
-    return [{"name": f"block{i}", "contextual": c} for i, c in enumerate(contextual)]
+    return [{"name": f"block{i}", "contextual": c, "score_block": False}
+            for i, c in enumerate(contextual)]
 
 
 def test_multipass_runs_later_blocks_once_per_class():

@@ -26,11 +26,15 @@ CTX1 = 16 * K
 HEAD1 = K * 16 * 4 * 4
 
 
-@pytest.fixture(scope="module", params=["first", "all"])
+@pytest.fixture(scope="module", params=["first", "all", "unscored"])
 def prefix(request, tmp_path_factory) -> tuple[str, Path]:
-    contextual = {"first": [True, False], "all": [True, True]}[request.param]
+    """"unscored": as "first", but only block 1's scores are summed (block 0's weigh 0, so
+    the C runs block 0 without its head)."""
+    contextual = {"first": [True, False], "all": [True, True], "unscored": [True, False]}
+    scored = {"unscored": [1]}.get(request.param)
     run = train_tiny(tmp_path_factory.mktemp(f"fw_prefix_{request.param}") / "run", epochs=2,
-                     contextual=contextual, injection="bias")
+                     contextual=contextual[request.param], injection="bias",
+                     score_blocks=scored)
     export_run(run, run / "export", ExportOptions(verify_samples=20, test_samples=40, max_lsb=2))
     return request.param, run / "export"
 
@@ -40,9 +44,12 @@ def test_multipass_macs_and_latency_by_hand(prefix):
     report = simulate(export, SimOptions(mode="multipass", measure_tflm=False,
                                          bit_exact_images=0))
     b0, b1 = report["blocks"]
-    assert b0["macs"] == CONV0 + K * (CTX0 + HEAD0) == 18_208
+    if kind == "unscored":  # block 0's scores weigh 0: its head does not run
+        assert b0["macs"] == CONV0 + K * CTX0 == 5_408
+    else:
+        assert b0["macs"] == CONV0 + K * (CTX0 + HEAD0) == 18_208
     block1 = K * (CONV1 + HEAD1 + (CTX1 if kind == "all" else 0))
-    assert b1["macs"] == block1 == {"first": 209_920, "all": 211_520}[kind]
+    assert b1["macs"] == block1 == {"first": 209_920, "all": 211_520, "unscored": 209_920}[kind]
     assert report["macs"] == b0["macs"] + b1["macs"]
     assert b1["runs"] == K and b1["unshared_macs"] == b1["macs"]
     graph = load_export(export).graphs[1]
@@ -79,7 +86,7 @@ def test_c_arena_keeps_what_the_loop_rereads(prefix):
 
 @needs_cc
 def test_host_build_is_bit_exact_and_loops_over_the_later_blocks(prefix, tmp_path):
-    _, export = prefix
+    kind, export = prefix
     bundle = load_export(export)
     raw, labels = bundle.test_vectors()
     report, _ = check_host(bundle, export / "c", raw, labels, tmp_path)
@@ -89,9 +96,11 @@ def test_host_build_is_bit_exact_and_loops_over_the_later_blocks(prefix, tmp_pat
     src = (export / "c" / "ctxconv_model.c").read_text()
     multipass = src[src.index("void ctxconv_classify_multipass"):]
     loop = multipass.index("for (int32_t k = 0")
-    assert multipass.index("block0_shared();") < loop
-    assert loop < multipass.index("block0_per_context(context_buffer);") < multipass.index(
-        "q = ctxconv_run_block(1, context_buffer);")
+    head = int(kind != "unscored")  # block 0 runs without its head when its scores weigh 0
+    assert multipass.index(f"block0_shared({head});") < loop
+    assert loop < multipass.index(f"block0_per_context(context_buffer, {head});") < (
+        multipass.index("q = ctxconv_run_block(1, context_buffer);"))
+    assert ("WEIGHTED(0," in multipass) == bool(head)
 
 
 @needs_arm
@@ -105,7 +114,8 @@ def test_emulated_cortex_m4_is_bit_exact(prefix, tmp_path):
     assert rep["bit_exact"] and rep["bit_exact_vs_tflm"], rep
     # per-image instructions per MAC divide by the MACs the C executes in that mode
     kind = prefix[0]
-    multipass = CONV0 + K * (CTX0 + HEAD0) + K * (CONV1 + HEAD1 + (CTX1 if kind == "all" else 0))
+    head0 = 0 if kind == "unscored" else HEAD0
+    multipass = CONV0 + K * (CTX0 + head0) + K * (CONV1 + HEAD1 + (CTX1 if kind == "all" else 0))
     assert rep["macs_per_image"]["multipass"] == multipass
     assert rep["instructions_per_mac"]["multipass"] == round(
         rep["instructions_per_image"]["multipass"] / multipass, 3)

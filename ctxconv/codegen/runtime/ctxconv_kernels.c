@@ -10,6 +10,15 @@
 #define CTXCONV_DSP 0
 #endif
 
+/* The conv's inner loop in GNU inline assembly (LDRD post-increment, which C cannot ask
+ * for without type punning): needs the frame pointer free, so optimized builds only;
+ * -DCTXCONV_NO_ASM keeps the C intrinsics loop. */
+#if CTXCONV_DSP && defined(__GNUC__) && defined(__OPTIMIZE__) && !defined(CTXCONV_NO_ASM)
+#define CTXCONV_ASM 1
+#else
+#define CTXCONV_ASM 0
+#endif
+
 /* ------------------------------------------------------------------ requantization */
 
 /* gemmlowp SaturatingRoundingDoublingHighMul: for int32 operands the reference's
@@ -177,6 +186,76 @@ static int32_t dot_row_col(const int8_t *w, int32_t stride, const int16_t *x, in
     return acc;
 }
 
+#if CTXCONV_ASM
+/* One group (4 k) of channels c, c + 1 x pixel 0: LDRD of both channels' weights and of
+ * the pixel's 4 int16 (x then advances by `xstep` bytes), 4 SXTB16, 4 SMLAD. */
+#define CTXCONV_GROUP_PX0(xstep)                 \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"         \
+    "ldrd %[xa], %[xb], [%[x]], #" xstep "\n\t" \
+    "sxtb16 %[t], %[wa]\n\t"                    \
+    "sxtb16 %[wa], %[wa], ror #8\n\t"           \
+    "smlad %[a00], %[t], %[xa], %[a00]\n\t"     \
+    "smlad %[a00], %[wa], %[xb], %[a00]\n\t"    \
+    "sxtb16 %[u], %[wb]\n\t"                    \
+    "sxtb16 %[wb], %[wb], ror #8\n\t"           \
+    "smlad %[a10], %[u], %[xa], %[a10]\n\t"     \
+    "smlad %[a10], %[wb], %[xb], %[a10]\n\t"
+
+/* One group of channels c, c + 1 x pixels 0, 1 (3 LDRD, 4 SXTB16, 8 SMLAD): pixel 1's
+ * column follows pixel 0's in the group and reuses the unpacked weights. */
+#define CTXCONV_GROUP_2X2                        \
+    CTXCONV_GROUP_PX0("8")                       \
+    "ldrd %[xa], %[xb], [%[x]], #8\n\t"         \
+    "smlad %[a01], %[t], %[xa], %[a01]\n\t"     \
+    "smlad %[a01], %[wa], %[xb], %[a01]\n\t"    \
+    "smlad %[a11], %[u], %[xa], %[a11]\n\t"     \
+    "smlad %[a11], %[wb], %[xb], %[a11]\n\t"
+
+#define CTXCONV_GROUP_OPERANDS                                                       \
+    [a00] "+r"(a[0]), [a01] "+r"(a[1]), [a10] "+r"(a[2]), [a11] "+r"(a[3]),         \
+    [w] "+r"(w), [x] "+r"(x), [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa),      \
+    [xb] "=&r"(xb), [t] "=&r"(t), [u] "=&r"(u)
+
+/* One group of pixel 0 alone: skips pixel 1's column. */
+#define CTXCONV_GROUP_2X1 CTXCONV_GROUP_PX0("16")
+
+/* a[] = (c px0, c px1, c+1 px0, c+1 px1) += `groups` groups; w and x word-aligned (LDRD):
+ * four groups per loop pass, 60 instructions + 2 for the loop per 64 MACs; the groups & 3
+ * before it without a loop. */
+static inline void mac_2x2(const int8_t *w, const int16_t *x, int32_t groups, int32_t a[4])
+{
+    uint32_t wa, wb, xa, xb, t, u;
+    int32_t quads = groups >> 2;
+    if (groups & 1) {
+        __asm__(CTXCONV_GROUP_2X2 : CTXCONV_GROUP_OPERANDS : : "memory");
+    }
+    if (groups & 2) {
+        __asm__(CTXCONV_GROUP_2X2 CTXCONV_GROUP_2X2 : CTXCONV_GROUP_OPERANDS : : "memory");
+    }
+    if (quads) {
+        __asm__("1:\n\t" CTXCONV_GROUP_2X2 CTXCONV_GROUP_2X2 CTXCONV_GROUP_2X2 CTXCONV_GROUP_2X2
+                "subs %[n], %[n], #1\n\t"
+                "bne 1b\n\t"
+                : CTXCONV_GROUP_OPERANDS, [n] "+r"(quads)
+                :
+                : "cc", "memory");
+    }
+}
+
+/* a[0] (channel c) and a[2] (c + 1) += `groups` groups of pixel 0 of the scratch. */
+static inline void mac_2x1(const int8_t *w, const int16_t *x, int32_t groups, int32_t a[4])
+{
+    uint32_t wa, wb, xa, xb, t, u;
+    for (int32_t g = groups; g > 0; --g) {
+        __asm__(CTXCONV_GROUP_2X1
+                : [a00] "+r"(a[0]), [a10] "+r"(a[2]), [w] "+r"(w), [x] "+r"(x), [wa] "=&r"(wa),
+                  [wb] "=&r"(wb), [xa] "=&r"(xa), [xb] "=&r"(xb), [t] "=&r"(t), [u] "=&r"(u)
+                :
+                : "memory");
+    }
+}
+#endif
+
 /* Output parameters in locals: int8 stores may alias anything, so fields read through the
  * params pointer would be reloaded after every store. */
 typedef struct {
@@ -184,9 +263,15 @@ typedef struct {
     int32_t offset, lo, hi;
 } out_quant;
 
+/* requantize() for a multiplier m >= 0, as every one the generator writes (QuantizeMultiplier:
+ * [2^30, 2^31) or 0): SaturatingRoundingDoublingHighMul's one saturating case,
+ * INT32_MIN * INT32_MIN, cannot occur, so it is not tested per output. */
 static inline int8_t out_s8(const out_quant *q, int32_t acc, int32_t m, int32_t s)
 {
-    return clamp_s8(requantize(acc, m, s) + q->offset, q->lo, q->hi);
+    const int32_t left = s > 0 ? s : 0;
+    const int32_t shifted = (int32_t)((uint32_t)acc << left);
+    const int32_t high = (int32_t)(((int64_t)shifted * m + ((int64_t)1 << 30)) >> 31);
+    return clamp_s8(rdbpot(high, left - s) + q->offset, q->lo, q->hi);
 }
 
 static inline int8_t channel_out(const out_quant *q, int32_t acc, int32_t ch)
@@ -202,10 +287,24 @@ static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_
     const out_quant q = {p->mult, p->shift, p->out_offset, p->act_min, p->act_max};
     const int8_t *weights = p->weights;
     const int32_t *bias = p->bias;
+#if CTXCONV_ASM
+    const int aligned = (((uintptr_t)weights | (uintptr_t)col) & 3u) == 0u;
+#endif
     int32_t ch = 0;
     for (; ch + 1 < cout && pixels == 2; ch += 2) {
         const int8_t *w = weights + ch * kp;
         int32_t a00 = bias[ch], a01 = a00, a10 = bias[ch + 1], a11 = a10;
+#if CTXCONV_ASM
+        if (aligned) {
+            int32_t a[4] = {a00, a01, a10, a11};
+            mac_2x2(w, col, groups, a);
+            a00 = a[0];
+            a01 = a[1];
+            a10 = a[2];
+            a11 = a[3];
+        } else
+#endif
+        {
 #if CTXCONV_DSP
         const int16_t *x = col;
         for (int32_t g = groups; g > 0; --g, w += 8, x += 8) {
@@ -245,6 +344,7 @@ static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_
             a11 += w10 * x10 + w11 * x11 + w12 * x12 + w13 * x13;
         }
 #endif
+        }
         const int32_t m0 = q.mult[ch], s0 = q.shift[ch], m1 = q.mult[ch + 1];
         const int32_t s1 = q.shift[ch + 1];
         const int8_t o00 = out_s8(&q, a00, m0, s0), o01 = out_s8(&q, a01, m0, s0);
@@ -254,6 +354,15 @@ static void conv_pixels(const ctxconv_conv_params *p, const int16_t *col, int32_
         out[cout + ch] = o01;
         out[cout + ch + 1] = o11;
     }
+#if CTXCONV_ASM
+    for (; aligned && pixels == 1 && ch + 1 < cout; ch += 2) {
+        int32_t a[4] = {bias[ch], 0, bias[ch + 1], 0};
+        mac_2x1(weights + ch * kp, col, groups, a);
+        const int8_t o0 = channel_out(&q, a[0], ch), o1 = channel_out(&q, a[2], ch + 1);
+        out[ch] = o0;
+        out[ch + 1] = o1;
+    }
+#endif
     for (; ch < cout; ++ch) { /* one pixel, or the odd last channel */
         const int32_t paired = ch + 1 < cout || (cout & 1) == 0;
         const int8_t *w = weights + (ch & ~1) * kp + (paired ? (ch & 1) * 4 : 0);
@@ -357,14 +466,41 @@ static inline pool_window window_of(const ctxconv_pool_params *p, int32_t oy, in
     return w;
 }
 
+#if CTXCONV_DSP
+/* Per signed byte lane: the larger of a and b (SSUB8 sets the GE flags SEL reads). */
+static inline uint32_t max_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(r) : "r"(a), "r"(b) : "cc");
+    return r;
+}
+#endif
+
 void ctxconv_max_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t *out)
 {
     const int32_t ch = p->channels;
     int8_t *o = out;
+#if CTXCONV_DSP
+    /* four channels per word when the activation range is the whole int8 range */
+    const int32_t lanes = p->act_min == -128 && p->act_max == 127 ? ch & ~3 : 0;
+#endif
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         for (int32_t ox = 0; ox < p->out_w; ++ox, o += ch) {
             const pool_window w = window_of(p, oy, ox);
-            for (int32_t c = 0; c < ch; ++c) {
+            int32_t c = 0;
+#if CTXCONV_DSP
+            for (; c < lanes; c += 4) {
+                uint32_t m = 0x80808080u;
+                for (int32_t y = w.ys; y < w.ye; ++y) {
+                    const int8_t *row = in + y * p->in_w * ch + c;
+                    for (int32_t x = w.xs; x < w.xe; ++x) {
+                        m = max_s8x4(m, load_u32(row + x * ch));
+                    }
+                }
+                memcpy(o + c, &m, 4);
+            }
+#endif
+            for (; c < ch; ++c) {
                 int32_t m = -128;
                 for (int32_t y = w.ys; y < w.ye; ++y) {
                     for (int32_t x = w.xs; x < w.xe; ++x) {

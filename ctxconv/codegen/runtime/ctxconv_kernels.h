@@ -6,7 +6,11 @@
  * (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT). Integer arithmetic only.
  *
  * On cores with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4, M7, M33) the conv and
- * fully connected inner loops use the dual 16-bit multiply-accumulate SMLAD; elsewhere a
+ * fully connected inner loops use the dual 16-bit multiply-accumulate SMLAD (the conv's in
+ * GNU inline assembly in optimized builds: LDRD of two channels' weights and of each
+ * pixel's column, 2 channels x 2 pixels, four groups of 4 k per loop pass, about one
+ * instruction per MAC; define CTXCONV_NO_ASM for the C intrinsics loop) and max pooling
+ * compares four channels per SSUB8/SEL; elsewhere a
  * plain C loop computes the same integers (on ARMv6-M, Cortex-M0/M0+, the conv takes one
  * accumulator per pass, which its 8 low registers hold without spilling; elsewhere all
  * four of a channel pair and pixel pair at once).
@@ -15,6 +19,14 @@
 #define CTXCONV_KERNELS_H
 
 #include <stdint.h>
+
+/* Word alignment for the generated int8 weight arrays: the Arm conv loop reads them with
+ * LDRD (and checks, falling back to unaligned loads where a compiler ignores this). */
+#if defined(__GNUC__) || defined(__clang__)
+#define CTXCONV_ALIGN4 __attribute__((aligned(4)))
+#else
+#define CTXCONV_ALIGN4
+#endif
 
 /* CONV_2D with per-channel requantization. The generator pads k_h * k_w * in_c up to
  * k_padded (a multiple of 4) and interleaves the rows of output channels 2i and 2i + 1 in
