@@ -17,11 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.blockgraph.manifest import C_DIR, MANIFEST_NAME, read_manifest, validate_manifest
 from ctxconv.blockgraph.tflite.reader import read_tflite
 from ctxconv.blockgraph.tflite.writer import write_tflite
 from ctxconv.codegen.header import header, model_digest
+from ctxconv.codegen.package import package_files
 from ctxconv.codegen.readme import readme
 from ctxconv.codegen.sources import CGenerationError, source
 from ctxconv.memory.c_arena import ArenaLayout, plan_arena
@@ -71,11 +74,14 @@ def copy_runtime(names: tuple[str, ...], out_dir: Path) -> list[Path]:
 
 
 def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir: str | Path,
-                    tflite: list[bytes] | None = None) -> tuple[list[Path], ArenaLayout]:
+                    tflite: list[bytes] | None = None,
+                    sample: tuple[np.ndarray, int] | None = None
+                    ) -> tuple[list[Path], ArenaLayout]:
     """Write the library into ``out_dir``; return the files written and the arena layout.
 
     ``tflite``: the bytes of the blocks' .tflite files, whose sha256 the header names
-    (default: ``graphs`` serialised as the exporter writes them). Raises
+    (default: ``graphs`` serialised as the exporter writes them). ``sample``: one raw image
+    and its label for the example (``example/main.c``; default: a black image). Raises
     ``CGenerationError`` naming the block and op when a graph cannot be expressed.
     """
     _check_pipeline(manifest, graphs)
@@ -84,14 +90,25 @@ def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir:
     digest = model_digest(tflite if tflite is not None
                           else [write_tflite(g, g.name) for g in graphs])
     texts = {"ctxconv_model.h": header(manifest, graphs, layout, digest),
-             "ctxconv_model.c": code, "README.md": readme(manifest, graphs, layout, digest)}
+             "ctxconv_model.c": code, "README.md": readme(manifest, graphs, layout, digest),
+             **package_files(manifest, *(sample or (None, None)))}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "example").mkdir(parents=True, exist_ok=True)
     written = copy_runtime(KERNEL_FILES, out)
     for name, text in texts.items():
         (out / name).write_text(text)
         written.append(out / name)
     return written, layout
+
+
+def example_sample(export_dir: Path) -> tuple[np.ndarray, int] | None:
+    """The example's image: the export's first training (calibration) vector, if it has
+    them."""
+    path = export_dir / "train_vectors.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return data["images"][0], int(data["labels"][0])
 
 
 def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLayout]:
@@ -119,7 +136,7 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
     tmp = make_work_dir(f".{C_DIR}.new-", export_dir)
     sweep_stale(export_dir, f".{C_DIR}.old-")
     try:
-        _, layout = write_c_library(manifest, graphs, tmp, tflite)
+        _, layout = write_c_library(manifest, graphs, tmp, tflite, example_sample(export_dir))
         manifest["c"] = c_record(layout)
         files = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{C_DIR}/")}
         files.update({f"{C_DIR}/{k}": v for k, v in file_digests(tmp).items()})

@@ -12,12 +12,13 @@ from ctxconv.memory.c_arena import ArenaLayout
 
 
 def _unused(graphs: list[BlockGraph], rows: list[dict[str, int]]) -> str:
-    """The README line naming blocks whose scores are computed but unused."""
+    """The README line naming the blocks whose heads the classify functions skip."""
     names = [g.name for g, r in zip(graphs, rows, strict=True) if not r["score_weight"]]
     if not names:
         return ""
-    return (f"- Unused work: the head of {', '.join(names)} (score weight 0) is still computed "
-            "on every run; its scores are not summed (the header lists each block).\n")
+    return (f"- Unused work is skipped: the classify functions run {', '.join(names)} without "
+            "the head (score weight 0: its scores are not summed); `ctxconv_run_block` still "
+            "computes them (the header lists each block).\n")
 
 
 def readme(manifest: dict[str, Any], graphs: list[BlockGraph], layout: ArenaLayout,
@@ -56,6 +57,31 @@ Add the four files to your firmware project and compile them with the rest (C99 
 ctxconv_model.h  ctxconv_model.c  ctxconv_kernels.h  ctxconv_kernels.c
 ```
 
+or take the build files beside them:
+
+- CMake: `add_subdirectory(path/to/c ctxconv)` and
+  `target_link_libraries(app PRIVATE ctxconv::model)` (a static library). Built on its own
+  (`cmake -S . -B build && cmake --build build`) it also builds `example/main.c`, which
+  classifies one image and prints the class; cross-compile with
+  `-DCMAKE_SYSTEM_NAME=Generic -DCMAKE_C_COMPILER=arm-none-eabi-gcc
+  -DCMAKE_TRY_COMPILE_TARGET_TYPE=STATIC_LIBRARY -DCMAKE_C_FLAGS="-mcpu=cortex-m4 -mthumb"`.
+- Make: `include path/to/c/ctxconv.mk`, then add `$(CTXCONV_SOURCES)` to the sources and
+  `$(CTXCONV_CFLAGS)` to the flags.
+- Zephyr: in the application's `CMakeLists.txt`,
+  `target_sources(app PRIVATE ${{CTXCONV}}/ctxconv_model.c ${{CTXCONV}}/ctxconv_kernels.c)` and
+  `target_include_directories(app PRIVATE ${{CTXCONV}})` (or `add_subdirectory` as above and
+  link `ctxconv::model` into `app`); `CONFIG_CBPRINTF_FULL_INTEGRAL` is not needed, the
+  library prints nothing.
+- Arduino: copy the four files into the sketch folder (`.c` files compile as C; include
+  `ctxconv_model.h` from the `.ino`, it has `extern "C"` guards). The weights are `const`
+  and stay in flash on Arm boards; on AVR boards they would need `PROGMEM` (not supported).
+- STM32CubeIDE: copy the folder into the project (e.g. `Middlewares/ctxconv`), add it to
+  the include paths (Project Properties, C/C++ Build, Settings, MCU GCC Compiler, Include
+  paths) and build with `-O2` or `-O3` (the Debug configuration's `-O0` takes the slower
+  C loop instead of the Arm assembly one). With STM32CubeMX Makefile projects, add
+  `$(CTXCONV_SOURCES)` to `C_SOURCES` and `$(CTXCONV_CFLAGS)` to `C_INCLUDES` after
+  including `ctxconv.mk`.
+
 ```c
 #include "ctxconv_model.h"
 
@@ -86,8 +112,10 @@ int32_t label = ctxconv_argmax(scores);
 - Per block: `ctxconv_run_block(i, context)` runs block i on the arena and returns its int8
   class scores; `ctxconv_block_features(i)` is its output feature map (e.g. for early exit).
 - Cores with the DSP extension (Cortex-M4, M7, M33; `__ARM_FEATURE_DSP`) use the dual 16-bit
-  MAC (SMLAD) in the conv and fully connected loops; elsewhere plain C computes the same
-  integers. Define `CTXCONV_NO_DSP` to force the plain C path.
+  MAC (SMLAD) in the conv and fully connected loops (the conv's in GNU inline assembly in
+  optimized builds) and compare four channels at a time in max pooling; elsewhere plain C
+  computes the same integers. Define `CTXCONV_NO_ASM` for the C intrinsics conv loop,
+  `CTXCONV_NO_DSP` to force the plain C path.
 - Not reentrant: one arena, one inference at a time.
 
 The outputs equal the simulator's int8 kernels and TensorFlow Lite Micro bit for bit

@@ -216,15 +216,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
                                     "split": "test", "layout": "NHWC", "dtype": "uint8"}
         # the calibration images with labels: labelled data for on-device training
         n_calib = int(calib.shape[0])
-        np.savez_compressed(tmp / "train_vectors.npz",
-                            images=_raw_images(train.tensors[0][:n_calib], info),
-                            labels=train.tensors[1][:n_calib].numpy())
+        train_raw = _raw_images(train.tensors[0][:n_calib], info)
+        train_labels = train.tensors[1][:n_calib].numpy()
+        np.savez_compressed(tmp / "train_vectors.npz", images=train_raw, labels=train_labels)
         manifest["train_vectors"] = {"file": "train_vectors.npz", "count": n_calib,
                                      "split": "train (the calibration images)",
                                      "layout": "NHWC", "dtype": "uint8"}
 
         if "c" in opts.formats:
-            _, layout = write_c_library(manifest, graphs, tmp / C_DIR, tflite or None)
+            sample = (train_raw[0], int(train_labels[0])) if len(train_labels) else None
+            _, layout = write_c_library(manifest, graphs, tmp / C_DIR, tflite or None, sample)
             manifest["c"] = c_record(layout)
 
         # accuracy: float torch (above) and the exported pipeline (onnxruntime, batched)
