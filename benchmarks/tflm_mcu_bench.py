@@ -1,9 +1,9 @@
 """TFLite Micro + CMSIS-NN beside the generated C on the same emulated Cortex-M4.
 
-    python benchmarks/tflm_mcu_bench.py --tflm PATH [EXPORT_DIR ...]   # default: the Fashion-MNIST and digits exports
+    python benchmarks/tflm_mcu_bench.py --tflm TFLM_CHECKOUT [EXPORT_DIR ...]  # default: Fashion-MNIST and digits
     python benchmarks/tflm_mcu_bench.py --render                      # markdown from results/tflm_mcu.json only
 
-PATH is a tflite-micro checkout with its third-party code in
+TFLM_CHECKOUT is a tflite-micro checkout with its third-party code in
 ``tensorflow/lite/micro/tools/make/downloads/`` (nothing is downloaded). TFLM is built
 from it with CMSIS-NN by its own Makefile (``benchmarks/tflm_mcu/build.py``) for
 ``-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 -O2``; the harness
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import tempfile
@@ -300,10 +301,27 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def public_command(command: str, paths: dict[str | None, str]) -> str:
+    """The command as provenance stores it, with this machine's own paths (the checkout,
+    the build folder) replaced by the names the usage line gives them."""
+    words = shlex.split(command)
+    out = []
+    for i, w in enumerate(words):
+        flag, eq, value = w.partition("=")
+        if eq and flag in ("--tflm", "--build-dir") and value in paths:
+            w = f"{flag}={paths[value]}"
+        elif i and words[i - 1] in ("--tflm", "--build-dir") and w in paths:
+            w = paths[w]
+        out.append(w)
+    return shlex.join(out)
+
+
 def main() -> None:
     if (started := start(__doc__, "tflm_mcu", render, add_options)) is None:
         return
     args, stamp = started
+    stamp["command"] = public_command(stamp["command"], {args.tflm: "TFLM_CHECKOUT",
+                                                         args.build_dir: "BUILD_DIR"})
     try:
         checkout = tb.check_checkout(args.tflm)
     except tb.TflmError as exc:

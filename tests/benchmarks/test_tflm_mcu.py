@@ -159,3 +159,11 @@ def test_a_missing_checkout_is_one_line_and_exit_2(args, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert ("not a tflite-micro checkout" if args else "--tflm PATH") in lines[0]
     assert not (tmp_path / "benchmarks").exists()
+
+
+def test_the_stored_command_names_the_checkout_not_its_path():
+    cmd = "python benchmarks/tflm_mcu_bench.py --tflm /x/y/tflm --build-dir=/b x/export"
+    assert bench.public_command(cmd, {"/x/y/tflm": "TFLM_CHECKOUT", "/b": "BUILD_DIR"}) == (
+        "python benchmarks/tflm_mcu_bench.py --tflm TFLM_CHECKOUT --build-dir=BUILD_DIR "
+        "x/export")
+    assert bench.public_command(cmd, {None: "BUILD_DIR"}) == cmd
