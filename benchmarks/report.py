@@ -21,8 +21,8 @@ from benchmarks.provenance import ROOT, provenance, relative
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 ORDER = ["quickstart", "train", "contextual", "accuracy", "host_train", "host_train_gpu",
-         "parallel", "export", "sim", "sim_speed", "firmware", "ondevice_train", "ondevice_int8",
-         "ondevice_adapt"]
+         "parallel", "export", "sim", "sim_speed", "firmware", "tflm_mcu", "ondevice_train",
+         "ondevice_int8", "ondevice_adapt"]
 PROVENANCE_KEYS = ("machine", "date", "commit", "command")
 
 

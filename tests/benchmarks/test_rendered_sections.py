@@ -25,6 +25,7 @@ SECTIONS = {
     "sim": ("sim_bench", "render"),
     "sim_speed": ("sim_speed_bench", "render"),
     "firmware": ("firmware_bench", "render"),
+    "tflm_mcu": ("tflm_mcu_bench", "render"),
     "ondevice_train": ("ondevice_train_bench", "render"),
     "ondevice_int8": ("ondevice_int8_bench", "render"),
     "ondevice_adapt": ("ondevice_adapt_bench", "render"),
