@@ -3,7 +3,7 @@
 Rooms in dependency order (a room imports only rooms above it):
 
     cli_errors, progress, workdirs, blockgraph, memory, runtimes, codegen, sim, ondevice,
-    train, export, configs, launch
+    predict, train, export, configs, launch
 
 ``export`` reads checkpoints through ``train`` (the model and its loading), so it comes
 after it; ``launch`` holds the entry points of the torch commands. Only ``train`` and
@@ -24,7 +24,7 @@ import pytest
 import ctxconv
 
 ROOMS = ("cli_errors", "progress", "workdirs", "blockgraph", "memory", "runtimes", "codegen",
-         "sim", "ondevice", "train", "export", "configs", "launch")
+         "sim", "ondevice", "predict", "train", "export", "configs", "launch")
 TORCH_ROOMS = ("train", "export")
 PACKAGE_DIR = Path(ctxconv.__file__).parent
 

@@ -34,6 +34,7 @@ from ctxconv.blockgraph.pipeline import CONTEXT_ON, BlockPipeline
 from ctxconv.blockgraph.tflite.writer import write_tflite
 from ctxconv.codegen import c_record, write_c_library
 from ctxconv.export.fold import FloatBlock, fold_block
+from ctxconv.export.model_card import CARD_NAME, model_card
 from ctxconv.export.quantize import CONTEXT_QUANT, build_block_graph, calibrate
 from ctxconv.export.run_check import (
     check_finished,
@@ -243,6 +244,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         agreement = verify_blocks(model, manifest, tmp, test, opts)
         manifest["agreement"] = agreement
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
+        (tmp / CARD_NAME).write_text(model_card(manifest, graphs, tmp, run_dir))
         manifest["files"] = file_digests(tmp)
         validate_manifest(manifest)
         seal_manifest(manifest)

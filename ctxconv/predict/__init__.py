@@ -1,0 +1,1 @@
+"""``ctxconv-predict``: classify a user's images with an export, on any backend."""
