@@ -128,8 +128,9 @@ def render(res: dict) -> list[str]:
     lines += ["", "### Whole binary, per target", "",
               "| MCU (core) | flash KB (ELF) | library KB | .tflite KB | flash / (1.10 × .tflite + 16 KB) "
               "| RAM KB: static + stack + I/O | TFLM min arena, largest block KB | RAM / TFLM | "
-              "modelled SRAM KB | instructions / image | instr / MAC | ms at 1 instr/cycle |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "modelled SRAM KB | instructions / image (measured) | instr / MAC | ms at 1 "
+              "instr/cycle | cycles / instruction (estimate) | ms / image (estimate) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mcu, rep in reports.items():
         e = rep["firmware"]["emulated"]
         budget = 1.10 * e["tflite_bytes"] + 16 * KB
@@ -143,16 +144,40 @@ def render(res: dict) -> list[str]:
             f"{e['io_buffer_bytes'] / KB:.2f} | {rep['tflm_min_arena_bytes'] / KB:.1f} | "
             f"{e['ram_over_tflm_largest_block']:.3f} | {rep['sram_bytes'] / KB:.1f} | "
             f"{instr:,} | {e['instructions_per_mac'][mode]:.2f} | "
-            f"{1e3 * instr / rep['profile']['clock_hz']:.0f} |")
+            f"{1e3 * instr / rep['profile']['clock_hz']:.0f} | {cycle_columns(e, mode)} |")
     d = turnaround
     lines += ["", f"Digits (the README's default model): generation {d['generate_s']:.1f} s + "
               f"cross-compile {d['cross_compile_s']:.1f} s + {d['images']} images emulated "
               f"{d['emulate_s']:.1f} s = **{d['total_s']:.1f} s**.", "",
               "ms at 1 instr/cycle: the instructions at the profile's clock, one per cycle; a "
               "single-issue core (M0+, M4, M33) takes at least that long, the dual-issue M7 can "
-              "take less, so it is no bound there.", "",
+              "take less, so it is no bound there.", "", cycle_note(reports), "",
               modelled_only(reports)]
     return lines
+
+
+def cycle_columns(emu: dict, mode: str) -> str:
+    """The estimate's two cells, or a dash where a stored run predates it."""
+    est = emu.get("cycle_estimate")
+    if not est:
+        return "- | -"
+    return f"{est['cycles_per_instruction']:.3f} | {est['ms_per_image'][mode]:.0f}"
+
+
+def cycle_note(reports: dict) -> str:
+    """How the cycle estimate was made, and per core what it leaves out."""
+    ests = {rep["profile"]["core"]: rep["firmware"]["emulated"].get("cycle_estimate")
+            for rep in reports.values()}
+    if not any(ests.values()):
+        return "Cycles: not estimated in this run."
+    notes = "; ".join(f"{core}: {e['timing_note']}" for core, e in ests.items()
+                      if e and e["timing_note"])
+    return ("Cycles (estimate, labelled so everywhere): the measured instructions times the "
+            "cycles per instruction of the library's instruction mix, traced on one image "
+            "(QEMU's executed-block log: every instruction and each branch's outcome), under "
+            "each core's documented timings at zero wait states ("
+            + "; ".join(dict.fromkeys(e["timing_source"] for e in ests.values() if e)) + ")."
+            + (f" {notes}." if notes else ""))
 
 
 def on_first(mode: dict, host: dict) -> str:

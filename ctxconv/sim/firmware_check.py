@@ -27,6 +27,7 @@ from ctxconv.runtimes.firmware.build import (
     build_arm,
     build_host,
 )
+from ctxconv.runtimes.firmware.cycles import library_cycle_estimate
 from ctxconv.runtimes.firmware.run import (
     BlockShape,
     HarnessOutputs,
@@ -322,7 +323,27 @@ def check_emulated(bundle: ExportBundle, c_dir: Path, profile: McuProfile,
             np.array_equal(a, b[:n]) for a, b in zip(got.features, host.features, strict=True))
     if plan is not None:
         report.update(_measured(build, got, bundle, plan, profile))
+        report.update(_cycles(build, raw[0], work / "traced", report, profile))
     return report
+
+
+def _cycles(build: ArmBuild, image: np.ndarray, work: Path, measured: dict[str, Any],
+            profile: McuProfile) -> dict[str, Any]:
+    """The estimated cycles beside the measured instructions: the library's cycles per
+    instruction from one traced image under the core's documented timings."""
+    est = library_cycle_estimate(build.elf, build.target, set(build.library_symbols), image,
+                                 work, EMULATOR_START_SECONDS + 10 * EMULATED_SECONDS_PER_IMAGE)
+    cpi = est["cycles_per_instruction"]
+    per_image = {m: round(v * cpi) for m, v in measured["instructions_per_image"].items()}
+    for b in measured["blocks"]:
+        b["cycles_estimate"] = round(b["instructions"] * cpi)
+    return {"cycle_estimate": {**est, "per_image": per_image,
+                               "ms_per_image": {m: round(1e3 * c / profile.clock_hz, 2)
+                                                for m, c in per_image.items()},
+                               "label": "estimate: measured instructions x the cycles per "
+                                        "instruction of the library's traced instruction mix "
+                                        "under the core's documented timings (zero wait "
+                                        "states)"}}
 
 
 def run_firmware(bundle: ExportBundle, profile: McuProfile, plan: PipelinePlan,
@@ -397,8 +418,16 @@ def firmware_table(fw: dict[str, Any]) -> str:
         f"{emu['static_ram_bytes'] / kb:.1f} + stack high-water {emu['stack_high_water_bytes']} B"
         f" + I/O {emu['io_buffer_bytes']} B (modelled {emu['modelled_sram_bytes'] / kb:.1f} KB, "
         f"ratio {emu['ram_measured_over_modelled']:.3f})",
-        f"instructions per image: {per_image}",
+        f"instructions per image (measured): {per_image}",
     ]  # fmt: skip
+    est = emu.get("cycle_estimate")
+    if est:
+        lines.append("cycles per image (estimate: " + f"{est['cycles_per_instruction']:.3f} "
+                     "cycles per instruction of the traced mix, documented "
+                     f"{est['timing']} timings, zero wait states): " + ", ".join(
+                         f"{m} {c:,} ({est['ms_per_image'][m]:.1f} ms)"
+                         for m, c in est["per_image"].items())
+                     + (f"; {est['timing_note']}" if est["timing_note"] else ""))
     if "ram_over_tflm_largest_block" in emu:
         lines.append(f"RAM / TFLM's measured minimum arena of the largest block: "
                      f"{emu['ram_over_tflm_largest_block']:.3f}")

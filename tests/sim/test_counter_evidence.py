@@ -115,3 +115,45 @@ def test_static_ram_is_counted_exactly_and_agrees_with_the_elf(probe):
     assert STATIC_BSS + STATIC_DATA <= library_ram <= elf_ram
     assert STACK_ARRAY <= got["stack"] <= build.stack_bytes
     assert Path(build.elf).stat().st_size > 0
+
+
+@needs_arm
+def test_the_trace_counts_the_loop_and_its_taken_branches(probe, tmp_path):
+    """The executed-instruction trace behind the cycle estimate, on the same loop: its nops
+    and subs counted, its backward branch taken every iteration but the last."""
+    from ctxconv.runtimes.firmware.trace import trace_program
+
+    build, _ = probe
+    (tmp_path / "inputs.bin").write_bytes(b"")
+    mix = trace_program(build.elf, build.target, tmp_path, 60.0)
+    main = mix.counts["main"]
+    # (ARMv6-M assemblers write nop as mov r8, r8)
+    nops = sum(n for (op, args), n in main.items() if op == "nop" or (op, args) == ("mov",
+                                                                                 "r8, r8"))
+    subs = sum(n for (op, args), n in main.items() if op == "subs" and args.endswith("#1"))
+    # QEMU may restart a block cut short by its instruction budget: a few repeats at most
+    assert 2 * LOOP_ITERATIONS <= nops <= 2 * LOOP_ITERATIONS * (1 + 1e-4), nops
+    assert LOOP_ITERATIONS <= subs <= LOOP_ITERATIONS * (1 + 1e-4), subs
+    assert LOOP_ITERATIONS - 1 <= mix.taken["main"] <= LOOP_ITERATIONS * (1 + 1e-4) + 20
+    assert mix.not_taken["main"] >= 1
+
+
+def test_cycle_estimate_of_a_known_mix_by_hand():
+    """Per class, the documented costs: on the M4 a taken branch 1 + P = 3, LDRD 3, a POP
+    of 4 registers 1 + 4; on the M0+ a taken B 2, LDR 2."""
+    from collections import Counter
+
+    from ctxconv.runtimes.firmware.cycles import TIMINGS, estimate_cycles
+    from ctxconv.runtimes.firmware.trace import InstructionMix, base_mnemonic
+
+    assert [base_mnemonic(o) for o in ("bne.w", "ldrsb.w", "addgt", "smlal", "teq")] == [
+        "b", "ldrsb", "add", "smlal", "teq"]
+    mix = InstructionMix({"f": Counter({("nop", ""): 10, ("subs", "r0, #1"): 5,
+                                        ("b", "#0x10"): 5, ("ldrd", "r2, r3, [r4], #8"): 4,
+                                        ("smlad", "r0, r1, r2, r0"): 8, ("ldr", "r1, [r2]"): 3,
+                                        ("pop", "{r4, r5, r6, pc}"): 1, ("sdiv", "r0, r1"): 1})})
+    mix.taken["f"], mix.not_taken["f"] = 5, 1  # 4 of the b's and the pop; one b falls through
+    m4 = 10 + 5 + 4 * 3 + 8 + 3 * 2 + (1 + 4) + 7 + 5 * 3 + 1 * 1
+    assert estimate_cycles(mix, TIMINGS["cortex-m4f"]) == m4
+    m0 = 10 + 5 + 4 * 2 + 8 + 3 * 2 + (1 + 4) + 32 + 5 * 2 + 1 * 1
+    assert estimate_cycles(mix, TIMINGS["cortex-m0plus"]) == m0

@@ -15,6 +15,7 @@ from ctxconv.blockgraph.manifest import seal_manifest
 from ctxconv.export.cli import main as export_main
 from ctxconv.runtimes.firmware.toolchain import missing_arm_tools
 from ctxconv.sim.cli import main as sim_main
+from ctxconv.sim.firmware_check import firmware_table
 from ctxconv.sim.simulate import SimOptions, simulate
 
 ARM_MISSING = missing_arm_tools()
@@ -102,6 +103,16 @@ def test_firmware_backend_report(export_dir, digits_export):
                                                            for b in emu["blocks"])
     assert 0 < emu["ram_over_tflm_largest_block"] < 5
     assert report["accuracy"] == fw["host"]["modes"]["onepass"]["accuracy"]
+    # beside the measured instructions, the cycle estimate, labelled as one
+    est = emu["cycle_estimate"]
+    assert est["label"].startswith("estimate:") and est["timing"] == "cortex-m4f"
+    assert 1.0 <= est["cycles_per_instruction"] < 3.0 and est["traced_instructions"] > 0
+    for m, v in emu["instructions_per_image"].items():
+        assert est["per_image"][m] == round(v * est["cycles_per_instruction"])
+        assert est["ms_per_image"][m] == round(1e3 * est["per_image"][m] / 64e6, 2)
+    assert all(b["cycles_estimate"] > b["instructions"] for b in emu["blocks"])
+    text = firmware_table(fw)
+    assert "instructions per image (measured):" in text and "cycles per image (estimate:" in text
 
 
 @needs_arm
