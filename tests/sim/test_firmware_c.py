@@ -193,12 +193,15 @@ def test_every_emulated_core_builds_bit_exact(tmp_path):
 def test_conv_and_pool_paths_of_the_m4_agree_and_the_assembly_is_fastest(tmp_path, monkeypatch):
     """The M4's three kernel paths on one block: the LDRD/SMLAD assembly loop (odd group
     counts, a last lone pixel and an odd last channel included), the C intrinsics loop
-    (CTXCONV_NO_ASM) and plain C (CTXCONV_NO_DSP); four-lane and scalar max pooling."""
+    (CTXCONV_NO_ASM) and plain C (CTXCONV_NO_DSP); four-lane and scalar max and average
+    pooling (average: windows cut by the padding)."""
     import ctxconv.runtimes.firmware.build as build
     from ctxconv.sim.fit import plan_on
 
     graphs = [conv_graph(70, h=7, w=7, cin=12, cout=9, pool="MAX_POOL_2D"),  # 27 groups
-              conv_graph(71, h=5, w=5, cin=16, cout=6)]  # 36 groups, 25 pixels
+              conv_graph(71, h=5, w=5, cin=16, cout=6),  # 36 groups, 25 pixels
+              conv_graph(72, h=9, w=9, cin=4, cout=10, pool="AVERAGE_POOL_2D",
+                         pool_filter=(3, 3), pool_stride=(2, 2), pool_padding="SAME")]
     flags = build.CFLAGS
     for g, graph in enumerate(graphs):
         instructions = {}

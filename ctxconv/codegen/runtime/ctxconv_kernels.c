@@ -120,9 +120,8 @@ static inline void put_group(int16_t *d, const int8_t *s, int16_t off)
 #if CTXCONV_DSP
     const uint32_t offs = (uint32_t)(uint16_t)off * 0x10001u;
     const uint32_t v = load_u32(s);
-    const uint32_t even = sxtab16(offs, v), odd = sxtab16_ror8(offs, v);
-    memcpy(d, &even, 4);
-    memcpy(d + 2, &odd, 4);
+    const uint32_t pair[2] = {sxtab16(offs, v), sxtab16_ror8(offs, v)};
+    memcpy(d, pair, sizeof pair);
 #else
     d[0] = (int16_t)(s[0] + off);
     d[1] = (int16_t)(s[2] + off);
@@ -149,13 +148,16 @@ static void im2col(const ctxconv_conv_params *p, const int8_t *in, int32_t oy, i
             const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
             const int8_t *s = in + (iy * p->in_w + ix) * cin;
             if ((cin & 3) == 0) { /* whole groups: 4 channels at a time */
-                for (int32_t c = 0; c < cin; c += 4, k += 4) {
-                    int16_t *d = base + (k >> 2) * 8;
-                    if (inside) {
-                        put_group(d, s + c, off);
-                    } else {
+                int16_t *d = base + (k >> 2) * 8;
+                k += cin;
+                if (!inside) {
+                    for (int32_t c = 0; c < cin; c += 4, d += 8) {
                         memset(d, 0, 4 * sizeof *d);
                     }
+                    continue;
+                }
+                for (int32_t c = 0; c < cin; c += 4, d += 8) {
+                    put_group(d, s + c, off);
                 }
                 continue;
             }
@@ -514,24 +516,55 @@ void ctxconv_max_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t 
     }
 }
 
+/* Round half away from zero of acc / count (C division truncates toward zero). */
+static inline int8_t avg_out(const ctxconv_pool_params *p, int32_t acc, int32_t count)
+{
+    acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+    return clamp_s8(acc, p->act_min, p->act_max);
+}
+
 void ctxconv_avg_pool_s8(const ctxconv_pool_params *p, const int8_t *in, int8_t *out)
 {
     const int32_t ch = p->channels;
     int8_t *o = out;
+#if CTXCONV_DSP
+    /* four channels per word, summed in int16 lanes: exact up to 256 taps */
+    const int32_t lanes = p->f_h * p->f_w <= 256 ? ch & ~3 : 0;
+#endif
     for (int32_t oy = 0; oy < p->out_h; ++oy) {
         for (int32_t ox = 0; ox < p->out_w; ++ox, o += ch) {
             const pool_window w = window_of(p, oy, ox);
             const int32_t count = (w.ye - w.ys) * (w.xe - w.xs);
-            for (int32_t c = 0; c < ch; ++c) {
+            int32_t c = 0;
+#if CTXCONV_DSP
+            for (; c < lanes; c += 4) {
+                uint32_t even = 0u, odd = 0u; /* channels (c, c + 2) and (c + 1, c + 3) */
+                for (int32_t y = w.ys; y < w.ye; ++y) {
+                    const int8_t *row = in + y * p->in_w * ch + c;
+                    for (int32_t x = w.xs; x < w.xe; ++x) {
+                        const uint32_t v = load_u32(row + x * ch);
+                        even = sxtab16(even, v);
+                        odd = sxtab16_ror8(odd, v);
+                    }
+                }
+                const int8_t y0 = avg_out(p, (int16_t)even, count);
+                const int8_t y1 = avg_out(p, (int16_t)odd, count);
+                const int8_t y2 = avg_out(p, (int32_t)even >> 16, count);
+                const int8_t y3 = avg_out(p, (int32_t)odd >> 16, count);
+                o[c] = y0;
+                o[c + 1] = y1;
+                o[c + 2] = y2;
+                o[c + 3] = y3;
+            }
+#endif
+            for (; c < ch; ++c) {
                 int32_t acc = 0;
                 for (int32_t y = w.ys; y < w.ye; ++y) {
                     for (int32_t x = w.xs; x < w.xe; ++x) {
                         acc += in[(y * p->in_w + x) * ch + c];
                     }
                 }
-                /* round half away from zero; C division truncates toward zero */
-                acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-                o[c] = clamp_s8(acc, p->act_min, p->act_max);
+                o[c] = avg_out(p, acc, count);
             }
         }
     }

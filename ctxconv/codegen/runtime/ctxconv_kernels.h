@@ -9,8 +9,8 @@
  * fully connected inner loops use the dual 16-bit multiply-accumulate SMLAD (the conv's in
  * GNU inline assembly in optimized builds: LDRD of two channels' weights and of each
  * pixel's column, 2 channels x 2 pixels, four groups of 4 k per loop pass, about one
- * instruction per MAC; define CTXCONV_NO_ASM for the C intrinsics loop) and max pooling
- * compares four channels per SSUB8/SEL; elsewhere a
+ * instruction per MAC; define CTXCONV_NO_ASM for the C intrinsics loop), max pooling
+ * compares four channels per SSUB8/SEL and average pooling sums four per SXTAB16; elsewhere a
  * plain C loop computes the same integers (on ARMv6-M, Cortex-M0/M0+, the conv takes one
  * accumulator per pass, which its 8 low registers hold without spilling; elsewhere all
  * four of a channel pair and pixel pair at once).
