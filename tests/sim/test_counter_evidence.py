@@ -157,3 +157,26 @@ def test_cycle_estimate_of_a_known_mix_by_hand():
     assert estimate_cycles(mix, TIMINGS["cortex-m4f"]) == m4
     m0 = 10 + 5 + 4 * 2 + 8 + 3 * 2 + (1 + 4) + 32 + 5 * 2 + 1 * 1
     assert estimate_cycles(mix, TIMINGS["cortex-m0plus"]) == m0
+
+
+@needs_arm
+def test_a_traced_run_that_fails_or_hangs_is_a_clear_error(probe, tmp_path):
+    """QEMU failing before it opens its log, or running past the limit, ends the trace with
+    an error that says so (the reader of the log pipe does not wait for ever)."""
+    import dataclasses
+    import time
+
+    from ctxconv.runtimes.firmware.targets import FirmwareError
+    from ctxconv.runtimes.firmware.trace import trace_program
+
+    build, _ = probe
+    start = time.monotonic()
+    with pytest.raises(FirmwareError, match="traced run on .* failed"):
+        trace_program(tmp_path / "missing.elf", build.target, tmp_path, 20.0)
+    bogus = dataclasses.replace(build.target, machine="no-such-board")  # fails before its log
+    with pytest.raises(FirmwareError, match=r"traced run on .*no-such-board.* failed"):
+        trace_program(build.elf, bogus, tmp_path, 20.0)
+    (tmp_path / "inputs.bin").write_bytes(b"")
+    with pytest.raises(FirmwareError, match="killed after the time limit"):
+        trace_program(build.elf, build.target, tmp_path, 0.05)  # QEMU alone takes longer
+    assert time.monotonic() - start < 15

@@ -103,6 +103,21 @@ def _parse(lines, mix: InstructionMix) -> None:
         previous = block
 
 
+def _watch(proc: subprocess.Popen, fifo: Path, timeout: float, output: list[str]) -> None:
+    """Stop QEMU at the time limit, keep its console, and once it has ended open the log
+    pipe for writing a moment: a reader still waiting for QEMU to open it (QEMU failed
+    first) then sees the end of the log instead of waiting for ever."""
+    try:
+        output.append(proc.communicate(timeout=timeout)[0] or "")
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output.append(proc.communicate()[0] or "")
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # nobody reads it any more
+
+
 def trace_program(elf: Path, target: ArmTarget, cwd: Path, timeout: float) -> InstructionMix:
     """Run ``elf`` on ``target``'s board in ``cwd`` (its input files there) and return the
     executed instruction mix."""
@@ -116,17 +131,18 @@ def trace_program(elf: Path, target: ArmTarget, cwd: Path, timeout: float) -> In
                "-kernel", str(elf)]
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, text=True)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
+        output: list[str] = []
+        watcher = threading.Thread(target=_watch, args=(proc, fifo, timeout, output), daemon=True)
+        watcher.start()
         try:
             with open(fifo, errors="replace") as log:
                 _parse(log, mix)
-            console = proc.communicate()[0]
         finally:
-            timer.cancel()
+            watcher.join(timeout + 5)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        console = "".join(output)
     if proc.returncode != 0:
         raise FirmwareError(f"traced run on {target.label} failed (exit {proc.returncode}"
                             f"{', killed after the time limit' if proc.returncode < 0 else ''})"
