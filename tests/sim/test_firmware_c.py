@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,56 @@ def test_emulator_fault_or_hang_is_a_clear_error(tmp_path, body, message, monkey
     with pytest.raises(FirmwareError, match=message):
         check_emulated(bundle, tmp_path / "c", load_profile("nrf52840"), None,
                        random_images(bundle, 2, 0), np.zeros(2, np.int64), tmp_path)
+    # no emulator outlives the check: not the one stopped at the limit, nor the other
+    # worker's, whose process the first error ended
+    deadline = time.monotonic() + 5
+    while _emulators_of(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _emulators_of(tmp_path)
+
+
+@needs_arm
+def test_an_emulator_dies_with_the_worker_that_started_it(tmp_path):
+    """A worker ended by another worker's error (map_forked terminates it) takes its
+    emulator with it, even one running firmware that never returns."""
+    from ctxconv.runtimes.firmware.build import build_arm
+    from ctxconv.runtimes.firmware.run import encode_inputs, run_program
+    from ctxconv.runtimes.firmware.targets import target_for
+    from ctxconv.sim.shards import map_forked
+
+    bundle = bundle_of([as_block(conv_graph(61), "block0", 61)], tmp_path)
+    _poisoned(tmp_path, "    for (;;) { __asm__ volatile(\"\"); }\n")
+    nrf = load_profile("nrf52840")
+    build = build_arm(tmp_path / "c", tmp_path, ["multipass"], target_for(nrf), nrf)
+    inputs = encode_inputs(random_images(bundle, 1, 0), False)
+
+    def job(i: int, progress) -> None:
+        if i == 0:
+            time.sleep(1.5)  # the other worker's emulator is running by now
+            raise FirmwareError("the first worker failed")
+        work = tmp_path / f"w{i}"
+        work.mkdir()
+        run_program(build.elf, inputs, work, 120.0, build.target)
+
+    with pytest.raises(FirmwareError, match="the first worker failed"):
+        map_forked(job, [0, 1], "emulated")
+    deadline = time.monotonic() + 5
+    while _emulators_of(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _emulators_of(tmp_path)
+
+
+def _emulators_of(folder: Path) -> list[int]:
+    """Pids of running QEMU processes whose command line names ``folder``."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "qemu-system-arm" in cmd and str(folder) in cmd:
+            pids.append(int(proc.name))
+    return pids
 
 
 def test_arena_placement_never_overlaps_live_bytes():

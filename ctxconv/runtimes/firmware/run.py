@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ctxconv.runtimes.firmware.targets import ArmTarget, FirmwareError
-from ctxconv.runtimes.firmware.toolchain import find
+from ctxconv.runtimes.firmware.toolchain import die_with_parent, find
 
 CALIBRATION_INSTRUCTIONS = 2_000_000  # the harness's calibration loop
 
@@ -132,7 +132,7 @@ def _where(stdout: str) -> str:
 def _execute(cmd: list[str], cwd: Path, what: str, timeout: float) -> str:
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     except subprocess.TimeoutExpired as exc:
         out = "".join(s.decode(errors="replace") if isinstance(s, bytes) else (s or "")
                       for s in (exc.stdout, exc.stderr))

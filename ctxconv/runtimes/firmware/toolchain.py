@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 
 ARM_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 INSTALL = f"apt-get install -y {ARM_PACKAGES}"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ToolMissing(RuntimeError):
@@ -40,3 +43,14 @@ def missing_arm_tools() -> str | None:
     except ToolMissing as exc:
         return str(exc)
     return None
+
+
+def die_with_parent() -> None:
+    """For ``subprocess``'s ``preexec_fn``: the child (an emulator) is killed when the
+    process that started it ends, even by a signal (Linux ``PR_SET_PDEATHSIG``), so a
+    worker ended by another's error leaves no firmware running. Elsewhere, nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctxconv.runtimes.firmware.targets import ArmTarget, FirmwareError
-from ctxconv.runtimes.firmware.toolchain import find
+from ctxconv.runtimes.firmware.toolchain import die_with_parent, find
 
 _INSN = re.compile(r"0x([0-9a-f]+):\s+((?:[0-9a-f]{4} ?){1,2})\s+(\S+)\s*(.*)")
 _EXEC = re.compile(r"Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/")
@@ -130,7 +130,7 @@ def trace_program(elf: Path, target: ArmTarget, cwd: Path, timeout: float) -> In
                "-icount", "shift=0", "-d", "in_asm,exec,nochain", "-D", str(fifo),
                "-kernel", str(elf)]
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True)
+                                stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
         output: list[str] = []
         watcher = threading.Thread(target=_watch, args=(proc, fifo, timeout, output), daemon=True)
         watcher.start()
