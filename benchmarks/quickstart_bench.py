@@ -81,7 +81,11 @@ def main() -> None:
             row["counts"] = pytest_counts(log.read_text())
             print(f"{TESTS}: {row['wall_seconds']} s, {row['counts']}", flush=True)
             res["tests"] = row
+            failed = [ln for ln in log.read_text().splitlines() if ln.startswith("FAILED")]
     write_section("quickstart", res, render(res))
+    if not args.no_tests and res["tests"]["exit_code"] != 0:
+        raise SystemExit(f"error: `{TESTS}` exited {res['tests']['exit_code']} (recorded):\n"
+                         + "\n".join(failed))
 
 
 def minutes(seconds: float) -> str:
