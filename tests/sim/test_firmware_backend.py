@@ -194,13 +194,21 @@ def test_firmware_checks_in_worker_processes_equal_one_process(export_dir):
     emu1, emu3 = one["emulated"], three["emulated"]
     # each run calibrates its own counter: instructions agree to the counter's granularity
     for a, b in zip(emu1.pop("blocks"), emu3.pop("blocks"), strict=True):
-        for key in ("instructions", "instructions_per_mac", "instructions_over_modelled_cycles"):
+        for key in ("instructions", "instructions_per_mac", "instructions_over_modelled_cycles",
+                    "cycles_estimate"):
             assert a.pop(key) == pytest.approx(b.pop(key), rel=1e-3)
         assert a == b
     for key in ("instructions_per_image", "instructions_per_mac"):
         for m, v in emu1.pop(key).items():
             assert emu3[key][m] == pytest.approx(v, rel=1e-3)
         emu3.pop(key)
+    # the traced image is the same run either way; its cycles follow the instructions
+    est1, est3 = emu1.pop("cycle_estimate"), emu3.pop("cycle_estimate")
+    for key in ("per_image", "ms_per_image"):
+        got = est3.pop(key)
+        for m, v in est1.pop(key).items():
+            assert got[m] == pytest.approx(v, rel=1e-3)
+    assert est3 == est1
     assert emu3 == emu1
 
 
