@@ -77,28 +77,8 @@ static void put_ticks(uint64_t t)
 
 static void marker(const char *what, int32_t image, int32_t block)
 {
-    char line[48];
-    char *s = line;
-    while (*what) {
-        *s++ = *what++;
-    }
-    const int32_t parts[2] = {image, block};
-    for (int32_t p = 0; p < 2; ++p) {
-        char digits[12];
-        int32_t n = 0;
-        uint32_t v = (uint32_t)parts[p];
-        do {
-            digits[n++] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
-        *s++ = ' ';
-        while (n) {
-            *s++ = digits[--n];
-        }
-    }
-    *s++ = '\n';
-    *s = 0;
-    platform_log(line);
+    const int32_t at[2] = {image, block};
+    platform_marker(what, at, 2);
 }
 
 static void put_outputs(tflite::MicroInterpreter *it)

@@ -38,29 +38,8 @@ static void put(const void *p, int32_t n)
 
 static void marker(const char *what, int32_t image, int32_t block)
 {
-    char line[48];
-    char *s = line;
-    const char *w = what;
-    while (*w) {
-        *s++ = *w++;
-    }
-    int32_t parts[2] = {image, block};
-    for (int32_t p = 0; p < 2; ++p) {
-        char digits[12];
-        int32_t n = 0;
-        uint32_t v = (uint32_t)parts[p];
-        do {
-            digits[n++] = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
-        *s++ = ' ';
-        while (n) {
-            *s++ = digits[--n];
-        }
-    }
-    *s++ = '\n';
-    *s = 0;
-    platform_log(line);
+    const int32_t at[2] = {image, block};
+    platform_marker(what, at, 2);
 }
 
 static void per_block(int32_t image)

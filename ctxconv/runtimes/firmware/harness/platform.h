@@ -21,6 +21,34 @@ uint64_t platform_calibrate(void);
 uint32_t platform_stack_used(void);
 void platform_exit(int32_t code);
 
+/* A progress line "what n1 n2\n" on the console (at most 3 numbers, each printed as
+ * uint32: -1 reads 4294967295; `what` up to 32 characters): the last one names the block or
+ * step that faulted or hung. */
+static inline void platform_marker(const char *what, const int32_t *numbers, int32_t count)
+{
+    char line[72];
+    int32_t i = 0;
+    while (*what && i < 32) {
+        line[i++] = *what++;
+    }
+    for (int32_t p = 0; p < count && p < 3; ++p) {
+        char digits[10];
+        int32_t n = 0;
+        uint32_t v = (uint32_t)numbers[p];
+        do {
+            digits[n++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        line[i++] = ' ';
+        while (n) {
+            line[i++] = digits[--n];
+        }
+    }
+    line[i++] = '\n';
+    line[i] = 0;
+    platform_log(line);
+}
+
 /* The output file's trailer (calibration ticks as two uint32, the stack high-water mark),
  * then close, say done and exit 0. */
 static inline void platform_finish(void)

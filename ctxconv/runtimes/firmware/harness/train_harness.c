@@ -41,20 +41,7 @@ static void put_ticks(uint64_t t)
 
 static void marker(int32_t step)
 {
-    char line[32] = "train step ";
-    char digits[12];
-    int32_t n = 0, i = 11;
-    uint32_t v = (uint32_t)step;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) {
-        line[i++] = digits[--n];
-    }
-    line[i++] = '\n';
-    line[i] = 0;
-    platform_log(line);
+    platform_marker("train step", &step, 1);
 }
 
 static void state(int32_t write)
