@@ -101,10 +101,10 @@ def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir:
     return written, layout
 
 
-def example_sample(export_dir: Path) -> tuple[np.ndarray, int] | None:
+def example_sample(export_dir: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, int] | None:
     """The example's image: the export's first training (calibration) vector, if it has
     them."""
-    path = export_dir / "train_vectors.npz"
+    path = export_dir / (manifest.get("train_vectors") or {}).get("file", "train_vectors.npz")
     if not path.is_file():
         return None
     with np.load(path) as data:
@@ -136,7 +136,8 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
     tmp = make_work_dir(f".{C_DIR}.new-", export_dir)
     sweep_stale(export_dir, f".{C_DIR}.old-")
     try:
-        _, layout = write_c_library(manifest, graphs, tmp, tflite, example_sample(export_dir))
+        _, layout = write_c_library(manifest, graphs, tmp, tflite,
+                                    example_sample(export_dir, manifest))
         manifest["c"] = c_record(layout)
         files = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{C_DIR}/")}
         files.update({f"{C_DIR}/{k}": v for k, v in file_digests(tmp).items()})

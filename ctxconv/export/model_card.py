@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ctxconv.blockgraph.ir import BlockGraph
-from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.fit import fits, plan_on, problems
-from ctxconv.sim.passes import op_runs
+from ctxconv.sim.passes import block_cycles
 from ctxconv.sim.profiles import list_profiles, load_profile
 
 CARD_NAME = "MODEL_CARD.md"
@@ -35,9 +34,8 @@ def _fit_rows(manifest: dict[str, Any], graphs: list[BlockGraph], tflite: list[b
     for name in list_profiles():
         profile = load_profile(name)
         plan = plan_on(profile, graphs, k, tflite)
-        cycles = sum(n * cyc for i, g in enumerate(graphs) for n, (_, _, cyc) in zip(
-            op_runs(manifest["blocks"], i, g, k, mode), estimate_latency(g, profile).op_cycles,
-            strict=True))
+        cycles = sum(block_cycles(manifest["blocks"], i, g, k, mode, profile)
+                     for i, g in enumerate(graphs))
         verdict = "yes" if fits(plan, profile) else "NO: " + "; ".join(
             p.split(":")[0] for p in problems(plan, profile))
         rows.append(f"| {name} | {plan.sram_bytes / KB:.1f} "

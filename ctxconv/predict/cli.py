@@ -14,7 +14,6 @@ import numpy as np
 
 from ctxconv.blockgraph.bundle import load_export
 from ctxconv.blockgraph.ir import ModelFileError
-from ctxconv.blockgraph.manifest import C_DIR
 from ctxconv.blockgraph.pipeline import BlockPipeline
 from ctxconv.cli_errors import DEBUG_HELP, check_output_path, interruptible, report_error
 from ctxconv.predict.images import ImageError, load_images
@@ -51,12 +50,9 @@ def class_scores(bundle, raw: np.ndarray, backend: str, mode: str) -> np.ndarray
         return pipe.scores(pipe.quantize_images(raw), mode)
     from ctxconv.runtimes.firmware.build import build_host
     from ctxconv.runtimes.firmware.run import run_harness
-    from ctxconv.sim.firmware_check import block_shapes
+    from ctxconv.sim.firmware_check import block_shapes, c_dir_of
 
-    c_dir = bundle.path / C_DIR
-    if not (c_dir / "ctxconv_model.c").is_file():
-        raise FirmwareError(f"{bundle.path} has no C library ({C_DIR}/): generate it with "
-                            f"`ctxconv-export {bundle.path} --format c`")
+    c_dir = c_dir_of(bundle)
     modes = list(bundle.manifest["modes"])
     with tempfile.TemporaryDirectory(prefix="ctxconv-predict-") as tmp:
         exe = build_host(c_dir, Path(tmp), modes)

@@ -14,7 +14,8 @@ from typing import Any
 from ctxconv.blockgraph.ir import BlockGraph, context_dependent_ops, head_only_ops
 from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.blockgraph.pipeline import score_weights
-from ctxconv.sim.cost import op_work
+from ctxconv.sim.cost import estimate_latency, op_work
+from ctxconv.sim.profiles import McuProfile
 
 MAC_OPS = ("CONV_2D", "FULLY_CONNECTED")
 
@@ -51,3 +52,12 @@ def pipeline_macs(blocks: list[dict[str, Any]], graphs: list[BlockGraph], k: int
                   mode: str) -> int:
     """MACs the whole pipeline executes per image in ``mode``."""
     return sum(block_macs(blocks, i, g, k, mode) for i, g in enumerate(graphs))
+
+
+def block_cycles(blocks: list[dict[str, Any]], index: int, graph: BlockGraph, k: int,
+                 mode: str, profile: McuProfile) -> float:
+    """Modelled cycles block ``index`` takes per image in ``mode`` on ``profile``: each op's
+    cost (``estimate_latency``) times how often the mode runs it."""
+    runs = op_runs(blocks, index, graph, k, mode)
+    ops = estimate_latency(graph, profile).op_cycles
+    return sum(n * cycles for n, (_, _, cycles) in zip(runs, ops, strict=True))

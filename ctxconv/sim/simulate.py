@@ -24,10 +24,9 @@ from ctxconv.memory.tflm import PipelinePlan, plan_block
 from ctxconv.progress import ThrottledBar
 from ctxconv.runtimes.factory import BACKENDS, make_runners
 from ctxconv.runtimes.runners import tflm_min_arena
-from ctxconv.sim.cost import estimate_latency
 from ctxconv.sim.firmware_check import firmware_table, run_firmware
 from ctxconv.sim.fit import DoesNotFitError, plan_on, problems, require_fit, scratch_bytes
-from ctxconv.sim.passes import block_macs, graph_macs, op_runs
+from ctxconv.sim.passes import block_cycles, block_macs, graph_macs, op_runs
 from ctxconv.sim.profiles import McuProfile, load_profile
 from ctxconv.sim.reference_pass import reference_pass
 
@@ -136,10 +135,8 @@ def simulate(export: str | Path | ExportBundle, opts: SimOptions | None = None,
     memory = memory_report(plan, profile)
     blocks = []
     for i, (graph, block) in enumerate(zip(bundle.graphs, bundle.blocks, strict=True)):
-        times = op_runs(bundle.blocks, i, graph, k, mode)
-        runs = max(times, default=1)
-        lat = estimate_latency(graph, profile)
-        cycles = sum(t * c for t, (_, _, c) in zip(times, lat.op_cycles, strict=True))
+        runs = max(op_runs(bundle.blocks, i, graph, k, mode), default=1)
+        cycles = block_cycles(bundle.blocks, i, graph, k, mode, profile)
         energy = profile.energy_mj(cycles)
         row = {
             **memory["blocks"][i], "contextual": block["contextual"], "runs": runs,
