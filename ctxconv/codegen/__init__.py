@@ -27,6 +27,7 @@ from ctxconv.codegen.header import header, model_digest
 from ctxconv.codegen.package import package_files
 from ctxconv.codegen.readme import readme
 from ctxconv.codegen.sources import CGenerationError, source
+from ctxconv.codegen.training import training_record
 from ctxconv.memory.c_arena import ArenaLayout, plan_arena
 from ctxconv.workdirs import make_work_dir, sweep_stale
 
@@ -34,13 +35,18 @@ __all__ = ["C_DIR", "KERNEL_FILES", "TRAIN_FILES", "CGenerationError", "c_record
            "copy_runtime", "write_c_for_export", "write_c_library"]
 
 KERNEL_FILES = ("ctxconv_kernels.h", "ctxconv_kernels.c")
-#: The on-device training step (one context-free block, geometry set at build time).
+#: On-device training: the runtime that trains a block through its generated descriptor.
 TRAIN_FILES = ("ctxconv_train.h", "ctxconv_train.c")
 
 
-def c_record(layout: ArenaLayout) -> dict[str, Any]:
-    """The manifest's ``c`` entry: the folder and the arena laid out in it."""
-    return {"dir": C_DIR, "arena_bytes": layout.size, "arena": layout.table()}
+def c_record(layout: ArenaLayout, manifest: dict[str, Any] | None = None,
+             graphs: list[BlockGraph] | None = None) -> dict[str, Any]:
+    """The manifest's ``c`` entry: the folder, the arena laid out in it and what the library
+    can train."""
+    rec: dict[str, Any] = {"dir": C_DIR, "arena_bytes": layout.size, "arena": layout.table()}
+    if manifest is not None and graphs is not None:
+        rec["training"] = training_record(manifest, graphs)
+    return rec
 
 
 def _check_pipeline(manifest: dict[str, Any], graphs: list[BlockGraph]) -> None:
@@ -94,7 +100,7 @@ def write_c_library(manifest: dict[str, Any], graphs: list[BlockGraph], out_dir:
              **package_files(manifest, *(sample or (None, None)))}
     out = Path(out_dir)
     (out / "example").mkdir(parents=True, exist_ok=True)
-    written = copy_runtime(KERNEL_FILES, out)
+    written = copy_runtime(KERNEL_FILES + TRAIN_FILES, out)
     for name, text in texts.items():
         (out / name).write_text(text)
         written.append(out / name)
@@ -138,7 +144,7 @@ def write_c_for_export(export_dir: str | Path) -> tuple[dict[str, Any], ArenaLay
     try:
         _, layout = write_c_library(manifest, graphs, tmp, tflite,
                                     example_sample(export_dir, manifest))
-        manifest["c"] = c_record(layout)
+        manifest["c"] = c_record(layout, manifest, graphs)
         files = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{C_DIR}/")}
         files.update({f"{C_DIR}/{k}": v for k, v in file_digests(tmp).items()})
         manifest["files"] = dict(sorted(files.items()))

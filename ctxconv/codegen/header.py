@@ -12,6 +12,7 @@ import numpy as np
 import ctxconv
 from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.codegen.sources import BLOCK_FIELDS, block_table, c_string, input_table
+from ctxconv.codegen.training import header_section
 from ctxconv.memory.c_arena import ArenaLayout
 
 #: Stack the library needs at most (bytes), on top of the caller's frame: its deepest call
@@ -154,6 +155,9 @@ void ctxconv_quantize_image(const uint8_t *pixels, int8_t *input);
  * slot included). Returns its int8 goodness output (ctxconv_blocks[index].score_bytes values,
  * in the arena: valid until the next block runs); NULL for a bad index. */
 const int8_t *ctxconv_run_block(int32_t index, const int8_t *context);
+/* Runs context-free block `index` for its features only (no head), in place as
+ * ctxconv_run_block does. Returns 0, or -1 for a bad index or a contextual block. */
+int32_t ctxconv_run_features(int32_t index);
 /* Block `index`'s int8 output features (ctxconv_blocks[index].features_bytes) in the arena:
  * valid only until the next block runs; NULL for a bad index. Runs nothing. */
 const int8_t *ctxconv_block_features(int32_t index);
@@ -211,6 +215,7 @@ extern "C" {{
 #define CTXCONV_CONTEXT_OFF {int(ctx['off'])}
 #define CTXCONV_CLASS_NAMES {{{names}}}
 
+{header_section(manifest, graphs)}
 {_block_struct()}
 extern const ctxconv_block_info ctxconv_blocks[CTXCONV_NUM_BLOCKS];
 

@@ -10,7 +10,7 @@ import numpy as np
 from ctxconv.codegen.sources import c_array
 
 #: The library's sources, as every build file lists them.
-SOURCES = ("ctxconv_model.c", "ctxconv_kernels.c")
+SOURCES = ("ctxconv_model.c", "ctxconv_kernels.c", "ctxconv_train.c")
 
 CMAKE_LISTS = """\
 # SPDX-License-Identifier: Apache-2.0
@@ -22,9 +22,15 @@ CMAKE_LISTS = """\
 cmake_minimum_required(VERSION 3.15)
 project(ctxconv_model LANGUAGES C)
 
-add_library(ctxconv STATIC ctxconv_model.c ctxconv_kernels.c)
+add_library(ctxconv STATIC ctxconv_model.c ctxconv_kernels.c ctxconv_train.c)
 add_library(ctxconv::model ALIAS ctxconv)
 target_include_directories(ctxconv PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+# On-device training: the blocks that learn (bit i = block i; 0 = inference only).
+set(CTXCONV_TRAIN_BLOCKS 0 CACHE STRING "mask of the blocks that learn on the device")
+target_compile_definitions(ctxconv PUBLIC CTXCONV_TRAIN_BLOCKS=${CTXCONV_TRAIN_BLOCKS})
+# the training step's float32 operations must not be fused (bit-exact with the host)
+set_source_files_properties(ctxconv_train.c PROPERTIES
+  COMPILE_OPTIONS "$<$<C_COMPILER_ID:GNU,Clang>:-ffp-contract=off>")
 set_target_properties(ctxconv PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON
                                          C_EXTENSIONS OFF)
 if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
@@ -49,10 +55,15 @@ MAKE_FRAGMENT = """\
 #   include path/to/c/ctxconv.mk
 #   C_SOURCES += $(CTXCONV_SOURCES)
 #   CFLAGS    += $(CTXCONV_CFLAGS)
+# On-device training: set CTXCONV_TRAIN_BLOCKS (bit i = block i learns) before including.
 CTXCONV_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-CTXCONV_SOURCES := $(CTXCONV_DIR)/ctxconv_model.c $(CTXCONV_DIR)/ctxconv_kernels.c
+CTXCONV_SOURCES := $(CTXCONV_DIR)/ctxconv_model.c $(CTXCONV_DIR)/ctxconv_kernels.c \
+                   $(CTXCONV_DIR)/ctxconv_train.c
 CTXCONV_INCLUDES := $(CTXCONV_DIR)
-CTXCONV_CFLAGS := -I$(CTXCONV_DIR)
+CTXCONV_TRAIN_BLOCKS ?= 0
+# -ffp-contract=off: the training step's float32 operations unfused (bit-exact with the host)
+CTXCONV_CFLAGS := -I$(CTXCONV_DIR) -DCTXCONV_TRAIN_BLOCKS=$(CTXCONV_TRAIN_BLOCKS) \
+                  -ffp-contract=off
 """
 
 

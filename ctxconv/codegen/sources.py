@@ -19,6 +19,7 @@ from ctxconv.blockgraph.ir import BlockGraph, Tensor
 from ctxconv.blockgraph.manifest import first_contextual
 from ctxconv.blockgraph.ops.base import c_fields
 from ctxconv.blockgraph.pipeline import BlockPipeline, score_output, score_weights
+from ctxconv.codegen import training
 from ctxconv.memory.c_arena import CONTEXT, ArenaLayout, Step
 
 
@@ -26,14 +27,16 @@ class CGenerationError(ValueError):
     """A block graph the C writer cannot express exactly; the message says which part."""
 
 
-def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> str:
-    """``static const ctype name[n] = {...};`` with INT32_MIN spelled portably."""
+def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24,
+            storage: str = "static const", attr: str = "CTXCONV_WEIGHTS_ATTR") -> str:
+    """``static const ctype name[n] = {...};`` with INT32_MIN spelled portably (``storage``
+    and ``attr``: a trainable block's macros, which make it RAM when it learns)."""
     flat = np.asarray(values).reshape(-1).astype(np.int64)
     items = ["(-2147483647 - 1)" if v == -(1 << 31) else str(int(v)) for v in flat]
     lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
     body = ",\n    ".join(lines) if lines else "0"
     align = " CTXCONV_ALIGN4" if ctype == "int8_t" else ""  # int32_t: aligned already
-    return (f"static const {ctype} {name}[{max(len(items), 1)}]{align} CTXCONV_WEIGHTS_ATTR = "
+    return (f"{storage} {ctype} {name}[{max(len(items), 1)}]{align} {attr} = "
             f"{{\n    {body}\n}};\n")
 
 
@@ -91,10 +94,13 @@ def _arg(layout: ArenaLayout, name: str | None) -> str:
 class BlockSource:
     """Constants and the body of one block's function."""
 
-    def __init__(self, index: int, graph: BlockGraph, layout: ArenaLayout) -> None:
+    def __init__(self, index: int, graph: BlockGraph, layout: ArenaLayout,
+                 trainable: bool = False) -> None:
         self.index, self.g, self.layout = index, graph, layout
+        self.trainable = trainable  # its conv and head parameters: RAM when it learns
         self.consts: list[str] = []
         self.body: list[str] = []
+        self.op_index: dict[str, int] = {}  # op kind -> its j (the arrays' names)
 
     def emit(self) -> str:
         steps = [s for s in self.layout.steps if s.block == self.index]
@@ -131,7 +137,8 @@ class BlockSource:
                   + body(looped) + "}\n\n"
                   f"static void {name}_run(const int8_t *context, int32_t head)\n{{\n"
                   f"    {name}_shared(head);\n    {name}_per_context(context, head);\n}}\n")
-        return head + "".join(self.consts) + fn
+        macros = training.param_macros(self.index, name) if self.trainable else ""
+        return head + macros + "".join(self.consts) + fn
 
     def _step(self, j: int, step: Step) -> None:
         """One op: its Params (``ops.<op>.prepare``) as a const struct, and the kernel call."""
@@ -155,7 +162,8 @@ class BlockSource:
         except ValueError as exc:
             raise CGenerationError(f"{g.name}: {exc}") from None
         p = f"{g.name}_op{j}"
-        self._params(p, params)
+        self.op_index.setdefault(op.kind, j)
+        self._params(p, params, self.trainable and op.kind in training.TRAINED_OPS)
         if module.BROADCASTS:  # the operands in the kernel's order
             order = getattr(params, "order", (0, 1))
             args = self._operands(p, step, [op.inputs[i] for i in order])
@@ -166,19 +174,23 @@ class BlockSource:
             args.append(f"({module.C_SCRATCH_TYPE} *)(void *)A({self.layout.offset(step.scratch)})")
         self.body.append(f"{module.C_FUNCTIONS[op.kind]}(&{p}, {', '.join(args)});")
 
-    def _params(self, p: str, params: Any) -> None:
-        """``static const <C_STRUCT> p = {.field = ..., ...};``, arrays as their own consts."""
+    def _params(self, p: str, params: Any, trained: bool = False) -> None:
+        """``static const <C_STRUCT> p = {.field = ..., ...};``, arrays as their own consts
+        (``trained``: under the block's storage macros)."""
+        name = self.g.name.upper()
+        storage = (f"{name}_PARAM", f"{name}_ATTR") if trained else (
+            "static const", "CTXCONV_WEIGHTS_ATTR")
         items = []
-        for name in c_fields(type(params)):
-            value = getattr(params, name)
+        for field in c_fields(type(params)):
+            value = getattr(params, field)
             if isinstance(value, np.ndarray):
-                layout = _C_LAYOUT.get((params.C_STRUCT, name))
+                layout = _C_LAYOUT.get((params.C_STRUCT, field))
                 data = value if layout is None else layout(value, params)
                 ctype = "int8_t" if value.dtype == np.int8 else "int32_t"
-                self.consts.append(c_array(ctype, f"{p}_{name}", data))
-                items.append(f"    .{name} = {p}_{name},")
+                self.consts.append(c_array(ctype, f"{p}_{field}", data, 24, *storage))
+                items.append(f"    .{field} = {p}_{field},")
             else:
-                items.append(f"    .{name} = {c_int(value)},")
+                items.append(f"    .{field} = {c_int(value)},")
         self.consts.append(f"static const {params.C_STRUCT} {p} = {{\n" + "\n".join(items)
                            + "\n};\n")
 
@@ -269,10 +281,15 @@ static union {{
 """, "static int8_t context_buffer[CTXCONV_NUM_CLASSES];\n\n"
              if any(b["contextual"] for b in blocks) else "",
              c_array("int8_t", "input_table", input_table(manifest), per_line=32)]
-    for i, g in enumerate(graphs):
-        parts.append("\n" + BlockSource(i, g, layout).emit())
+    reasons = training.train_reasons(manifest, graphs)
+    sources = [BlockSource(i, g, layout, reasons[i] is None) for i, g in enumerate(graphs)]
+    for src in sources:
+        parts.append("\n" + src.emit())
     runs = "".join(f"    case {i}: {g.name}_run(context, 1); break;\n"
                    for i, g in enumerate(graphs))
+    feature_runs = "".join(f"    case {i}: {g.name}_run(0, 0); return 0;\n"
+                           for i, (g, b) in enumerate(zip(graphs, blocks, strict=True))
+                           if not b["contextual"])
     parts.append(f"""
 {_block_info(block_table(manifest, graphs, layout))}
 /* Block i's int8 goodness value q on the class-score sum's fixed-point scale. */
@@ -297,6 +314,13 @@ const int8_t *ctxconv_run_block(int32_t index, const int8_t *context)
 {runs}    default: return 0;
     }}
     return A(ctxconv_blocks[index].score_offset);
+}}
+
+int32_t ctxconv_run_features(int32_t index)
+{{
+    switch (index) {{
+{feature_runs}    default: return -1;
+    }}
 }}
 
 const int8_t *ctxconv_block_features(int32_t index)
@@ -336,7 +360,19 @@ void ctxconv_classify(const int8_t *input, int32_t scores[CTXCONV_NUM_CLASSES])
     ctxconv_classify_{manifest['modes'][0]}(input, scores);
 }}
 """)
+    parts.append(_training_part(sources, reasons))
     return "".join(parts)
+
+
+def _training_part(sources: list[BlockSource], reasons: list[str | None]) -> str:
+    """The descriptors of the trainable blocks (``ctxconv_train.h``), built only when some
+    block learns (``CTXCONV_TRAIN_BLOCKS``)."""
+    descs = "".join(training.descriptor(s.index, s.g, s.op_index["CONV_2D"],
+                                        s.op_index["FULLY_CONNECTED"])
+                    for s in sources if s.trainable)
+    return ("\n/* ---- on-device training: the blocks built trainable (ctxconv_train.h) */\n"
+            "#if CTXCONV_TRAIN_BLOCKS\n#include \"ctxconv_train.h\"\n\n" + descs
+            + training.table([s.g for s in sources], reasons) + "#endif\n")
 
 
 def _classify(mode: str, blocks: list[dict[str, Any]], graphs: list[BlockGraph],

@@ -227,7 +227,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None,
         if "c" in opts.formats:
             sample = (train_raw[0], int(train_labels[0])) if len(train_labels) else None
             _, layout = write_c_library(manifest, graphs, tmp / C_DIR, tflite or None, sample)
-            manifest["c"] = c_record(layout)
+            manifest["c"] = c_record(layout, manifest, graphs)
 
         # accuracy: float torch (above) and the exported pipeline (onnxruntime, batched)
         log.info("measuring exported accuracy on %d test images", len(labels))

@@ -36,6 +36,8 @@ from ctxconv.ondevice.block import im2col, max_pool
 
 F32 = np.float32
 ROUNDINGS = ("stochastic", "nearest")
+#: What an int8 in-place step may update (``qas_step``'s ``update``).
+INT8_UPDATES = ("all", "head", "bias")
 
 # exp(x) for x in [-80, 0]: x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor polynomial of e^r
 _LOG2E, _LN2_HI, _LN2_LO = F32(1.44269504), F32(0.693145752), F32(1.42860677e-06)
@@ -70,6 +72,17 @@ def uniforms(seed: int, step: int, index: np.ndarray) -> np.ndarray:
         key = hash32(np.uint32((seed + step * 0x9E3779B9) & 0xFFFFFFFF))
         return (hash32(key ^ np.asarray(index, np.uint32)) >> np.uint32(8)).astype(F32) \
             * F32(2.0**-24)
+
+
+#: The "step" of the init draws (``hash_init``): one no training run reaches.
+INIT_STEP = 0xFFFFFFFF
+
+
+def _quant_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 of float32 rows: scale max|w| / 127 (at least 1e-8 / 127)."""
+    w = w.reshape(len(w), -1).astype(F32)
+    s = np.maximum(np.abs(w).max(axis=1), F32(1e-8)) / F32(127)
+    return np.clip(np.round(w / s[:, None]), -127, 127).astype(np.int8), s.astype(F32)
 
 
 @dataclass
@@ -113,15 +126,28 @@ class Int8Block:
     def from_float(cls, geom: BlockGeometry, params: dict[str, np.ndarray], in_scale: float,
                    in_zero_point: int) -> Int8Block:
         """Symmetric per-channel int8 of float parameters (conv OHWI, head (K, n_flat))."""
-        def quant(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            w = w.reshape(len(w), -1).astype(F32)
-            s = np.maximum(np.abs(w).max(axis=1), F32(1e-8)) / F32(127)
-            return np.clip(np.round(w / s[:, None]), -127, 127).astype(np.int8), s.astype(F32)
-
-        cq, cs = quant(params["conv_weight"])
-        hq, hs = quant(params["head_weight"])
+        cq, cs = _quant_rows(params["conv_weight"])
+        hq, hs = _quant_rows(params["head_weight"])
         return cls(geom, cq, cs, params["conv_bias"], hq, hs, params["head_bias"], in_scale,
                    in_zero_point)
+
+    @classmethod
+    def hash_init(cls, geom: BlockGeometry, in_scale: float, in_zero_point: int, seed: int
+                  ) -> Int8Block:
+        """The device's init from scratch (``ctxconv_train_reinit``): uniforms of the
+        counter hash at ``INIT_STEP`` in the order conv weights, conv biases, head weights,
+        head biases, scaled to torch's default bounds 1/sqrt(fan_in), quantized per row."""
+        n_c, n_h = geom.filters * geom.taps, geom.num_classes * geom.n_flat
+        u = uniforms(seed, INIT_STEP, np.arange(n_c + geom.filters + n_h + geom.num_classes,
+                                                dtype=np.uint32))
+        b_c = F32(1) / np.sqrt(F32(geom.taps))
+        b_h = F32(1) / np.sqrt(F32(geom.n_flat))
+        v = F32(2) * u - F32(1)
+        cw, cb = v[:n_c] * b_c, v[n_c:n_c + geom.filters] * b_c
+        hw, hb = v[n_c + geom.filters:-geom.num_classes] * b_h, v[-geom.num_classes:] * b_h
+        cq, cs = _quant_rows(cw.reshape(geom.filters, -1))
+        hq, hs = _quant_rows(hw.reshape(geom.num_classes, -1))
+        return cls(geom, cq, cs, cb, hq, hs, hb, in_scale, in_zero_point)
 
     def copy(self) -> Int8Block:
         return Int8Block(self.geom, self.conv_q.copy(), self.conv_s.copy(), self.conv_b.copy(),
@@ -247,10 +273,16 @@ def requantize(q: np.ndarray, step: np.ndarray, scale: np.ndarray, u: np.ndarray
 
 
 def qas_step(block: Int8Block, xq: np.ndarray, labels: np.ndarray, lr: float, step: int,
-             seed: int = 0, rounding: str = "stochastic") -> QasStepResult:
-    """One in-place training step on int8 inputs xq (B, H, W, Cin) with labels (B,)."""
+             seed: int = 0, rounding: str = "stochastic", update: str = "all"
+             ) -> QasStepResult:
+    """One in-place training step on int8 inputs xq (B, H, W, Cin) with labels (B,).
+
+    ``update``: ``all`` (every weight and bias), ``head`` (the head's weights and biases),
+    ``bias`` (the conv and head biases); the rest keep their values."""
     if rounding not in ROUNDINGS:
         raise ValueError(f"unknown rounding {rounding!r}; choose one of {ROUNDINGS}")
+    if update not in INT8_UPDATES:
+        raise ValueError(f"unknown update set {update!r}; choose one of {INT8_UPDATES}")
     g = block.geom
     labels = np.asarray(labels, np.int64)
     b, k, o_n, c = len(labels), g.num_classes, g.filters, g.cell
@@ -274,7 +306,7 @@ def qas_step(block: Int8Block, xq: np.ndarray, labels: np.ndarray, lr: float, st
     dpre = np.where(mask, dpre, F32(0))
     gw = np.zeros((o_n, g.taps), F32)
     colsf = cols.astype(F32)
-    for r in range(b):
+    for r in range(b if update == "all" else 0):  # only "all" changes the conv weights
         for p in range(g.pixels):
             gw = gw + dpre[r, p, :, None] * colsf[r, p]
     gb = np.zeros(o_n, F32)
@@ -287,10 +319,13 @@ def qas_step(block: Int8Block, xq: np.ndarray, labels: np.ndarray, lr: float, st
     u = None
     if rounding == "stochastic":
         u = uniforms(seed, step, np.arange(block.int8_params, dtype=np.uint32))
-    block.conv_q, block.conv_s, grow_c = requantize(
-        block.conv_q, a[:, None] * gw, block.conv_s,
-        None if u is None else u[: block.conv_q.size].reshape(block.conv_q.shape))
-    block.conv_b = (block.conv_b - lr32 * gb).astype(F32)
+    grow_c = grow_h = np.zeros(0, bool)
+    if update == "all":
+        block.conv_q, block.conv_s, grow_c = requantize(
+            block.conv_q, a[:, None] * gw, block.conv_s,
+            None if u is None else u[: block.conv_q.size].reshape(block.conv_q.shape))
+    if update in ("all", "bias"):
+        block.conv_b = (block.conv_b - lr32 * gb).astype(F32)
 
     # head rows
     gh = np.zeros((k, g.n_flat), F32)
@@ -300,9 +335,10 @@ def qas_step(block: Int8Block, xq: np.ndarray, labels: np.ndarray, lr: float, st
     for r in range(b):
         ghb = ghb + ds[r]
     ah = lr32 / block.head_s
-    block.head_q, block.head_s, grow_h = requantize(
-        block.head_q, ah[:, None] * gh, block.head_s,
-        None if u is None else u[block.conv_q.size:].reshape(block.head_q.shape))
+    if update != "bias":
+        block.head_q, block.head_s, grow_h = requantize(
+            block.head_q, ah[:, None] * gh, block.head_s,
+            None if u is None else u[block.conv_q.size:].reshape(block.head_q.shape))
     block.head_b = (block.head_b - lr32 * ghb).astype(F32)
     rescaled = int(grow_c.sum() + grow_h.sum())
     block.rescales += rescaled

@@ -18,7 +18,7 @@ import numpy as np
 from ctxconv.blockgraph.bundle import ExportBundle
 from ctxconv.blockgraph.geometry import BlockGeometry
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
-from ctxconv.ondevice.block import random_params
+from ctxconv.blockgraph.trainable import STATE_NAMES, training_state
 from ctxconv.ondevice.loading import geometry
 from ctxconv.ondevice.prefix import quantize_images
 from ctxconv.ondevice.qas import (
@@ -41,25 +41,16 @@ def input_quant(graph: BlockGraph) -> tuple[float, int]:
 
 def block_from_graph(graph: BlockGraph, geom: BlockGeometry) -> Int8Block:
     """The export's int8 block as an in-place trainable block (its own int8 weights)."""
-    def const(name: str) -> tuple[np.ndarray, np.ndarray]:
-        t = graph.tensors.get(name)
-        if t is None or t.data is None or t.quant is None:
-            raise ModelFileError(f"block graph {graph.name!r} has no quantized {name!r}")
-        return t.data, np.asarray(t.quant.scale, F32)
-
     s_in, zp = input_quant(graph)
-    cw, cs = const("conv_weight")
-    cb, cbs = const("conv_bias")
-    hw, hs = const("head_weight")
-    hb, hbs = const("head_bias")
-    return Int8Block(geom, cw.reshape(geom.filters, -1), cs, (cb * cbs).astype(F32),
-                     hw.reshape(geom.num_classes, -1), hs, (hb * hbs).astype(F32), s_in, zp)
+    st = training_state(graph)
+    return Int8Block(geom, *(st[n] for n in STATE_NAMES), s_in, zp)
 
 
 def init_block(geom: BlockGeometry, in_scale: float, in_zero_point: int, seed: int
                ) -> Int8Block:
-    """A seeded random init (torch's default bounds), quantized per channel."""
-    return Int8Block.from_float(geom, random_params(geom, seed), in_scale, in_zero_point)
+    """A seeded random init (torch's default bounds), quantized per channel: the device's
+    own (``Int8Block.hash_init``, what ``ctxconv_train_reinit`` draws)."""
+    return Int8Block.hash_init(geom, in_scale, in_zero_point, seed)
 
 
 @dataclass

@@ -24,9 +24,10 @@ HARNESS = ("harness.c",)
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
 #: Only for the library's own sources on the Cortex-M (the harness's vector table is not ISO C).
 LIBRARY_FLAGS = ("-pedantic",)
-#: The training harness: it drives the library's training step (``codegen/runtime/
-#: ctxconv_train.c``, given as an extra source; float32 steps repeated bit for bit from
-#: ondevice/qas.py, so nothing may be fused into a multiply-add).
+#: The training harness: it drives the library's training API (``c/ctxconv_train.c``,
+#: given as an extra source so that an export written before it still builds for
+#: inference; float32 steps repeated bit for bit from ondevice/qas.py, so nothing may be
+#: fused into a multiply-add).
 TRAIN_HARNESS = ("train_harness.c",)
 TRAIN_FLAGS = ("-ffp-contract=off",)
 DEFAULT_STACK_BYTES = 8192
