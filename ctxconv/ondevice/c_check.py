@@ -269,7 +269,7 @@ def check_training(bundle: ExportBundle, blocks: int | Sequence[int] | str,
                    seed: int = 0, rounding: str = "stochastic", from_scratch: bool = False,
                    emulate: bool = True, work_dir: Path | None = None,
                    epochs: int | None = None, update: str = "all", eval_images: int = 8,
-                   use_feed: bool = True) -> dict[str, Any]:
+                   use_feed: bool = False) -> dict[str, Any]:
     """Train ``blocks`` (an index, indices in increasing order, or ``"all"`` trainable
     blocks) one after another in the exported C library (host; and emulated when
     ``emulate`` and the core has a target) and in numpy; compare, evaluate and measure.

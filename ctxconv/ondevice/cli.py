@@ -29,10 +29,11 @@ from ctxconv.ondevice.loading import block_from_export, geometries
 from ctxconv.ondevice.losses import OBJECTIVES, wrong_labels
 from ctxconv.ondevice.optim import OPTIMIZERS, make_optimizer
 from ctxconv.ondevice.prefix import FrozenPrefix
+from ctxconv.ondevice.qas import INT8_UPDATES
 from ctxconv.ondevice.step import accuracy, local_step
 from ctxconv.sim.profiles import list_profiles, load_profile, profiles_help
 
-EXIT_ERROR, EXIT_DOES_NOT_FIT = 2, 4
+EXIT_ERROR, EXIT_CHECK_FAILED, EXIT_DOES_NOT_FIT = 2, 3, 4
 KB = 1024
 
 
@@ -73,15 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "export's training vectors (test accuracy, simulated device time)")
     p.add_argument("--from-scratch", action="store_true",
                    help="with --epochs: start every block from a seeded random init")
-    p.add_argument("--firmware-block", type=int, default=None,
-                   help="with --weights int8: also train this block in C (host build, and "
-                        "under QEMU for the MCU's core) and compare with the simulator")
+    p.add_argument("--firmware-block", type=_firmware_blocks, default=None,
+                   metavar="all|I",
+                   help="with --weights int8: also train this block (all: every trainable "
+                        "block, in order) in the exported C library (host build, and under "
+                        "QEMU for the MCU's core; --update all|head|bias) and compare with "
+                        "the simulator bit for bit")
     p.add_argument("--firmware-steps", type=int, default=3,
-                   help="steps of --firmware-block (batches taken in order)")
+                   help="steps of each --firmware-block (batches taken in order)")
     p.add_argument("--firmware-epochs", type=int, default=0,
-                   help="train --firmware-block in C for N whole epochs instead (shuffled as "
-                        "--epochs shuffles them) and report the test accuracy of the weights "
-                        "the C returned and the simulated device time")
+                   help="train each --firmware-block in C for N whole epochs instead "
+                        "(shuffled as --epochs shuffles them) and report the test accuracy "
+                        "of the weights the C returned and the simulated device time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -215,41 +219,67 @@ def format_int8_table(rep: dict[str, Any]) -> str:
         lines.append(f"test accuracy after training every block: {t['test_accuracy']:.2%}")
     fw = rep.get("firmware")
     if fw:
+        lines += _firmware_lines(fw, rep["mcu"])
+    return "\n".join(lines)
+
+
+def _firmware_lines(fw: dict[str, Any], mcu: str) -> list[str]:
+    """What the exported C library learned (``c_check.check_training``), block by block."""
+    lines = []
+    init = "from scratch" if fw["from_scratch"] else "from the export"
+    for b in fw["blocks"]:
+        run = (f"{b['epochs']} epochs, " if b.get("epochs") else "") + f"{b['steps']} steps"
         for where in ("host", "emulated"):
-            r = fw.get(where)
+            r = b.get(where)
             if r:
-                lines.append(f"block {fw['block']} trained in C ({where}, {fw['steps']} steps): "
-                             f"int8 weights {'bit-exact' if r['int8_bit_exact'] else 'DIFFER'}, "
-                             f"max relative error of float state and loss "
-                             f"{r['max_rel_error']:.2e}")
-        run = (f"{fw['epochs']} epochs, " if fw.get("epochs") else "") + f"{fw['steps']} steps"
-        init = "from scratch" if fw["from_scratch"] else "from the export"
-        lines.append(f"  test accuracy of block {fw['block']} ({run} of batch {fw['batch']}, "
-                     f"{init}, {fw['test_images']} test vectors): simulator "
-                     f"{fw['simulator']['test_accuracy']:.2%} (initial "
-                     f"{fw['test_accuracy_initial']:.2%})" + "".join(
-                         f", {where} C {fw[where]['test_accuracy']:.2%}"
-                         + (" (equal)" if fw[where]["test_accuracy_equal"] else " (DIFFERS)")
-                         for where in ("host", "emulated") if fw.get(where)))
-        if "block_by_block_test_accuracy" in fw:
-            same = all(fw[w].get("equals_block_by_block", True)
-                       for w in ("host", "emulated") if fw.get(w))
+                exact = r["int8_bit_exact"] and r["inference_params_bit_exact"]
+                lines.append(f"block {b['block']} trained in the C library ({where}, {run} of "
+                             f"batch {b['batch']}, update {b['update']}, {init}): int8 "
+                             f"weights and inference parameters "
+                             f"{'bit-exact' if exact else 'DIFFER'}, max relative error of "
+                             f"float state and loss {r['max_rel_error']:.2e}")
+        lines.append(f"  test accuracy of block {b['block']} ({b['test_images']} test "
+                     f"vectors): simulator {b['simulator']['test_accuracy']:.2%} (initial "
+                     f"{b['test_accuracy_initial']:.2%})" + "".join(
+                         f", {where} C {b[where]['test_accuracy']:.2%}"
+                         + (" (equal)" if b[where]["test_accuracy_equal"] else " (DIFFERS)")
+                         for where in ("host", "emulated") if b.get(where)))
+        if "block_by_block_test_accuracy" in b:
+            same = all(b[w].get("equals_block_by_block", True)
+                       for w in ("host", "emulated") if b.get(w))
             lines.append(f"  the simulator's block-by-block run reached "
-                         f"{fw['block_by_block_test_accuracy']:.2%} for block 0: "
+                         f"{b['block_by_block_test_accuracy']:.2%} for block 0: "
                          f"{'the same' if same else 'DIFFERENT'}")
-        e = fw.get("emulated")
+        e = b.get("emulated")
         if e:
-            lines.append(f"  measured on {e['target']}: RAM {e['ram_bytes'] / KB:.1f} KB "
-                         f"(planner {e['modelled_sram_bytes'] / KB:.1f} KB), "
-                         f"{e['instructions_per_step']:,} instructions per step "
-                         f"(+{e['prefix_instructions_per_image']:,} per image for the frozen "
+            lines.append(f"  measured: {e['instructions_per_step']:,} instructions per step "
+                         f"({e['instructions_per_sample']:,} per sample; "
+                         f"+{e['prefix_instructions_per_image']:,} per image for the frozen "
                          f"prefix; planner {e['modelled_cycles_per_step']:,} cycles)")
-            lines.append(f"  simulated {rep['mcu']} time for the {fw['steps']} steps: >= "
+            lines.append(f"  simulated {mcu} time for the {b['steps']} steps: >= "
                          f"{e['device_seconds_lower_bound']:.1f} s ({e['instructions_total']:,} "
                          f"instructions emulated, at {e['clock_hz'] / 1e6:.0f} MHz, one cycle "
-                         f"each); planner {fw['planned_device_seconds']:.1f} s "
-                         f"({fw['planned']['ms_per_step']:.1f} ms/step)")
-    return "\n".join(lines)
+                         f"each); planner {b['planned_device_seconds']:.1f} s "
+                         f"({b['planned']['ms_per_step']:.1f} ms/step)")
+    for where in ("host", "emulated"):
+        r = fw.get(where)
+        if r:
+            lines.append(f"after training ({where}): ctxconv_classify's class scores on "
+                         f"{fw['eval_images']} test vectors "
+                         f"{'bit-exact' if r['scores_bit_exact'] else 'DIFFER'} with the "
+                         f"reference kernels on the trained graphs; int8 pipeline test "
+                         f"accuracy with the C's weights {r['pipeline_test_accuracy']:.2%} "
+                         f"(simulator {fw['simulator_pipeline_test_accuracy']:.2%})")
+    e = fw.get("emulated")
+    if e:
+        lines.append(f"  measured on {e['target']}: RAM {e['ram_bytes'] / KB:.1f} KB (static "
+                     f"{e['static_ram_bytes'] / KB:.1f} KB, of which training buffers "
+                     f"{e['training_buffers_ram_bytes'] / KB:.1f} KB; stack "
+                     f"{e['stack_high_water_bytes']} B), flash {e['flash_bytes'] / KB:.1f} KB;"
+                     f" planner SRAM per block: " + ", ".join(
+                         f"{b['block']}: {b['emulated']['modelled_sram_bytes'] / KB:.1f} KB"
+                         for b in fw["blocks"]))
+    return lines
 
 
 def format_table(rep: dict[str, Any]) -> str:
@@ -347,16 +377,25 @@ def main_int8(args: argparse.Namespace) -> int:
         if args.firmware_block is not None:
             from ctxconv.ondevice.c_check import check_training
 
+            if args.update not in INT8_UPDATES:
+                raise ValueError(f"--update {args.update}: the C library trains "
+                                 f"{', '.join(INT8_UPDATES)}")
             rep["firmware"] = check_training(
                 int8, args.firmware_block, load_profile(args.mcu), args.firmware_steps,
                 args.batch, args.lr, args.seed, from_scratch=args.from_scratch,
-                epochs=args.firmware_epochs or None)
+                epochs=args.firmware_epochs or None, update=args.update)
             _same_as_simulator_run(rep)
     except (ModelFileError, ValueError, OSError, FirmwareError, ToolMissing) as exc:
         return report_error(exc, EXIT_ERROR, args.debug)
     print(format_int8_table(rep))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(rep, indent=2, default=_jsonable))
+    fw = rep.get("firmware") or {}
+    differ = [w for w in ("host", "emulated") if fw.get(w) and not fw[w]["bit_exact"]]
+    if differ:
+        print(f"error: the C library's training ({', '.join(differ)}) is not bit-exact with "
+              "the simulator's; see the lines marked DIFFER", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     if not rep["fits"]:
         print(f"error: not every block can be trained on {rep['mcu']} at batch {args.batch}",
               file=sys.stderr)
@@ -367,15 +406,26 @@ def main_int8(args: argparse.Namespace) -> int:
 def _same_as_simulator_run(rep: dict[str, Any]) -> None:
     """Block 0 trained in C from scratch for the epochs of --epochs sees the same batches
     as the simulator's block-by-block run: record whether both reach the same accuracy."""
-    fw, t = rep["firmware"], rep.get("training")
+    fw, t = rep["firmware"]["blocks"][0], rep.get("training")
     if (t is None or fw["block"] != 0 or not fw["from_scratch"] or not t["from_scratch"]
-            or fw["epochs"] != t["blocks"][0]["epochs"]):
+            or fw["epochs"] != t["blocks"][0]["epochs"] or fw["update"] != "all"):
         return
     acc = t["blocks"][0]["test_accuracy_block"]
     fw["block_by_block_test_accuracy"] = acc
     for where in ("host", "emulated"):
         if fw.get(where):
             fw[where]["equals_block_by_block"] = fw[where]["test_accuracy"] == acc
+
+
+def _firmware_blocks(text: str) -> str | int:
+    """``all`` or a block index (argparse type of --firmware-block)."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'all' nor a block index") \
+            from None
 
 
 def _jsonable(o: Any) -> Any:
