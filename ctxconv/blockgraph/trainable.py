@@ -82,9 +82,9 @@ def device_bias(bias: np.ndarray, in_scale: float, w_scale: np.ndarray) -> np.nd
     """int32 bias = round_half_away(b / (s_in * s_w)) in double, clamped to int32: the
     rule the C library applies after each step (``ctxconv_train.c``)."""
     s_in = float(F32(in_scale))
-    out = [round_half_away(float(F32(b)) / (s_in * float(F32(s))))
-           for b, s in zip(np.asarray(bias), np.asarray(w_scale), strict=True)]
-    return np.clip(np.array(out, np.int64), *_INT32).astype(np.int32)
+    out = [min(max(round_half_away(float(F32(b)) / (s_in * float(F32(s)))), _INT32[0]),
+               _INT32[1]) for b, s in zip(np.asarray(bias), np.asarray(w_scale), strict=True)]
+    return np.array(out, np.int64).astype(np.int32)
 
 
 def _grid_input(graph: BlockGraph) -> str:

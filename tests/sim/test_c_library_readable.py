@@ -17,7 +17,6 @@ from fw_graphs import add_graph, conv_graph, variant_graph
 
 import ctxconv
 from ctxconv.blockgraph.bundle import ExportBundle
-from ctxconv.codegen import TRAIN_FILES, copy_runtime
 from ctxconv.codegen.header import STACK_BYTES
 from ctxconv.codegen.sources import input_table
 from ctxconv.runtimes.firmware.build import build_arm
@@ -33,9 +32,12 @@ ARM_MISSING = missing_arm_tools()
 needs_arm = pytest.mark.skipif(ARM_MISSING is not None, reason=str(ARM_MISSING))
 WARNINGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-pedantic", "-Werror")
 M4F = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
-TRAIN_GEOMETRY = tuple(f"-DCTXCONV_TRAIN_{k}={v}" for k, v in {
-    "IN_SIZE": 8, "IN_CHANNELS": 2, "POOL": 2, "KERNEL": 3, "FILTERS": 4, "CLASSES": 10,
-    "GRID": 2, "BATCH": 4}.items()) + ("-ffp-contract=off",)
+def _train_builds(c_dir: Path) -> list[tuple[str, ...]]:
+    """Inference only, and every block this library can train learning."""
+    head = (c_dir / "ctxconv_model.h").read_text()
+    mask = re.search(r"#define CTXCONV_TRAINABLE_BLOCKS (0x[0-9a-f]+)u", head).group(1)
+    return [("-DCTXCONV_TRAIN_BLOCKS=0",), (f"-DCTXCONV_TRAIN_BLOCKS={mask}",
+                                           "-ffp-contract=off")]
 
 
 def _two_blocks(path: Path, **kw) -> ExportBundle:
@@ -196,11 +198,11 @@ def _warning_free(compilers: list[list[str]], tmp_path: Path) -> None:
                          tmp_path / "d")]
     for bundle in bundles:
         c_dir = bundle.path / "c"
-        copy_runtime(TRAIN_FILES, c_dir)
         for compiler in compilers:
-            for src in ("ctxconv_model.c", "ctxconv_kernels.c"):
-                _compile(compiler, c_dir, src, (), tmp_path)
-            _compile(compiler, c_dir, "ctxconv_train.c", TRAIN_GEOMETRY, tmp_path)
+            _compile(compiler, c_dir, "ctxconv_kernels.c", (), tmp_path)
+            for flags in _train_builds(c_dir):
+                for src in ("ctxconv_model.c", "ctxconv_train.c"):
+                    _compile(compiler, c_dir, src, flags, tmp_path)
 
 
 @needs_cc

@@ -177,29 +177,34 @@ def _check(digits_export, tmp_path, emulate: bool, **kw):
 @pytest.mark.parametrize("index,kw", [(0, {"from_scratch": True}),
                                       (1, {"rounding": "nearest", "lr": 0.5})])
 def test_c_step_on_the_host_is_bit_exact(digits_export, tmp_path, index, kw):
-    rep = _check(digits_export, tmp_path, False, index=index, steps=2, batch=3, **kw)
-    h = rep["host"]
-    assert h["int8_bit_exact"] and h["correct_equal"], h
+    rep = _check(digits_export, tmp_path, False, blocks=index, steps=2, batch=3, **kw)
+    h = rep["blocks"][0]["host"]
+    assert h["int8_bit_exact"] and h["correct_equal"] and h["inference_params_bit_exact"], h
     assert h["max_rel_error"] <= 1e-5
-    assert rep["emulated"] is None
+    assert rep["host"]["bit_exact"] and rep["emulated"] is None
 
 
 @needs_arm
 def test_c_step_on_the_emulated_cortex_m4(digits_export, tmp_path):
-    rep = _check(digits_export, tmp_path, True, index=1, steps=2, batch=2)
-    e = rep["emulated"]
-    assert e["int8_bit_exact"] and e["max_rel_error"] <= 1e-5, e
-    assert e["target"].startswith("cortex-m4f")
-    assert e["training_state_ram_bytes"] >= rep["int8_params"]  # the weights live in RAM
-    assert e["ram_bytes"] > 0 and e["instructions_per_step"] > 0
-    assert e["modelled_sram_bytes"] == rep["planned"]["sram_bytes"]
+    rep = _check(digits_export, tmp_path, True, blocks=1, steps=2, batch=2)
+    b, e = rep["blocks"][0], rep["emulated"]
+    assert b["emulated"]["int8_bit_exact"] and b["emulated"]["max_rel_error"] <= 1e-5
+    assert e["bit_exact"] and e["target"].startswith("cortex-m4f")
+    # block 1's weights (and their inference parameters) live in RAM when it learns
+    assert e["static_ram_bytes"] >= b["int8_params"] + e["training_buffers_ram_bytes"] > 0
+    assert e["ram_bytes"] > 0 and b["emulated"]["instructions_per_step"] > 0
+    assert b["emulated"]["modelled_sram_bytes"] == b["planned"]["sram_bytes"]
 
 
 def test_check_training_errors(digits_export, tmp_path):
     with pytest.raises(ValueError, match="block 5 does not exist"):
-        _check(digits_export, tmp_path, False, index=5)
+        _check(digits_export, tmp_path, False, blocks=5)
     with pytest.raises(ValueError, match="unknown rounding 'up'"):
-        _check(digits_export, tmp_path, False, index=0, rounding="up")
+        _check(digits_export, tmp_path, False, blocks=0, rounding="up")
+    with pytest.raises(ValueError, match="unknown update set 'film'"):
+        _check(digits_export, tmp_path, False, blocks=0, update="film")
+    with pytest.raises(ValueError, match="in increasing order"):
+        _check(digits_export, tmp_path, False, blocks=[1, 0])
 
 
 def test_cli_int8(digits_export, tmp_path, capsys):
@@ -229,8 +234,8 @@ def test_c_trained_block_evaluates_as_the_simulators(digits_export, tmp_path):
     from ctxconv.blockgraph.bundle import load_export
     from ctxconv.ondevice.scratch import epoch_batches, train_blocks
 
-    rep = _check(digits_export, tmp_path, False, index=0, batch=8, lr=0.05, seed=0,
-                 from_scratch=True, epochs=1)
+    rep = _check(digits_export, tmp_path, False, blocks=0, batch=8, lr=0.05, seed=0,
+                 from_scratch=True, epochs=1)["blocks"][0]
     bundle = load_export(digits_export["export_dir"])
     n = len(bundle.train_vectors()[1])
     assert rep["steps"] == len(epoch_batches(n, 1, 8, 0)) == n // 8
@@ -257,7 +262,8 @@ def test_block_from_state_is_evaluated_like_the_block():
 @needs_arm
 def test_c_trained_block_on_the_emulated_cortex_m4_evaluates_as_the_simulators(
         digits_export, tmp_path):
-    rep = _check(digits_export, tmp_path, True, index=0, steps=3, batch=4, from_scratch=True)
+    rep = _check(digits_export, tmp_path, True, blocks=0, steps=3, batch=4,
+                 from_scratch=True)["blocks"][0]
     e = rep["emulated"]
     assert e["int8_bit_exact"] and e["test_accuracy"] == rep["simulator"]["test_accuracy"]
     assert e["instructions_total"] >= 3 * e["instructions_per_step"] > 0
@@ -274,7 +280,7 @@ def test_cli_firmware_epochs(digits_export, tmp_path, capsys):
             "0.05", "--from-scratch", "--epochs", "1", "--firmware-block", "0",
             "--firmware-epochs", "1", "--json", str(out)]
     assert train_cli(args) == 0
-    fw = json.loads(out.read_text())["firmware"]
+    fw = json.loads(out.read_text())["firmware"]["blocks"][0]
     assert fw["epochs"] == 1 and fw["emulated"]["equals_block_by_block"]
     text = capsys.readouterr().out
     assert "emulated C" in text and "(equal)" in text and "the same" in text
