@@ -74,6 +74,16 @@ def accounting(export_dir: Path) -> list[dict]:
     return rows
 
 
+def one_block(rep: dict) -> dict:
+    """A one-block ``check_training`` report as this section stores it: the block's record,
+    with the run's figures (target, RAM, flash) merged into its host and emulated parts."""
+    b = dict(rep["blocks"][0])
+    for where in ("host", "emulated"):
+        if b.get(where) and rep.get(where):
+            b[where] = {**rep[where], **b[where]}
+    return b
+
+
 def table(name: str, rows: list[dict]) -> list[str]:
     out = [f"**{name}** (nRF52840, {rows[0]['available'] / KB:.0f} KB SRAM available):", "",
            "| block | params (all trained) | weights live in (b=1 / b=8) | SRAM b=1 KB | "
@@ -120,11 +130,12 @@ def main() -> None:
     if missing is None:
         bundle = load_export(digits)
         for index, scratch in ((0, True), (1, False)):
-            res["firmware"].append(check_training(bundle, index, load_profile(MCU), FW_STEPS,
-                                                  FW_BATCH, LR, SEED, from_scratch=scratch))
+            res["firmware"].append(one_block(check_training(
+                bundle, index, load_profile(MCU), FW_STEPS, FW_BATCH, LR, SEED,
+                from_scratch=scratch)))
         tf = time.perf_counter()
-        run = check_training(bundle, 0, load_profile(MCU), batch=BATCH, lr=LR, seed=SEED,
-                             from_scratch=True, epochs=EPOCHS)
+        run = one_block(check_training(bundle, 0, load_profile(MCU), batch=BATCH, lr=LR,
+                                       seed=SEED, from_scratch=True, epochs=EPOCHS))
         run["wall_seconds"] = round(time.perf_counter() - tf, 1)
         for part in (run["simulator"], run["host"], run["emulated"]):
             part.pop("losses", None)  # per-step lists: the windows summarise them

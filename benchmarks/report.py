@@ -22,7 +22,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 ORDER = ["quickstart", "train", "contextual", "accuracy", "host_train", "host_train_gpu",
          "parallel", "export", "sim", "sim_speed", "firmware", "tflm_mcu", "ondevice_train",
-         "ondevice_int8", "ondevice_adapt"]
+         "ondevice_int8", "ondevice_adapt", "ondevice_c"]
 PROVENANCE_KEYS = ("machine", "date", "commit", "command")
 
 

@@ -264,6 +264,63 @@ def _choose_blocks(bundle: ExportBundle, blocks: int | Sequence[int] | str) -> l
     return chosen
 
 
+def simulate_blocks(bundle: ExportBundle, chosen: list[int], profile: McuProfile,
+                    raw: np.ndarray, labels: np.ndarray, test: tuple[np.ndarray, np.ndarray],
+                    steps: int, batch: int, lr: float, seed: int, rounding: str,
+                    from_scratch: bool, epochs: int | None, update: str
+                    ) -> tuple[list[dict[str, Any]], list[BlockGraph]]:
+    """The simulator's side of ``check_training``: each chosen block trained in turn on
+    (raw, labels) as the device trains it; returns per block its record (with the
+    harness's input under ``_input``) and the block graphs as the device holds them after."""
+    raw_t, y_t = test
+    model = ExportModel(geometries(bundle), bundle.graphs, [len(t) for t in bundle.tflite],
+                        bundle.tflite)
+    graphs = list(bundle.graphs)
+    runs: list[dict[str, Any]] = []
+    for i in chosen:
+        block0 = initial_block(bundle, graphs[i], i, from_scratch, seed + i)
+        if epochs is not None:
+            idx = epoch_batches(len(labels), epochs, batch, seed + i)
+        else:
+            idx = (np.arange(steps * batch) % len(labels)).reshape(steps, batch)
+        n_steps = len(idx)
+        x = prefix_inputs(bundle, graphs, i, raw[idx.reshape(-1)])
+        x = x.reshape(n_steps, batch, *x.shape[1:])
+        x_t = prefix_inputs(bundle, graphs, i, raw_t)
+        y_b = labels[idx].astype(np.int64)
+        sim = block0.copy()
+        losses, correct = simulate(sim, x, y_b, lr, seed + i, rounding, update)
+        parts = ("conv", "head") if from_scratch or update != "head" else ("head",)
+        graphs[i] = with_state(graphs[i], {n: getattr(sim, n) for n in STATE}, parts)
+        planned = inplace_report(model, i, profile, batch, "ram")
+        runs.append({
+            "block": i, "steps": n_steps, "batch": batch, "lr": lr, "rounding": rounding,
+            "update": update, "from_scratch": from_scratch, "epochs": epochs,
+            "int8_params": block0.int8_params, "train_images": int(len(labels)),
+            "test_images": int(len(y_t)),
+            "test_accuracy_initial": block_accuracy(block0, x_t, y_t),
+            "simulator": {"losses": losses, "correct": correct,
+                          "test_accuracy": block_accuracy(sim, x_t, y_t), **_loss_window(losses)},
+            "planned": {k: planned[k] for k in ("sram_bytes", "sram_sum_bytes", "ms_per_step",
+                                                "macs", "store")},
+            "planned_device_seconds": n_steps * planned["ms_per_step"] / 1e3,
+            "_like": block0, "_sim": sim, "_x_t": x_t, "_parts": parts,
+            "_input": block_header(i, update, batch, rounding, from_scratch, n_steps, seed + i,
+                                   seed + i, lr)
+                      + samples(raw[idx.reshape(-1)], labels[idx.reshape(-1)]),
+        })  # fmt: skip
+    return runs, graphs
+
+
+def pipeline_accuracy(bundle: ExportBundle, graphs: list[BlockGraph], raw: np.ndarray,
+                      labels: np.ndarray) -> float:
+    """Accuracy of the int8 pipeline over ``graphs`` (reference kernels) on raw images."""
+    if not len(labels):
+        return 0.0
+    pipe = BlockPipeline(bundle.manifest, [compile_graph(g) for g in graphs])
+    return float((pipe.predict(raw, bundle.manifest["modes"][0]) == labels).mean())
+
+
 def check_training(bundle: ExportBundle, blocks: int | Sequence[int] | str,
                    profile: McuProfile, steps: int = 3, batch: int = 4, lr: float = 0.05,
                    seed: int = 0, rounding: str = "stochastic", from_scratch: bool = False,
@@ -295,50 +352,18 @@ def check_training(bundle: ExportBundle, blocks: int | Sequence[int] | str,
         raise ValueError(f"batch {batch} is larger than the {len(labels)} training vectors")
     raw_t, y_t = bundle.test_vectors()
     y_t = y_t.astype(np.int64)
-    model = ExportModel(geometries(bundle), bundle.graphs, [len(t) for t in bundle.tflite],
-                        bundle.tflite)
-    graphs = list(bundle.graphs)
+    runs, graphs = simulate_blocks(bundle, chosen, profile, raw, labels, (raw_t, y_t), steps,
+                                   batch, lr, seed, rounding, from_scratch, epochs, update)
     inputs = np.array([len(chosen), min(eval_images, len(y_t)), int(use_feed)],
                       "<i4").tobytes()
-    runs: list[dict[str, Any]] = []
-    for i in chosen:
-        block0 = initial_block(bundle, graphs[i], i, from_scratch, seed + i)
-        if epochs is not None:
-            idx = epoch_batches(len(labels), epochs, batch, seed + i)
-        else:
-            idx = (np.arange(steps * batch) % len(labels)).reshape(steps, batch)
-        n_steps = len(idx)
-        x = prefix_inputs(bundle, graphs, i, raw[idx.reshape(-1)])
-        x = x.reshape(n_steps, batch, *x.shape[1:])
-        x_t = prefix_inputs(bundle, graphs, i, raw_t)
-        y_b = labels[idx].astype(np.int64)
-        sim = block0.copy()
-        losses, correct = simulate(sim, x, y_b, lr, seed + i, rounding, update)
-        parts = ("conv", "head") if from_scratch or update != "head" else ("head",)
-        graphs[i] = with_state(graphs[i], {n: getattr(sim, n) for n in STATE}, parts)
-        inputs += block_header(i, update, batch, rounding, from_scratch, n_steps, seed + i,
-                               seed + i, lr)
-        inputs += samples(raw[idx.reshape(-1)], labels[idx.reshape(-1)])
-        planned = inplace_report(model, i, profile, batch, "ram")
-        runs.append({
-            "block": i, "steps": n_steps, "batch": batch, "lr": lr, "rounding": rounding,
-            "update": update, "from_scratch": from_scratch, "epochs": epochs,
-            "int8_params": block0.int8_params, "train_images": int(len(labels)),
-            "test_images": int(len(y_t)),
-            "test_accuracy_initial": block_accuracy(block0, x_t, y_t),
-            "simulator": {"losses": losses, "correct": correct,
-                          "test_accuracy": block_accuracy(sim, x_t, y_t), **_loss_window(losses)},
-            "planned": {k: planned[k] for k in ("sram_bytes", "sram_sum_bytes", "ms_per_step",
-                                                "macs", "store")},
-            "planned_device_seconds": n_steps * planned["ms_per_step"] / 1e3,
-            "_like": block0, "_sim": sim, "_x_t": x_t, "_parts": parts,
-        })  # fmt: skip
+    for run in runs:
+        inputs += run.pop("_input")
     n_eval = min(eval_images, len(y_t))
     inputs += b"".join(np.ascontiguousarray(r, np.uint8).tobytes() for r in raw_t[:n_eval])
     pipe = BlockPipeline(bundle.manifest, [compile_graph(g) for g in graphs])
     mode = bundle.manifest["modes"][0]
     want_scores = pipe.score_sums(quantize_images(bundle, raw_t[:n_eval]), mode)
-    sim_acc = float((pipe.predict(raw_t, mode) == y_t).mean()) if len(y_t) else 0.0
+    sim_acc = pipeline_accuracy(bundle, graphs, raw_t, y_t)
     report: dict[str, Any] = {
         "blocks": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
         "update": update, "from_scratch": from_scratch, "eval_images": n_eval,
@@ -407,9 +432,7 @@ def _outcome(data: bytes, runs: list[dict[str, Any]], report: dict[str, Any],
         c_graphs[rep["block"]] = with_state(bundle.graphs[rep["block"]], got["state"],
                                             run["_parts"])
     raw_t, y_t = bundle.test_vectors()
-    pipe = BlockPipeline(bundle.manifest, [compile_graph(g) for g in c_graphs])
-    acc = float((pipe.predict(raw_t, bundle.manifest["modes"][0]) == y_t).mean()) \
-        if len(y_t) else 0.0
+    acc = pipeline_accuracy(bundle, c_graphs, raw_t, y_t)
     out = {"scores_bit_exact": bool(np.array_equal(scores.astype(np.int64), want_scores)),
            "pipeline_test_accuracy": acc,
            "bit_exact": all(r[where]["int8_bit_exact"] and r[where]["inference_params_bit_exact"]

@@ -29,6 +29,7 @@ SECTIONS = {
     "ondevice_train": ("ondevice_train_bench", "render"),
     "ondevice_int8": ("ondevice_int8_bench", "render"),
     "ondevice_adapt": ("ondevice_adapt_bench", "render"),
+    "ondevice_c": ("ondevice_c_bench", "render"),
 }
 
 

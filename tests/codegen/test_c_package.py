@@ -55,7 +55,7 @@ def test_package_files_are_written_and_sealed(package, digits_export):
     for name in ("CMakeLists.txt", "ctxconv.mk", "example/main.c"):
         assert (c_dir / name).is_file(), name
         assert f"c/{name}" in digits_export["files"], name  # covered by the manifest digest
-    assert "add_library(ctxconv STATIC ctxconv_model.c ctxconv_kernels.c)" in (
+    assert "add_library(ctxconv STATIC ctxconv_model.c ctxconv_kernels.c ctxconv_train.c)" in (
         c_dir / "CMakeLists.txt").read_text()
 
 
