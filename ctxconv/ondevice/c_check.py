@@ -42,7 +42,13 @@ from ctxconv.ondevice.loading import geometries, geometry
 from ctxconv.ondevice.prefix import quantize_images
 from ctxconv.ondevice.qas import INT8_UPDATES, ROUNDINGS, Int8Block, qas_step
 from ctxconv.ondevice.scratch import block_accuracy, epoch_batches
-from ctxconv.runtimes.firmware.build import TRAIN_FLAGS, TRAIN_HARNESS, build_arm, build_host
+from ctxconv.runtimes.firmware.build import (
+    TRAIN_FLAGS,
+    TRAIN_HARNESS,
+    FirmwareDoesNotFit,
+    build_arm,
+    build_host,
+)
 from ctxconv.runtimes.firmware.run import CALIBRATION_INSTRUCTIONS, run_program
 from ctxconv.runtimes.firmware.targets import FirmwareError, target_for
 from ctxconv.runtimes.reference import compile_graph
@@ -350,6 +356,43 @@ def check_training(bundle: ExportBundle, blocks: int | Sequence[int] | str,
     raw, labels = bundle.train_vectors()
     if epochs is not None and len(labels) < batch:
         raise ValueError(f"batch {batch} is larger than the {len(labels)} training vectors")
+    defines = train_defines(chosen, batch)
+    extra = (c_dir / TRAIN_SOURCE,)
+    with work_directory("ctxconv-train-", work_dir) as work:
+        # the builds first: a library that does not fit the MCU fails in seconds
+        log.info("host build of the library's training for blocks %s", chosen)
+        exe = build_host(c_dir, work, [], TRAIN_HARNESS, defines, extra)
+        build, target, skipped = None, None, None
+        if emulate:
+            try:
+                target = target_for(profile)
+            except FirmwareError as exc:
+                skipped = str(exc)
+        if target is not None:
+            arm = work / "arm"
+            arm.mkdir()
+            try:
+                build = build_arm(c_dir, arm, [], target, profile, harness=TRAIN_HARNESS,
+                                  defines=defines, extra=extra)
+            except FirmwareDoesNotFit as exc:
+                raise FirmwareDoesNotFit(
+                    f"{exc}: blocks {chosen} learning at batch {batch} do not fit "
+                    f"{profile.name}; train fewer blocks (--firmware-block I), a smaller "
+                    "batch, or pick an MCU with more memory", exc.overflows) from None
+        report = _run_checks(bundle, chosen, profile, raw, labels, steps, batch, lr, seed,
+                             rounding, from_scratch, epochs, update, eval_images, use_feed,
+                             work, exe, build)
+        if skipped is not None:
+            report["emulated_skipped"] = skipped
+    return report
+
+
+def _run_checks(bundle: ExportBundle, chosen: list[int], profile: McuProfile,
+                raw: np.ndarray, labels: np.ndarray, steps: int, batch: int, lr: float,
+                seed: int, rounding: str, from_scratch: bool, epochs: int | None,
+                update: str, eval_images: int, use_feed: bool, work: Path, exe: Path,
+                build: Any) -> dict[str, Any]:
+    """The simulator's steps, then the built harnesses run on the same samples."""
     raw_t, y_t = bundle.test_vectors()
     y_t = y_t.astype(np.int64)
     runs, graphs = simulate_blocks(bundle, chosen, profile, raw, labels, (raw_t, y_t), steps,
@@ -363,40 +406,24 @@ def check_training(bundle: ExportBundle, blocks: int | Sequence[int] | str,
     pipe = BlockPipeline(bundle.manifest, [compile_graph(g) for g in graphs])
     mode = bundle.manifest["modes"][0]
     want_scores = pipe.score_sums(quantize_images(bundle, raw_t[:n_eval]), mode)
-    sim_acc = pipeline_accuracy(bundle, graphs, raw_t, y_t)
     report: dict[str, Any] = {
         "blocks": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
         "update": update, "from_scratch": from_scratch, "eval_images": n_eval,
         "feed": "ctxconv_train_feed" if use_feed else "ctxconv_train_feed_input",
-        "simulator_pipeline_test_accuracy": sim_acc,
+        "simulator_pipeline_test_accuracy": pipeline_accuracy(bundle, graphs, raw_t, y_t),
         "tolerance": "int8 weights and inference parameters bit-exact; float32 scales, "
                      "biases and loss: max relative error <= 1e-5; class scores bit-exact",
     }
-    defines = train_defines(chosen, batch)
     total_steps = sum(r["steps"] for r in runs)
-    with work_directory("ctxconv-train-", work_dir) as work:
-        log.info("host build of the library's training for blocks %s", chosen)
-        extra = (c_dir / TRAIN_SOURCE,)
-        exe = build_host(c_dir, work, [], TRAIN_HARNESS, defines, extra)
-        data = run_program(exe, inputs, work, HOST_SECONDS + total_steps)
-        report["host"] = _outcome(data, runs, report, bundle, graphs, want_scores, "host")
-        report["emulated"] = None
-        if emulate:
-            try:
-                target = target_for(profile)
-            except FirmwareError as exc:
-                report["emulated_skipped"] = str(exc)
-                return report
-            log.info("Cortex-M build of the library's training (%s) under QEMU", target.core)
-            arm = work / "arm"
-            arm.mkdir()
-            build = build_arm(c_dir, arm, [], target, profile, harness=TRAIN_HARNESS,
-                              defines=defines, extra=extra)
-            data = run_program(build.elf, inputs, arm,
-                               HOST_SECONDS + EMULATED_SECONDS_PER_STEP * total_steps, target)
-            rep = _outcome(data, runs, report, bundle, graphs, want_scores, "emulated",
-                           (build, profile))
-            report["emulated"] = rep
+    data = run_program(exe, inputs, work, HOST_SECONDS + total_steps)
+    report["host"] = _outcome(data, runs, report, bundle, graphs, want_scores, "host")
+    report["emulated"] = None
+    if build is not None:
+        log.info("the library's training on %s under QEMU", build.target.label)
+        data = run_program(build.elf, inputs, build.elf.parent,
+                           HOST_SECONDS + EMULATED_SECONDS_PER_STEP * total_steps, build.target)
+        report["emulated"] = _outcome(data, runs, report, bundle, graphs, want_scores,
+                                      "emulated", (build, profile))
     return report
 
 

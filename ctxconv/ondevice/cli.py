@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 def main_int8(args: argparse.Namespace) -> int:
     """--weights int8: accounting, optional block-by-block training and a C training run."""
     from ctxconv.ondevice.scratch import train_blocks
+    from ctxconv.runtimes.firmware.build import FirmwareDoesNotFit
     from ctxconv.runtimes.firmware.targets import FirmwareError
     from ctxconv.runtimes.firmware.toolchain import ToolMissing
 
@@ -385,6 +386,8 @@ def main_int8(args: argparse.Namespace) -> int:
                 args.batch, args.lr, args.seed, from_scratch=args.from_scratch,
                 epochs=args.firmware_epochs or None, update=args.update)
             _same_as_simulator_run(rep)
+    except FirmwareDoesNotFit as exc:
+        return report_error(exc, EXIT_DOES_NOT_FIT, args.debug)
     except (ModelFileError, ValueError, OSError, FirmwareError, ToolMissing) as exc:
         return report_error(exc, EXIT_ERROR, args.debug)
     print(format_int8_table(rep))

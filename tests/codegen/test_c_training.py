@@ -254,3 +254,22 @@ def test_every_block_learns_on_the_emulated_cortex_m4(digits_export, tmp_path):
     # both blocks' parameters and the step's buffers are RAM, measured on the ELF
     params = sum(b["int8_params"] for b in rep["blocks"])
     assert e["static_ram_bytes"] > params + e["training_buffers_ram_bytes"]
+
+
+@needs_arm
+def test_a_training_build_that_does_not_fit_fails_at_once(digits_export, tmp_path, capsys):
+    """Both blocks of the test model learning at batch 8 do not fit an 8 KB part: the link
+    fails before any simulation runs, with one line that says what to change, exit 4."""
+    import ctxconv.sim
+
+    mcu = Path(ctxconv.sim.__file__).parent / "mcu" / "nrf52840.yaml"
+    text = mcu.read_text().replace("sram_bytes: 262144", "sram_bytes: 8192").replace(
+        "  sram_bytes: 16384", "  sram_bytes: 1024")
+    yaml = tmp_path / "small.yaml"
+    yaml.write_text(text.replace("name: nrf52840", "name: small"))
+    code = train_cli([str(digits_export["export_dir"]), "--weights", "int8", "--batch", "8",
+                      "--mcu", str(yaml), "--firmware-block", "all"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "region RAM overflowed" in err and "train fewer blocks" in err
+    assert len(err.strip().splitlines()) == 1
