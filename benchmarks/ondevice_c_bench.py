@@ -28,7 +28,12 @@ from benchmarks.ondevice_int8_bench import ensure_digits
 from benchmarks.provenance import relative
 from benchmarks.report import provenance_line, start, write_section
 from ctxconv.blockgraph.bundle import load_export
-from ctxconv.ondevice.c_check import check_training, pipeline_accuracy, simulate_blocks
+from ctxconv.ondevice.c_check import (
+    check_training,
+    pipeline_accuracy,
+    reference_pipeline,
+    simulate_blocks,
+)
 from ctxconv.sim.profiles import load_profile
 
 KB = 1024
@@ -51,7 +56,8 @@ def choose_lr(bundle, profile) -> dict:
             _, graphs = simulate_blocks(bundle, blocks, profile, raw[fit], y[fit],
                                         (raw[val][:0], y[val][:0]), 1, BATCH, lr, seed,
                                         "stochastic", True, EPOCHS, "all")
-            accs.append(pipeline_accuracy(bundle, graphs, raw[val], y[val].astype(np.int64)))
+            accs.append(pipeline_accuracy(reference_pipeline(bundle, graphs), raw[val],
+                                          y[val].astype(np.int64)))
         scores[str(lr)] = accs
     best = max(LR_CANDIDATES, key=lambda lr: float(np.mean(scores[str(lr)])))
     return {"validation_accuracy": scores, "lr": best, "fit_images": len(y) - HELD_OUT,

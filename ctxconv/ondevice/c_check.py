@@ -32,16 +32,23 @@ from typing import Any
 import numpy as np
 
 from ctxconv.blockgraph.bundle import ExportBundle
+from ctxconv.blockgraph.geometry import BlockGeometry
 from ctxconv.blockgraph.ir import BlockGraph, ModelFileError
 from ctxconv.blockgraph.pipeline import BlockPipeline
-from ctxconv.blockgraph.trainable import training_state, with_state
+from ctxconv.blockgraph.trainable import STATE_NAMES, with_state
 from ctxconv.codegen.training import train_reasons
 from ctxconv.ondevice.accounting import ExportModel
 from ctxconv.ondevice.inplace import inplace_report
 from ctxconv.ondevice.loading import geometries, geometry
-from ctxconv.ondevice.prefix import quantize_images
+from ctxconv.ondevice.prefix import FrozenPrefix, quantize_images
 from ctxconv.ondevice.qas import INT8_UPDATES, ROUNDINGS, Int8Block, qas_step
-from ctxconv.ondevice.scratch import block_accuracy, epoch_batches
+from ctxconv.ondevice.scratch import (
+    block_accuracy,
+    block_from_graph,
+    epoch_batches,
+    init_block,
+    input_quant,
+)
 from ctxconv.runtimes.firmware.build import (
     TRAIN_FLAGS,
     TRAIN_HARNESS,
@@ -58,12 +65,13 @@ from ctxconv.workdirs import work_directory
 
 log = logging.getLogger(__name__)
 F32 = np.float32
-STATE = ("conv_q", "conv_s", "conv_b", "head_q", "head_s", "head_b")
+STATE = STATE_NAMES
 PARAMS = ("conv_bias", "conv_mult", "conv_shift", "head_bias", "head_mult", "head_shift")
 UPDATE_CODES = {u: i for i, u in enumerate(INT8_UPDATES)}  # CTXCONV_UPDATE_*
 HOST_SECONDS, EMULATED_SECONDS_PER_STEP = 60.0, 60.0
 TRAIN_SOURCE = "ctxconv_train.c"
-TRAIN_SYMBOL_PREFIXES = ("inputs", "masks", "z", "ds", "gw", "row", "cdz", "labels")
+#: The step's static buffers in ctxconv_train.c (their symbols in the ELF).
+TRAIN_BUFFER_SYMBOLS = ("inputs", "masks", "z", "ds", "gw", "row", "cdz", "labels")
 _STEP = np.dtype([("loss", "<f4"), ("correct", "<u4"), ("rescaled", "<u4"),
                   ("prefix", "<u8"), ("step", "<u8")])
 
@@ -194,30 +202,17 @@ def simulate(block: Int8Block, x: np.ndarray, labels: np.ndarray, lr: float, see
     return losses, correct
 
 
-def initial_block(bundle: ExportBundle, graph: BlockGraph, index: int, from_scratch: bool,
-                  seed: int) -> Int8Block:
-    """Block ``index`` as training starts: the device's own init (``from_scratch``) or the
-    weights the device holds."""
-    geom = geometry(bundle, index)
-    t = graph.tensors["features_in"]
-    s_in, zp = float(F32(t.quant.scale[0])), int(t.quant.zero_point[0])
+def initial_block(graph: BlockGraph, geom: BlockGeometry, from_scratch: bool, seed: int
+                  ) -> Int8Block:
+    """A block as training starts: the device's own init (``from_scratch``) or the weights
+    the device holds (``graph``)."""
     if from_scratch:
-        return Int8Block.hash_init(geom, s_in, zp, seed)
-    st = training_state(graph)
-    return Int8Block(geom, *(st[n] for n in STATE), s_in, zp)
+        return init_block(geom, *input_quant(graph), seed)
+    return block_from_graph(graph, geom)
 
 
-def prefix_inputs(bundle: ExportBundle, graphs: list[BlockGraph], index: int,
-                  raw: np.ndarray) -> np.ndarray:
-    """Raw images -> block ``index``'s int8 input through ``graphs`` (reference kernels)."""
-    x = quantize_images(bundle, raw)
-    for g in graphs[:index]:
-        x = compile_graph(g).run({"features_in": x})["features"]
-    return x
-
-
-def _measured(build: Any, got: dict[str, Any], planned: dict[str, Any], batch: int,
-              profile: McuProfile, per_tick: float) -> dict[str, Any]:
+def _measured(got: dict[str, Any], planned: dict[str, Any], batch: int, profile: McuProfile,
+              per_tick: float) -> dict[str, Any]:
     """Instructions per step measured on the binary, beside the planner's figures."""
     step_instr = float(np.median(got["step"])) * per_tick
     prefix_instr = float(np.median(got["prefix"])) * per_tick / batch
@@ -245,7 +240,7 @@ def _build_measured(build: Any, stack: int) -> dict[str, Any]:
     lib_ram = build.library_bytes(kinds="bBdD")
     return {"target": build.target.label, "flash_bytes": build.flash_bytes,
             "static_ram_bytes": lib_ram,
-            "training_buffers_ram_bytes": sum(static.get(n, 0) for n in TRAIN_SYMBOL_PREFIXES),
+            "training_buffers_ram_bytes": sum(static.get(n, 0) for n in TRAIN_BUFFER_SYMBOLS),
             "static_symbols": dict(sorted(static.items(), key=lambda kv: -kv[1])[:12]),
             "stack_high_water_bytes": stack, "ram_bytes": lib_ram + stack}
 
@@ -284,15 +279,16 @@ def simulate_blocks(bundle: ExportBundle, chosen: list[int], profile: McuProfile
     graphs = list(bundle.graphs)
     runs: list[dict[str, Any]] = []
     for i in chosen:
-        block0 = initial_block(bundle, graphs[i], i, from_scratch, seed + i)
+        block0 = initial_block(graphs[i], geometry(bundle, i), from_scratch, seed + i)
         if epochs is not None:
             idx = epoch_batches(len(labels), epochs, batch, seed + i)
         else:
             idx = (np.arange(steps * batch) % len(labels)).reshape(steps, batch)
         n_steps = len(idx)
-        x = prefix_inputs(bundle, graphs, i, raw[idx.reshape(-1)])
+        prefix = FrozenPrefix(bundle, i, graphs)
+        x = prefix.quantized(raw[idx.reshape(-1)])
         x = x.reshape(n_steps, batch, *x.shape[1:])
-        x_t = prefix_inputs(bundle, graphs, i, raw_t)
+        x_t = prefix.quantized(raw_t)
         y_b = labels[idx].astype(np.int64)
         sim = block0.copy()
         losses, correct = simulate(sim, x, y_b, lr, seed + i, rounding, update)
@@ -318,13 +314,16 @@ def simulate_blocks(bundle: ExportBundle, chosen: list[int], profile: McuProfile
     return runs, graphs
 
 
-def pipeline_accuracy(bundle: ExportBundle, graphs: list[BlockGraph], raw: np.ndarray,
-                      labels: np.ndarray) -> float:
-    """Accuracy of the int8 pipeline over ``graphs`` (reference kernels) on raw images."""
+def reference_pipeline(bundle: ExportBundle, graphs: list[BlockGraph]) -> BlockPipeline:
+    """The export's block pipeline over ``graphs``, run by the reference kernels."""
+    return BlockPipeline(bundle.manifest, [compile_graph(g) for g in graphs])
+
+
+def pipeline_accuracy(pipe: BlockPipeline, raw: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of a pipeline in its default mode on raw images."""
     if not len(labels):
         return 0.0
-    pipe = BlockPipeline(bundle.manifest, [compile_graph(g) for g in graphs])
-    return float((pipe.predict(raw, bundle.manifest["modes"][0]) == labels).mean())
+    return float((pipe.predict(raw, pipe.modes[0]) == labels).mean())
 
 
 def check_training(bundle: ExportBundle, blocks: int | Sequence[int] | str,
@@ -403,35 +402,37 @@ def _run_checks(bundle: ExportBundle, chosen: list[int], profile: McuProfile,
         inputs += run.pop("_input")
     n_eval = min(eval_images, len(y_t))
     inputs += b"".join(np.ascontiguousarray(r, np.uint8).tobytes() for r in raw_t[:n_eval])
-    pipe = BlockPipeline(bundle.manifest, [compile_graph(g) for g in graphs])
-    mode = bundle.manifest["modes"][0]
-    want_scores = pipe.score_sums(quantize_images(bundle, raw_t[:n_eval]), mode)
+    pipe = reference_pipeline(bundle, graphs)
+    want_scores = pipe.score_sums(quantize_images(bundle, raw_t[:n_eval]), pipe.modes[0])
     report: dict[str, Any] = {
         "blocks": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
         "update": update, "from_scratch": from_scratch, "eval_images": n_eval,
         "feed": "ctxconv_train_feed" if use_feed else "ctxconv_train_feed_input",
-        "simulator_pipeline_test_accuracy": pipeline_accuracy(bundle, graphs, raw_t, y_t),
+        "simulator_pipeline_test_accuracy": pipeline_accuracy(pipe, raw_t, y_t),
         "tolerance": "int8 weights and inference parameters bit-exact; float32 scales, "
                      "biases and loss: max relative error <= 1e-5; class scores bit-exact",
     }
     total_steps = sum(r["steps"] for r in runs)
     data = run_program(exe, inputs, work, HOST_SECONDS + total_steps)
-    report["host"] = _outcome(data, runs, report, bundle, graphs, want_scores, "host")
+    report["host"] = _outcome(data, runs, report, bundle, graphs, want_scores, (raw_t, y_t),
+                              "host")
     report["emulated"] = None
     if build is not None:
         log.info("the library's training on %s under QEMU", build.target.label)
         data = run_program(build.elf, inputs, build.elf.parent,
                            HOST_SECONDS + EMULATED_SECONDS_PER_STEP * total_steps, build.target)
         report["emulated"] = _outcome(data, runs, report, bundle, graphs, want_scores,
-                                      "emulated", (build, profile))
+                                      (raw_t, y_t), "emulated", (build, profile))
     return report
 
 
 def _outcome(data: bytes, runs: list[dict[str, Any]], report: dict[str, Any],
              bundle: ExportBundle, graphs: list[BlockGraph], want_scores: np.ndarray,
-             where: str, arm: tuple[Any, McuProfile] | None = None) -> dict[str, Any]:
+             test: tuple[np.ndarray, np.ndarray], where: str,
+             arm: tuple[Any, McuProfile] | None = None) -> dict[str, Any]:
     """Parse one run's output: per block into ``report['blocks'][i][where]``; returns the
-    run's summary (scores, pipeline accuracy, exactness, and what the build measured)."""
+    run's summary (scores, pipeline accuracy on the ``test`` vectors, exactness, and what
+    the build measured)."""
     off = 0
     blocks_got = []
     for run, rep in zip(runs, report["blocks"], strict=True):
@@ -441,7 +442,7 @@ def _outcome(data: bytes, runs: list[dict[str, Any]], report: dict[str, Any],
                                rep["simulator"]["correct"], graphs[rep["block"]])
         res["losses"] = got["loss"].tolist()
         acc = block_accuracy(block_from_state(got["state"], run["_like"]), run["_x_t"],
-                             bundle.test_vectors()[1].astype(np.int64))
+                             test[1])
         res.update(test_accuracy=acc, test_accuracy_equal=acc == rep["simulator"]["test_accuracy"],
                    **_loss_window(got["loss"]))
         rep[where] = res
@@ -458,8 +459,7 @@ def _outcome(data: bytes, runs: list[dict[str, Any]], report: dict[str, Any],
     for run, rep, got in zip(runs, report["blocks"], blocks_got, strict=True):
         c_graphs[rep["block"]] = with_state(bundle.graphs[rep["block"]], got["state"],
                                             run["_parts"])
-    raw_t, y_t = bundle.test_vectors()
-    acc = pipeline_accuracy(bundle, c_graphs, raw_t, y_t)
+    acc = pipeline_accuracy(reference_pipeline(bundle, c_graphs), *test)
     out = {"scores_bit_exact": bool(np.array_equal(scores.astype(np.int64), want_scores)),
            "pipeline_test_accuracy": acc,
            "bit_exact": all(r[where]["int8_bit_exact"] and r[where]["inference_params_bit_exact"]
@@ -472,6 +472,5 @@ def _outcome(data: bytes, runs: list[dict[str, Any]], report: dict[str, Any],
         per_tick = CALIBRATION_INSTRUCTIONS / cal
         out.update(_build_measured(build, stack))
         for run, rep, got in zip(runs, report["blocks"], blocks_got, strict=True):
-            rep[where].update(_measured(build, got, rep["planned"], run["batch"], profile,
-                                        per_tick))
+            rep[where].update(_measured(got, rep["planned"], run["batch"], profile, per_tick))
     return out

@@ -29,7 +29,6 @@ from ctxconv.ondevice.loading import block_from_export, geometries
 from ctxconv.ondevice.losses import OBJECTIVES, wrong_labels
 from ctxconv.ondevice.optim import OPTIMIZERS, make_optimizer
 from ctxconv.ondevice.prefix import FrozenPrefix
-from ctxconv.ondevice.qas import INT8_UPDATES
 from ctxconv.ondevice.step import accuracy, local_step
 from ctxconv.sim.profiles import list_profiles, load_profile, profiles_help
 
@@ -378,9 +377,6 @@ def main_int8(args: argparse.Namespace) -> int:
         if args.firmware_block is not None:
             from ctxconv.ondevice.c_check import check_training
 
-            if args.update not in INT8_UPDATES:
-                raise ValueError(f"--update {args.update}: the C library trains "
-                                 f"{', '.join(INT8_UPDATES)}")
             rep["firmware"] = check_training(
                 int8, args.firmware_block, load_profile(args.mcu), args.firmware_steps,
                 args.batch, args.lr, args.seed, from_scratch=args.from_scratch,

@@ -1,6 +1,6 @@
 """Accounting of whole-block training with int8 weights updated in place (``qas.py``).
 
-Buffers of one step (the static buffers of ``harness/ctxconv_train.c``, same names), placed
+Buffers of one step (the static buffers of ``c/ctxconv_train.c``, same names), placed
 by the greedy planner over the steps ``INPLACE_STEPS``:
 
 * the block's int8 weights, where they change: ``store="ram"`` copies them from flash into

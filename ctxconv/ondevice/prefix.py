@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ctxconv.blockgraph.bundle import ExportBundle
+from ctxconv.blockgraph.ir import BlockGraph
 from ctxconv.runtimes.reference import compile_graph
 
 F32 = np.float32
@@ -39,11 +40,13 @@ def dequantize_input(bundle: ExportBundle, index: int, x: np.ndarray) -> np.ndar
 
 class FrozenPrefix:
     """Blocks < ``index`` of an export, compiled once; ``__call__`` maps raw images to the
-    float32 input batch of block ``index``."""
+    float32 input batch of block ``index``. ``graphs``: the block graphs to run instead of
+    the export's (e.g. as a device holds them after training earlier blocks)."""
 
-    def __init__(self, bundle: ExportBundle, index: int) -> None:
+    def __init__(self, bundle: ExportBundle, index: int,
+                 graphs: list[BlockGraph] | None = None) -> None:
         self.bundle, self.index = bundle, index
-        self.graphs = [compile_graph(g) for g in bundle.graphs[:index]]
+        self.graphs = [compile_graph(g) for g in (graphs or bundle.graphs)[:index]]
         for i, b in enumerate(bundle.blocks[:index]):
             if b.get("contextual"):
                 raise ValueError(f"block {i} is contextual: the blocks after it were trained on "

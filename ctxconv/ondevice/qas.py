@@ -1,5 +1,5 @@
 """Whole-block training with int8 weights updated in place (no float weight copy, no
-gradient buffer): the numpy model of the device step that ``harness/ctxconv_train.c`` runs.
+gradient buffer): the numpy model of the device step that ``c/ctxconv_train.c`` runs.
 
 State of a context-free block: conv weights int8 (O, k*k*Cin) with one float32 scale per
 output channel, head weights int8 (K, g*g*O) with one scale per class, biases float32.
